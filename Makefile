@@ -1,0 +1,58 @@
+# The two commands of README: `make run` (set up and start the app) and `make test` (set up and pass
+# every test). Both create what they need on a fresh machine; pins live in pyproject.toml only.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CV5 := .venv-cv5
+TOOLS := .venv-tools
+SHARED ?= $(abspath ..)/shared
+export OBJDET_SHARED_DIR ?= $(SHARED)
+PIP_FLAGS := --disable-pip-version-check --no-input --progress-bar off
+REQS := $(PYTHON) scripts/requirements_from_pyproject.py
+
+.PHONY: run test test-fast test-cv5 install weights bench image-test clean
+
+run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
+	$(PY) -m app detect --model yolo models/*.png 2>/dev/null || \
+	  $(PY) -m app detect --model yolo $(OBJDET_SHARED_DIR)/assets/images/coffee.png
+
+test: install $(CV5)/.installed $(TOOLS)/.installed  ## every test: engine, app, browser, kustomize gate, OpenCV 5
+	EXPECT_OPENCV_MAJOR=4 $(PY) -m pytest
+	$(MAKE) test-cv5
+
+test-cv5: $(CV5)/.installed  ## the YOLO/ONNX tests under OpenCV 5 (no torch in that environment)
+	EXPECT_OPENCV_MAJOR=5 PYTHONPATH=$(CURDIR) $(CV5)/bin/python -m pytest -p no:cacheprovider \
+	  tests/test_yolo_onnx.py tests/test_yolo_darknet.py tests/test_images.py
+
+test-fast: install  ## engine tests only
+	$(PY) -m pytest tests -m "not browser and not server" --ignore=tests/k8s
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[ssd,app,test]'
+	touch $@
+
+$(CV5)/.installed: pyproject.toml
+	test -x $(CV5)/bin/python || $(PYTHON) -m venv $(CV5)
+	$(CV5)/bin/pip install $(PIP_FLAGS) $$($(REQS) cv5-test)
+	touch $@
+
+$(TOOLS)/.installed: pyproject.toml
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install $(PIP_FLAGS) $$($(REQS) policy)
+	touch $@
+
+weights: install  ## fetch the configured weights; offline, copy the shared test assets where present
+	@mkdir -p models
+	@src="$(OBJDET_SHARED_DIR)/assets/weights/yolo-fastest-1.1"; if [ -d "$$src" ]; then \
+	  for f in "$$src"/*; do [ -e "models/$$(basename "$$f")" ] || cp "$$f" models/; done; fi
+	-$(PY) -m app weights fetch
+
+bench: install  ## raw framework call vs full pipeline, per model
+	$(PY) -m app bench
+
+clean:
+	rm -rf $(VENV) $(CV5) $(TOOLS) .pytest_cache

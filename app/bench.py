@@ -1,0 +1,112 @@
+"""``python -m app bench``: the raw framework call against the full pipeline, in one process.
+
+Raw: ``net.forward`` on a ready blob (YOLO); the torchvision model called on a ready tensor with
+the same thresholds (SSD). Pipeline: preprocess + inference + postprocess from a decoded image
+(file decoding excluded). Runs alternate raw / pipeline so that machine noise hits both alike;
+medians and their ratio are printed. Without an SSD weights file, seeded random weights stand in
+(same architecture and cost; see README).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .config import REPO_ROOT, Settings
+from .images import load_image
+from .result import DetectParams
+
+DEFAULT_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+
+
+def _default_images() -> list[Path]:
+    import os
+
+    shared = Path(os.environ.get("OBJDET_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    return [shared / "assets" / "images" / name for name in DEFAULT_IMAGES]
+
+
+def _ssd_settings(settings: Settings, tmp: Path) -> tuple[Settings, str]:
+    if settings.ssd_weights.is_file():
+        return settings, str(settings.ssd_weights)
+    import torch
+
+    from .detectors.ssd import build_model
+
+    torch.manual_seed(0)
+    path = tmp / "ssd-random-seed0.pth"
+    torch.save(build_model(settings.ssd_arch).state_dict(), path)
+    return replace(settings, ssd_weights=path), f"seeded random weights ({settings.ssd_arch}; {settings.ssd_weights} absent)"
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def run_bench(args, settings: Settings) -> int:
+    from .registry import BUILD_COUNT, get_detector
+
+    images = [Path(p) for p in args.images] or _default_images()
+    arrays = [load_image(p, max_pixels=settings.max_image_pixels) for p in images]
+    params = DetectParams(conf=0.3, iou=0.45, max_det=100)
+    models = list(settings.models) if args.model == "all" else [args.model]
+    report = {"images": [str(p) for p in images], "repeat": args.repeat, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            model_settings, source = (_ssd_settings(settings, Path(tmp)) if model == "ssd"
+                                      else (settings, str(settings.yolo_weights)))
+            t0 = time.perf_counter()
+            detector = get_detector(model, model_settings)
+            build_ms = (time.perf_counter() - t0) * 1000.0
+            raw_calls = [_raw_call(detector, image, params) for image in arrays]
+            for image, raw_call in zip(arrays, raw_calls):  # warm-up
+                raw_call()
+                detector.detect(image, params)
+            raw_ms, pipe_ms = [], []
+            for _ in range(args.repeat):
+                for image, raw_call in zip(arrays, raw_calls):
+                    raw_ms.append(_time(raw_call))
+                    pipe_ms.append(_time(lambda: detector.detect(image, params)))
+            raw_med, pipe_med = statistics.median(raw_ms), statistics.median(pipe_ms)
+            report["models"][model] = {
+                "weights": source,
+                "input_size": getattr(detector, "input_size", None) or 320,
+                "build_ms": round(build_ms, 1),
+                "constructions": BUILD_COUNT.get(model, 0),
+                "raw_median_ms": round(raw_med, 3),
+                "pipeline_median_ms": round(pipe_med, 3),
+                "ratio": round(pipe_med / raw_med, 4),
+                "runs": len(raw_ms),
+            }
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{len(arrays)} images x {args.repeat} runs, alternating raw / pipeline, one process")
+        print(f"{'model':6} {'raw median ms':>14} {'pipeline ms':>12} {'ratio':>7} {'builds':>7}  weights")
+        for model, r in report["models"].items():
+            print(f"{model:6} {r['raw_median_ms']:14.2f} {r['pipeline_median_ms']:12.2f} {r['ratio']:7.3f} "
+                  f"{r['constructions']:7d}  {r['weights']}")
+    return 0
+
+
+def _raw_call(detector, image, params):
+    """The framework alone on input that is already prepared."""
+    if detector.name == "yolo":
+        blob, _ = detector.preprocess(image)
+        net, names = detector.net, detector.output_names
+
+        def call():
+            net.setInput(blob)
+            net.forward(names)
+
+        return call
+    tensor = detector.to_tensor(image)
+    return lambda: detector.raw_call(tensor, params)

@@ -1,0 +1,198 @@
+"""Command line: ``python -m app detect|weights|bench|serve``.
+
+Exit status: 0 success, 1 a file or model failed (the others still ran), 2 usage error.
+Only the modules a command needs are imported: ``detect --model yolo`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("detect", help="detect objects in image files")
+    d.add_argument("images", nargs="+", metavar="IMAGE")
+    d.add_argument("--model", choices=("ssd", "yolo", "all"), default="all",
+                   help="which detector (default: all enabled by OBJDET_MODELS)")
+    d.add_argument("--conf", type=float, default=0.3, help="score threshold (default 0.3)")
+    d.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    d.add_argument("--classes", default="", help="comma list of labels to keep, e.g. person,cup")
+    d.add_argument("--max-det", type=int, default=100, help="maximum detections per image (default 100)")
+    d.add_argument("--out", type=Path, help="write annotated PNGs into this directory")
+    d.add_argument("--json", action="store_true", help="print one JSON document")
+
+    w = sub.add_parser("weights", help="fetch or verify model files")
+    wsub = w.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    f = wsub.add_parser("fetch", help="download and verify manifest files (default: the configured ones)")
+    f.add_argument("names", nargs="*", metavar="NAME")
+    f.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
+    f.add_argument("--all", action="store_true", help="every file in the manifest")
+    f.add_argument("--mirror", help="fetch from this base URL instead of the upstream addresses")
+    wsub.add_parser("verify", help="check the configured files against the manifest")
+    wsub.add_parser("list", help="print the manifest")
+
+    b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
+    b.add_argument("images", nargs="*", metavar="IMAGE")
+    b.add_argument("--model", choices=("ssd", "yolo", "all"), default="all")
+    b.add_argument("--repeat", type=int, default=30, help="timed runs per image and variant (default 30)")
+    b.add_argument("--json", action="store_true")
+
+    sub.add_parser("serve", help="load models, then run the Streamlit app (health 200 = models ready)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "detect":
+            return cmd_detect(args, settings)
+        if args.command == "weights":
+            return cmd_weights(args, settings)
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(args, settings)
+        if args.command == "serve":
+            from .server import serve
+
+            return serve(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"python -m app {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    raise AssertionError(args.command)
+
+
+def _params(args):
+    from .result import DetectParams
+
+    classes = frozenset(c.strip() for c in args.classes.split(",") if c.strip()) or None
+    try:
+        return DetectParams(conf=args.conf, iou=args.iou, classes=classes, max_det=args.max_det)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _models(choice: str, settings: Settings) -> list[str]:
+    return list(settings.models) if choice == "all" else [choice]
+
+
+def cmd_detect(args, settings: Settings) -> int:
+    from .detectors.base import ModelLoadError
+    from .images import ImageError, load_image
+    from .registry import get_detector
+
+    params = _params(args)
+    detectors = {}
+    for model in _models(args.model, settings):
+        try:
+            detectors[model] = get_detector(model, settings)
+        except ModelLoadError as exc:
+            print(f"error: {model}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        if params.classes:
+            try:
+                detectors[model].check_classes(params)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    report, failed = [], 0
+    for path in args.images:
+        entry: dict = {"file": path}
+        try:
+            image = load_image(path, max_pixels=settings.max_image_pixels)
+            results = {m: detector.detect(image, params) for m, detector in detectors.items()}
+            entry["results"] = [r.to_dict() for r in results.values()]
+            if args.out:
+                entry["annotated"] = _write_annotated(args.out, path, image, results)
+        except ImageError as exc:
+            failed += 1
+            entry["error"] = str(exc)
+        report.append(entry)
+        if not args.json:
+            _print_human(entry)
+    if args.json:
+        json.dump({"images": report, "failed": failed, "params": _params_dict(params)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif failed:
+        print(f"{failed} of {len(report)} files failed", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _write_annotated(out_dir: Path, path: str, image, results) -> list[str]:
+    from .annotate import annotate, to_png
+
+    written = []
+    for model, result in results.items():
+        target = out_dir / f"{Path(path).stem}.{model}.png"
+        target.write_bytes(to_png(annotate(image, result)))
+        written.append(str(target))
+    return written
+
+
+def _params_dict(params) -> dict:
+    return {"conf": params.conf, "iou": params.iou, "max_det": params.max_det,
+            "classes": sorted(params.classes) if params.classes else None}
+
+
+def _print_human(entry: dict) -> None:
+    if "error" in entry:
+        print(f"{entry['file']}: ERROR {entry['error']}", file=sys.stderr)
+        return
+    for res in entry["results"]:
+        total = sum(res["timings_ms"].values())
+        found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in res["detections"]) or "nothing"
+        print(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)")
+
+
+def cmd_weights(args, settings: Settings) -> int:
+    from .weights import CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch
+
+    if args.weights_command == "list":
+        for e in MANIFEST.values():
+            print(f"{e.name:52} {e.model:5} {e.sha256[:16]:16} {e.url}")
+        return EXIT_OK
+    if args.weights_command == "verify":
+        bad = 0
+        for model, role, path in configured_files(settings):
+            check = check_file(path, role)
+            bad += check.state in (MISSING, CORRUPT)
+            print(f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
+                  f"{check.describe()}")
+        if bad:
+            print(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
+                  file=sys.stderr)
+        return EXIT_FAILED if bad else EXIT_OK
+    names = list(MANIFEST) if args.all else (args.names or default_names(settings))
+    unknown = [n for n in names if n not in MANIFEST]
+    if unknown:
+        raise UsageError(f"not in the manifest: {', '.join(unknown)}; known: {', '.join(MANIFEST)}")
+    if not names:
+        print("nothing to fetch: no configured file is in the manifest (custom files are yours to place)")
+        return EXIT_OK
+    dest = args.dest or settings.weights_dir
+    try:
+        for name, what in fetch(names, dest, url_base=args.mirror):
+            print(f"{name}: {what} -> {Path(dest) / name}")
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

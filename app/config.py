@@ -1,0 +1,223 @@
+"""Settings from the environment (12-factor): the contract the Kubernetes ConfigMap fills.
+
+Every variable the app reads is declared once in ``ENV_VARS``; README's table, the kustomize policy
+tests and the weights commands all read this module instead of keeping lists of their own.
+Invalid values fail at start-up with a ``ConfigError`` that names the variable and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+MODEL_FAMILIES = ("ssd", "yolo")
+SSD_ARCHS = ("ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
+DEVICES = ("auto", "cpu", "cuda")
+# The official torchvision COCO state dicts: the file names carry torchvision's sha256 prefix.
+SSD_DEFAULT_FILES = {
+    "ssdlite320_mobilenet_v3_large": "ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
+    "ssd300_vgg16": "ssd300_vgg16_coco-b556d3b4.pth",
+}
+YOLO_DEFAULT_WEIGHTS = "yolo-fastest-1.1.weights"
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the variable and what is allowed."""
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable the app reads.
+
+    ``deploy_required``: a deployment (the ConfigMap) must set it explicitly, because its
+    default only makes sense in a repository checkout.
+    """
+
+    name: str
+    default: str
+    allowed: str
+    meaning: str
+    deploy_required: bool = False
+
+
+ENV_VARS: dict[str, EnvVar] = {
+    v.name: v
+    for v in (
+        EnvVar("OBJDET_MODELS", "ssd,yolo", "comma list of `ssd`, `yolo`",
+               "Which detectors to enable.", True),
+        EnvVar("OBJDET_REQUIRED_MODELS", "(the enabled ones)", "comma list of enabled models, or empty",
+               "Models without which `python -m app serve` exits non-zero (the pod never turns Ready)."),
+        EnvVar("OBJDET_SSD_ARCH", SSD_ARCHS[0], " / ".join(f"`{a}`" for a in SSD_ARCHS),
+               "torchvision SSD architecture the state dict belongs to.", True),
+        EnvVar("OBJDET_SSD_WEIGHTS", "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`", "path to a state dict (`.pth`)",
+               "SSD weights: the official torchvision COCO file or your own state dict.", True),
+        EnvVar("OBJDET_YOLO_WEIGHTS", f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`", "path to `.weights` (Darknet) or `.onnx`",
+               "YOLO model file; the suffix picks the format.", True),
+        EnvVar("OBJDET_YOLO_CONFIG", "the weights path with `.cfg`", "path to a Darknet `.cfg`",
+               "Darknet network description (Darknet only).", True),
+        EnvVar("OBJDET_YOLO_NAMES", "`coco.names` beside the weights, else the COCO list", "path to a names file, one per line",
+               "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used as given.", True),
+        EnvVar("OBJDET_YOLO_INPUT_SIZE", "from the `.cfg` (Darknet), 640 (ONNX)", "multiple of 32, 32-2048",
+               "Network input size (square)."),
+        EnvVar("OBJDET_DEVICE", "auto", " / ".join(f"`{d}`" for d in DEVICES),
+               "Torch device for SSD; `auto` takes CUDA when present. YOLO runs on OpenCV's CPU backend."),
+        EnvVar("OBJDET_NUM_THREADS", "(all CPUs this process may use)", "integer 1-256",
+               "Threads for torch and OpenCV; set it to the container's CPU limit.", True),
+        EnvVar("OBJDET_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS), "integer >= 1",
+               "Images with more pixels are refused before they are decoded (decompression bombs)."),
+        EnvVar("OBJDET_WEIGHTS_DIR", "`models/` in the repository", "directory",
+               "Where default weight file names are looked for and where `weights fetch` writes."),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. Build with ``Settings.from_env()``."""
+
+    models: tuple[str, ...]
+    required_models: tuple[str, ...]
+    ssd_arch: str
+    ssd_weights: Path
+    yolo_weights: Path
+    yolo_config: Path | None
+    yolo_names: Path | None
+    yolo_input_size: int | None
+    device: str
+    num_threads: int
+    max_image_pixels: int
+    weights_dir: Path
+
+    @property
+    def yolo_format(self) -> str:
+        return yolo_format(self.yolo_weights)
+
+    def model_files(self, model: str) -> dict[str, Path]:
+        """The files a model needs, by role (what ``weights verify`` and the status panel show)."""
+        if model == "ssd":
+            return {"weights": self.ssd_weights}
+        files = {"weights": self.yolo_weights}
+        if self.yolo_config is not None:
+            files["config"] = self.yolo_config
+        if self.yolo_names is not None:
+            files["names"] = self.yolo_names
+        return files
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        weights_dir = Path(get("OBJDET_WEIGHTS_DIR") or REPO_ROOT / "models").expanduser()
+        models = _model_list("OBJDET_MODELS", get("OBJDET_MODELS") or "ssd,yolo", allow_empty=False)
+        raw_required = env.get("OBJDET_REQUIRED_MODELS")
+        required = models if raw_required is None else _model_list("OBJDET_REQUIRED_MODELS", raw_required, allow_empty=True)
+        not_enabled = [m for m in required if m not in models]
+        if not_enabled:
+            raise ConfigError(
+                f"OBJDET_REQUIRED_MODELS={raw_required!r}: {', '.join(not_enabled)} is not enabled in "
+                f"OBJDET_MODELS={','.join(models)!r}; a required model must be enabled"
+            )
+
+        ssd_arch = get("OBJDET_SSD_ARCH") or SSD_ARCHS[0]
+        if ssd_arch not in SSD_ARCHS:
+            raise ConfigError(f"OBJDET_SSD_ARCH={ssd_arch!r} is not supported; allowed: {', '.join(SSD_ARCHS)}")
+        ssd_weights = _path(get("OBJDET_SSD_WEIGHTS")) or weights_dir / SSD_DEFAULT_FILES[ssd_arch]
+
+        yolo_weights = _path(get("OBJDET_YOLO_WEIGHTS")) or weights_dir / YOLO_DEFAULT_WEIGHTS
+        try:
+            fmt = yolo_format(yolo_weights)
+        except ValueError as exc:
+            raise ConfigError(f"OBJDET_YOLO_WEIGHTS: {exc}") from None
+        yolo_config = _path(get("OBJDET_YOLO_CONFIG"))
+        if fmt == "darknet" and yolo_config is None:
+            yolo_config = yolo_weights.with_suffix(".cfg")
+        if fmt == "onnx" and yolo_config is not None:
+            raise ConfigError(
+                f"OBJDET_YOLO_CONFIG={str(yolo_config)!r} is only for Darknet models; "
+                f"OBJDET_YOLO_WEIGHTS={str(yolo_weights)!r} is ONNX: unset OBJDET_YOLO_CONFIG"
+            )
+        yolo_names = _path(get("OBJDET_YOLO_NAMES"))
+        if yolo_names is None and (yolo_weights.parent / "coco.names").is_file():
+            yolo_names = yolo_weights.parent / "coco.names"
+
+        raw_size = get("OBJDET_YOLO_INPUT_SIZE")
+        size = None
+        if raw_size:
+            size = _int("OBJDET_YOLO_INPUT_SIZE", raw_size, 32, 2048)
+            if size % 32:
+                raise ConfigError(f"OBJDET_YOLO_INPUT_SIZE={raw_size!r} must be a multiple of 32 (e.g. 320, 416, 640)")
+
+        device = (get("OBJDET_DEVICE") or "auto").lower()
+        if device not in DEVICES:
+            raise ConfigError(f"OBJDET_DEVICE={device!r} is not supported; allowed: {', '.join(DEVICES)}")
+
+        raw_threads = get("OBJDET_NUM_THREADS")
+        threads = _int("OBJDET_NUM_THREADS", raw_threads, 1, 256) if raw_threads else available_cpus()
+        raw_pixels = get("OBJDET_MAX_IMAGE_PIXELS")
+        max_pixels = (
+            _int("OBJDET_MAX_IMAGE_PIXELS", raw_pixels, 1, 10**12) if raw_pixels else DEFAULT_MAX_IMAGE_PIXELS
+        )
+        return cls(
+            models=models,
+            required_models=required,
+            ssd_arch=ssd_arch,
+            ssd_weights=ssd_weights,
+            yolo_weights=yolo_weights,
+            yolo_config=yolo_config,
+            yolo_names=yolo_names,
+            yolo_input_size=size,
+            device=device,
+            num_threads=threads,
+            max_image_pixels=max_pixels,
+            weights_dir=weights_dir,
+        )
+
+
+def yolo_format(path: Path) -> str:
+    """``darknet`` for ``.weights``, ``onnx`` for ``.onnx``; anything else is an error."""
+    suffix = path.suffix.lower()
+    if suffix == ".weights":
+        return "darknet"
+    if suffix == ".onnx":
+        return "onnx"
+    raise ValueError(f"{str(path)!r} has suffix {suffix or '(none)'!r}; allowed: .weights (Darknet) or .onnx")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity, which container runtimes set), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _path(raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw else None
+
+
+def _model_list(name: str, raw: str, allow_empty: bool) -> tuple[str, ...]:
+    items = [m.strip().lower() for m in raw.split(",") if m.strip()]
+    unknown = [m for m in items if m not in MODEL_FAMILIES]
+    if unknown:
+        raise ConfigError(f"{name}={raw!r}: unknown model {', '.join(unknown)}; allowed: {', '.join(MODEL_FAMILIES)}")
+    if not items and not allow_empty:
+        raise ConfigError(f"{name}={raw!r} enables no model; allowed: a comma list of {', '.join(MODEL_FAMILIES)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; allowed: {low}-{high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range; allowed: {low}-{high}")
+    return value

@@ -1,0 +1,192 @@
+"""SSD through torchvision, filled from a local state dict (never downloaded at run time).
+
+``forward`` runs torchvision's own transform, backbone, head and anchor generator; ``decode``
+runs torchvision's own ``postprocess_detections`` with the call's thresholds, so the result is
+what the torchvision model returns when built with those thresholds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models import detection as tv_detection
+
+from ..config import SSD_ARCHS
+from ..labels import COCO_CATEGORIES
+from ..result import DetectParams, Detection, DetectionResult
+from .base import DetectorMixin, ModelLoadError, RawOutput, ms_since
+
+BUILDERS = {
+    "ssdlite320_mobilenet_v3_large": tv_detection.ssdlite320_mobilenet_v3_large,
+    "ssd300_vgg16": tv_detection.ssd300_vgg16,
+}
+assert set(BUILDERS) == set(SSD_ARCHS)
+
+
+def build_model(arch: str, num_classes: int = 91) -> torch.nn.Module:
+    """The architecture with no weights: ``weights=None, weights_backbone=None`` never downloads."""
+    return BUILDERS[arch](weights=None, weights_backbone=None, num_classes=num_classes)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("OBJDET_DEVICE=cuda but torch sees no CUDA device; use OBJDET_DEVICE=cpu or auto")
+    return torch.device(device)
+
+
+def load_state_dict(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"SSD weights {path}: file not found. Fetch them with `python -m app weights fetch` "
+                             "or point OBJDET_SSD_WEIGHTS at a state dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"SSD weights {path}: not a loadable torch state dict ({first[:200]}). "
+                             "Re-fetch with `python -m app weights fetch`") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # training checkpoints wrap the state dict
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"SSD weights {path}: holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+class SSDDetector(DetectorMixin):
+    """A torchvision SSD model built once; ``forward`` is safe to call from several threads."""
+
+    def __init__(self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None,
+                 name: str = "ssd"):
+        if arch not in BUILDERS:
+            raise ModelLoadError(f"SSD architecture {arch!r} is not supported; allowed: {', '.join(BUILDERS)}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.name = name
+        self.arch = arch
+        self.weights = Path(weights)
+        self.device = resolve_device(device)
+        state = load_state_dict(self.weights)
+        num_classes = _num_classes(state, arch)
+        model = build_model(arch, num_classes=num_classes or 91)
+        result = _load_into(model, state, arch, self.weights)
+        if result is not None:
+            raise ModelLoadError(result)
+        self.model = model.eval().to(self.device)
+        n = num_classes or 91
+        # 91 outputs are torchvision's COCO ids; a custom head gets numbered names.
+        self.labels = COCO_CATEGORIES if n == 91 else ("__background__",) + tuple(f"class{i}" for i in range(1, n))
+        # postprocess_detections reads thresholds from the model: decode sets them under this lock.
+        self._decode_lock = threading.Lock()
+
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """HWC uint8 RGB -> CHW float in [0, 1] on the model's device (torchvision normalises itself)."""
+        if not image.flags.writeable:
+            image = image.copy()
+        tensor = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
+        return tensor.to(torch.float32).div_(255.0)
+
+    @torch.inference_mode()
+    def forward(self, image: np.ndarray) -> RawOutput:
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        tensor = self.to_tensor(image)
+        t1 = time.perf_counter()
+        model = self.model
+        images, _ = model.transform([tensor])
+        features = model.backbone(images.tensors)
+        if isinstance(features, torch.Tensor):
+            features = OrderedDict([("0", features)])
+        features = list(features.values())
+        head_outputs = model.head(features)
+        anchors = model.anchor_generator(images, features)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        data = {"head": head_outputs, "anchors": anchors, "sizes": images.image_sizes, "original": [(height, width)]}
+        return RawOutput(self.name, (width, height), data,
+                         {"preprocess": (t1 - t0) * 1000.0, "inference": ms_since(t1)})
+
+    @torch.inference_mode()
+    def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
+        self.check_classes(params)
+        t0 = time.perf_counter()
+        model = self.model
+        cap = params.max_det if not params.classes else 10**9  # filter classes first, then cap
+        with self._decode_lock:
+            model.score_thresh, model.nms_thresh, model.detections_per_img = params.conf, params.iou, cap
+            out = model.postprocess_detections(raw.data["head"], raw.data["anchors"], raw.data["sizes"])
+        out = model.transform.postprocess(out, raw.data["sizes"], raw.data["original"])[0]
+        boxes = out["boxes"].cpu().numpy()
+        scores = out["scores"].cpu().numpy()
+        ids = out["labels"].cpu().numpy()
+        detections = []
+        for box, score, cid in zip(boxes, scores, ids):
+            label = self.labels[int(cid)]
+            if params.classes and label not in params.classes:
+                continue
+            detections.append(Detection(label, int(cid), float(score), tuple(float(v) for v in box)))
+            if len(detections) >= params.max_det:
+                break
+        timings = dict(raw.timings_ms, postprocess=ms_since(t0))
+        return DetectionResult(self.name, raw.image_size, detections, timings)
+
+    @torch.inference_mode()
+    def raw_call(self, tensor: torch.Tensor, params: DetectParams) -> list[dict]:
+        """The torchvision model called directly (for the benchmark's baseline)."""
+        with self._decode_lock:
+            m = self.model
+            m.score_thresh, m.nms_thresh, m.detections_per_img = params.conf, params.iou, params.max_det
+            return m([tensor])
+
+
+FIRST_LEVEL = {  # (classification-head key of the first feature level, anchors at that level)
+    "ssdlite320_mobilenet_v3_large": ("head.classification_head.module_list.0.1.weight", 6),
+    "ssd300_vgg16": ("head.classification_head.module_list.0.weight", 4),
+}
+
+
+def _num_classes(state: dict, arch: str) -> int | None:
+    """Number of classes (background included) the state dict was trained for, if it is this arch's."""
+    key, anchors = FIRST_LEVEL[arch]
+    if key in state and state[key].ndim == 4 and state[key].shape[0] % anchors == 0:
+        return state[key].shape[0] // anchors
+    return None
+
+
+def _load_into(model: torch.nn.Module, state: dict, arch: str, path: Path) -> str | None:
+    """Load strictly; on mismatch return a short message instead of torch's long traceback."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        guess = next((a for a in BUILDERS if a != arch and _fits(a, state)), None)
+        hint = (f" It looks like {guess} weights: set OBJDET_SSD_ARCH={guess}." if guess else
+                " Use the state dict saved from this architecture (torchvision's file or your own).")
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            detail.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
+                          f"model {tuple(own[k].shape)})")
+        return f"SSD weights {path} do not fit architecture {arch}: {'; '.join(detail)}.{hint}"
+    model.load_state_dict(state, strict=True)
+    return None
+
+
+def _fits(arch: str, state: dict) -> bool:
+    own = build_model(arch, num_classes=_num_classes(state, arch) or 91).state_dict()
+    return own.keys() == state.keys() and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own)
+
+
+__all__ = ["SSDDetector", "build_model", "load_state_dict", "torchvision"]

@@ -1,0 +1,232 @@
+"""YOLO through OpenCV's DNN module: Darknet (.cfg + .weights, OpenCV 4.x) and ONNX exports in the
+YOLOv5 layout (1, N, 5+C) and the YOLOv8/YOLO11 layout (1, 4+C, N) (OpenCV 4.x and 5.x).
+
+Outputs are picked by shape, never by position (the order differs between OpenCV 4 and 5), and
+``cv2.dnn.DetectionModel`` is not used (it corrupts the heap on OpenCV 5.0). A ``cv2.dnn.Net`` is
+not thread-safe: ``forward`` holds a lock around ``setInput`` + ``forward`` and copies the outputs
+out of the net's buffers. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import yolo_format
+from ..labels import COCO80, read_names
+from ..result import DetectParams, Detection, DetectionResult
+from .base import DetectorMixin, ModelLoadError, RawOutput, clip_boxes, ms_since
+
+OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
+LETTERBOX_FILL = 114  # the grey Ultralytics pads with
+
+
+def darknet_input_size(cfg: Path) -> int | None:
+    """``width`` of the cfg's [net] section (Darknet nets here are square)."""
+    text = Path(cfg).read_text(encoding="utf-8", errors="replace")
+    net = re.search(r"^\s*\[net\](.*?)(?=^\s*\[)", text, re.S | re.M)
+    if not net:
+        return None
+    found = re.search(r"^\s*width\s*=\s*(\d+)", net.group(1), re.M)
+    return int(found.group(1)) if found else None
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize keeping the aspect ratio, pad centred to size x size; returns image, scale, (pad_x, pad_y)."""
+    height, width = image.shape[:2]
+    scale = min(size / width, size / height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else image
+    pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
+    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
+    out = cv2.copyMakeBorder(resized, top, size - new_h - top, left, size - new_w - left,
+                             cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
+    return out, scale, (float(left), float(top))
+
+
+class YoloDetector(DetectorMixin):
+    """A YOLO network read once by OpenCV; safe to share between threads."""
+
+    def __init__(self, weights: Path, config: Path | None = None, names: Path | None = None,
+                 input_size: int | None = None, num_threads: int | None = None, name: str = "yolo"):
+        self.name = name
+        self.weights = Path(weights)
+        self.format = yolo_format(self.weights)
+        if num_threads:
+            cv2.setNumThreads(num_threads)
+        if not self.weights.is_file():
+            raise ModelLoadError(f"YOLO weights {self.weights}: file not found. Fetch them with "
+                                 "`python -m app weights fetch` or point OBJDET_YOLO_WEIGHTS at a model file")
+        try:
+            self.labels = read_names(names) if names is not None else COCO80
+        except ValueError as exc:
+            raise ModelLoadError(f"YOLO names {exc} (OBJDET_YOLO_NAMES)") from None
+        if self.format == "darknet":
+            self.net, self.input_size = self._read_darknet(config, input_size)
+        else:
+            self.net = self._read_onnx()
+            self.input_size = input_size or 640
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.output_names = list(self.net.getUnconnectedOutLayersNames())
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.layout: str | None = None  # darknet / v5 / v8, known after the first forward
+
+    def _read_darknet(self, config: Path | None, input_size: int | None):
+        if not hasattr(cv2.dnn, "readNetFromDarknet") or OPENCV_MAJOR >= 5:
+            raise ModelLoadError(
+                f"YOLO weights {self.weights}: Darknet models need OpenCV 4.x, and this is OpenCV "
+                f"{cv2.__version__}, which removed the Darknet importer. Install opencv-python-headless 4.x "
+                "(the version pinned in pyproject.toml), or export the model to ONNX and set OBJDET_YOLO_WEIGHTS "
+                "to the .onnx file")
+        config = Path(config) if config is not None else self.weights.with_suffix(".cfg")
+        if not config.is_file():
+            raise ModelLoadError(f"YOLO config {config}: file not found (Darknet needs the .cfg beside the "
+                                 ".weights, or OBJDET_YOLO_CONFIG)")
+        self.config = config
+        try:
+            net = cv2.dnn.readNetFromDarknet(str(config), str(self.weights))
+        except cv2.error as exc:
+            raise ModelLoadError(f"YOLO weights {self.weights} with config {config}: OpenCV cannot read them "
+                                 f"({_cv_reason(exc)}). Check that the .cfg and .weights belong together and are "
+                                 "complete (`python -m app weights verify`)") from None
+        if net.empty():
+            raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
+        return net, input_size or darknet_input_size(config) or 416
+
+    def _read_onnx(self):
+        self.config = None
+        try:
+            net = cv2.dnn.readNetFromONNX(str(self.weights))
+        except cv2.error as exc:
+            raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV cannot read this ONNX file "
+                                 f"({_cv_reason(exc)})") from None
+        if net.empty():
+            raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
+        return net
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The blob for the network and how to map its boxes back (image is RGB already).
+
+        Darknet: plain stretch; ONNX: letterbox. Then 1/255 into a per-thread buffer reused across
+        calls (a fresh 1.2 MB float array per image costs more than the scaling itself).
+        """
+        size = self.input_size
+        if self.format == "darknet":
+            resized = image if image.shape[:2] == (size, size) else cv2.resize(image, (size, size),
+                                                                                interpolation=cv2.INTER_LINEAR)
+            mapping = {"scale": None}
+        else:
+            resized, scale, pad = letterbox(image, size)
+            mapping = {"scale": scale, "pad": pad}
+        blob = getattr(self._local, "blob", None)
+        if blob is None or blob.shape[2:] != (size, size):
+            blob = self._local.blob = np.empty((1, 3, size, size), np.float32)
+        for channel in range(3):
+            np.multiply(resized[:, :, channel], np.float32(1 / 255.0), out=blob[0, channel], casting="unsafe")
+        return blob, mapping
+
+    def run_net(self, blob: np.ndarray) -> list[np.ndarray]:
+        """``net.forward`` on a ready blob, serialised and copied out of the net's buffers."""
+        with self._lock:
+            self.net.setInput(blob)
+            outs = self.net.forward(self.output_names)
+            return [np.array(o, copy=True) for o in outs]
+
+    def forward(self, image: np.ndarray) -> RawOutput:
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        blob, mapping = self.preprocess(image)
+        t1 = time.perf_counter()
+        outs = self.run_net(blob)
+        t2 = time.perf_counter()
+        rows = self._candidate_rows(outs)
+        boxes, scores, class_ids = self._decode_rows(rows, mapping, width, height)
+        data = {"boxes": boxes, "scores": scores, "class_ids": class_ids}
+        return RawOutput(self.name, (width, height), data,
+                         {"preprocess": (t1 - t0) * 1000.0, "inference": (t2 - t1) * 1000.0,
+                          "candidates": ms_since(t2)})
+
+    def _candidate_rows(self, outs: list[np.ndarray]) -> np.ndarray:
+        """Rows of (cx, cy, w, h, [obj], class scores...) from the outputs, recognised by shape."""
+        n_cls = len(self.labels)
+        if self.format == "darknet":
+            parts = [o.reshape(-1, o.shape[-1]) for o in outs if o.ndim >= 2 and o.shape[-1] == 5 + n_cls]
+            if not parts:
+                raise RuntimeError(self._shape_error(outs, f"(N, {5 + n_cls}) Darknet YOLO outputs"))
+            self.layout = "darknet"
+            return np.concatenate(parts, axis=0)
+        for o in outs:
+            if o.ndim == 3 and o.shape[0] == 1 and o.shape[2] == 5 + n_cls:
+                self.layout = "v5"
+                return o[0]
+        for o in outs:
+            if o.ndim == 3 and o.shape[0] == 1 and o.shape[1] == 4 + n_cls:
+                self.layout = "v8"
+                return o[0].T
+        raise RuntimeError(self._shape_error(outs, f"(1, N, {5 + n_cls}) YOLOv5 or (1, {4 + n_cls}, N) YOLOv8"))
+
+    def _shape_error(self, outs, wanted: str) -> str:
+        shapes = ", ".join(str(tuple(o.shape)) for o in outs)
+        return (f"YOLO model {self.weights}: no output has the shape of {wanted} for {len(self.labels)} classes; "
+                f"outputs are {shapes}. Check OBJDET_YOLO_NAMES (one line per class the model was trained on)")
+
+    def _decode_rows(self, rows: np.ndarray, mapping: dict, width: int, height: int):
+        """Candidates as boxes (x1, y1, x2, y2) in original pixels (unclipped), scores and class ids."""
+        if self.layout == "v8":
+            cls_scores = rows[:, 4:]
+        elif self.layout == "v5":
+            cls_scores = rows[:, 5:] * rows[:, 4:5]
+        else:  # OpenCV's Darknet region layer already multiplies class scores by objectness
+            cls_scores = rows[:, 5:]
+        class_ids = cls_scores.argmax(axis=1)
+        scores = np.take_along_axis(cls_scores, class_ids[:, None], axis=1)[:, 0]
+        keep = np.flatnonzero(scores > 0)
+        rows, scores, class_ids = rows[keep], scores[keep], class_ids[keep]
+        cx, cy, w, h = (rows[:, i].astype(np.float64) for i in range(4))
+        if self.layout == "darknet":  # normalised to the stretched input = normalised to the original
+            cx, w, cy, h = cx * width, w * width, cy * height, h * height
+        else:
+            scale, (pad_x, pad_y) = mapping["scale"], mapping["pad"]
+            cx, cy, w, h = (cx - pad_x) / scale, (cy - pad_y) / scale, w / scale, h / scale
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        return boxes, scores.astype(np.float32), class_ids.astype(np.int32)
+
+    def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
+        self.check_classes(params)
+        t0 = time.perf_counter()
+        boxes, scores, class_ids = raw.data["boxes"], raw.data["scores"], raw.data["class_ids"]
+        keep = scores >= params.conf
+        if params.classes:
+            wanted = np.array([label in params.classes for label in self.labels])
+            keep &= wanted[class_ids]
+        boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+        detections: list[Detection] = []
+        if len(scores):
+            xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
+            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), class_ids.tolist(), 0.0, params.iou)
+            idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+            idx = idx[np.argsort(-scores[idx], kind="stable")][: params.max_det]
+            width, height = raw.image_size
+            clipped = clip_boxes(boxes[idx], width, height)
+            for box, i in zip(clipped, idx):
+                cid = int(class_ids[i])
+                detections.append(Detection(self.labels[cid], cid, float(scores[i]), tuple(float(v) for v in box)))
+        timings = {
+            "preprocess": raw.timings_ms["preprocess"],
+            "inference": raw.timings_ms["inference"],
+            "postprocess": raw.timings_ms.get("candidates", 0.0) + ms_since(t0),
+        }
+        return DetectionResult(self.name, raw.image_size, detections, timings)
+
+
+def _cv_reason(exc: cv2.error) -> str:
+    text = str(exc).strip().splitlines()
+    msg = next((line for line in reversed(text) if line.strip()), str(exc))
+    return msg.strip()[:300]

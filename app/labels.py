@@ -1,0 +1,64 @@
+"""One label vocabulary for every model: COCO names spelled as torchvision spells them.
+
+Darknet's coco.names uses older spellings; they are mapped so that class filters and
+side-by-side comparisons line up across SSD and YOLO. A custom names file is used as given.
+This module must not import torch (YOLO-only runs stay fast to start).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# torchvision's COCO category list (torchvision.models.detection._meta._COCO_CATEGORIES):
+# 91 entries indexed by the COCO category id, "N/A" for the ids COCO left unused.
+# Kept here so YOLO runs need no torch; tests/test_labels.py checks it equals torchvision's own list.
+COCO_CATEGORIES = (
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
+    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat",
+    "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork",
+    "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza",
+    "donut", "cake", "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet",
+    "N/A", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+
+# The 80 COCO classes in the contiguous order Darknet and YOLO exports use.
+COCO80 = tuple(name for name in COCO_CATEGORIES if name not in ("__background__", "N/A"))
+
+# Darknet spelling -> torchvision spelling.
+DARKNET_TO_TORCHVISION = {
+    "motorbike": "motorcycle",
+    "aeroplane": "airplane",
+    "sofa": "couch",
+    "pottedplant": "potted plant",
+    "diningtable": "dining table",
+    "tvmonitor": "tv",
+}
+
+
+def vocabulary() -> tuple[str, ...]:
+    """The shared vocabulary offered to class filters (the 80 COCO names)."""
+    return COCO80
+
+
+def read_names(path: Path) -> tuple[str, ...]:
+    """Class names from a names file, one per line.
+
+    A file that is Darknet's COCO list (80 names, all of them COCO names in either spelling)
+    is mapped to torchvision's spellings; any other file is used as given.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read names file ({exc.strerror or exc})") from None
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not names:
+        raise ValueError(f"{path}: names file has no names")
+    return normalize_coco(names)
+
+
+def normalize_coco(names: tuple[str, ...]) -> tuple[str, ...]:
+    mapped = tuple(DARKNET_TO_TORCHVISION.get(n, n) for n in names)
+    return mapped if mapped == COCO80 else names

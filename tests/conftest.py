@@ -1,0 +1,54 @@
+"""Shared fixtures. Real assets come from ../shared (or $OBJDET_SHARED_DIR); tests that need them
+skip with a visible reason when it is absent. This file must not import torch: the OpenCV 5
+environment runs the YOLO tests without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared")).resolve()
+ASSETS = SHARED / "assets"
+IMAGES = ASSETS / "images"
+YOLO_FASTEST = ASSETS / "weights" / "yolo-fastest-1.1"
+
+
+def need(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set OBJDET_SHARED_DIR to the shared assets folder)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_objdet_env(monkeypatch):
+    """No OBJDET_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("OBJDET_") and key != "OBJDET_SHARED_DIR":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    return need(IMAGES, "test images")
+
+
+@pytest.fixture(scope="session")
+def yolo_dir() -> Path:
+    return need(YOLO_FASTEST / "yolo-fastest-1.1.weights", "Yolo-Fastest-1.1 weights").parent
+
+
+@pytest.fixture
+def yolo_env(yolo_dir, monkeypatch):
+    """Environment that points the app at the real Yolo-Fastest-1.1 files, YOLO only."""
+    env = {
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

@@ -1,0 +1,45 @@
+"""Annotation draws on a copy, with a stable colour per class and text that scales with the image."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from app.annotate import annotate, class_colour, text_scale
+from app.result import Detection, DetectionResult
+
+
+def result(w, h, dets):
+    return DetectionResult("m", (w, h), dets)
+
+
+def test_draws_on_a_copy_with_the_class_colour():
+    img = np.zeros((200, 300, 3), np.uint8)
+    det = Detection("cup", 41, 0.9, (50.0, 60.0, 150.0, 160.0))
+    out = annotate(img, result(300, 200, [det]))
+    assert not img.any()  # original untouched
+    colour = np.array(class_colour("cup"))
+    assert (out[110, 50] == colour).all() and (out[160, 100] == colour).all()  # left and bottom edges
+    assert not out[110, 100].any()  # inside the box stays untouched
+    assert out[40:60, 50:120].any()  # tag above the box
+
+
+def test_colours_are_stable_and_distinct():
+    assert class_colour("person") == class_colour("person")
+    labels = ["person", "cup", "cat", "dog", "car", "dining table"]
+    assert len({class_colour(x) for x in labels}) == len(labels)
+
+
+def test_text_readable_from_small_to_huge_images():
+    for width in (200, 640, 2000, 8000):
+        font, thick, _ = text_scale(width, width * 3 // 4)
+        (tw, th), _ = cv2.getTextSize("person 0.99", cv2.FONT_HERSHEY_SIMPLEX, font, thick)
+        assert th >= 8, width  # at least 8 px tall
+        assert 0.008 <= th / width <= 0.05, (width, th)  # a constant-ish share of the image
+        assert tw < width  # fits
+
+
+def test_tag_stays_inside_for_boxes_at_the_edge():
+    img = np.zeros((100, 120, 3), np.uint8)
+    out = annotate(img, result(120, 100, [Detection("person", 1, 0.5, (0.0, 0.0, 120.0, 100.0))]))
+    assert out.shape == img.shape and out[5:15, 5:40].any()
