@@ -1,0 +1,646 @@
+"""The project's own policy checks on the rendered objects (base, overlays, prod with all components).
+
+Security (Pod Security Standards "restricted" plus a read-only root filesystem), probes, resources,
+references between objects, the contract with the app (app/config.py ENV_VARS, Streamlit's own
+variables, the weight file layout) and the rule that an overlay differs from base only where it
+is meant to.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from app.config import ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
+
+from .helpers import (OVERLAYS, REPO, SERVER, UID, VARIANT, Render, all_containers, container, pod_template,
+                      quantity)
+
+HEALTH = "_stcore/health"
+PSS_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                    "projected", "secret"}
+WRITABLE_ENV = ("HOME", "TORCH_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME")
+STREAMLIT_FIXED = {
+    "STREAMLIT_SERVER_ADDRESS": "0.0.0.0",
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    # Never disabled: XSRF protection guards the upload endpoint.
+    "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "true",
+}
+STREAMLIT_REQUIRED = (*STREAMLIT_FIXED, "STREAMLIT_SERVER_PORT", "STREAMLIT_SERVER_BASE_URL_PATH",
+                      "STREAMLIT_SERVER_MAX_UPLOAD_SIZE")
+# The files `python -m app weights fetch` writes, flat in its destination, for the configured models.
+WEIGHT_FILES = {
+    "OBJDET_YOLO_WEIGHTS": YOLO_DEFAULT_WEIGHTS,
+    "OBJDET_YOLO_CONFIG": str(PurePosixPath(YOLO_DEFAULT_WEIGHTS).with_suffix(".cfg")),
+    "OBJDET_YOLO_NAMES": "coco.names",
+}
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+def _name(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _ns(obj: dict[str, Any]) -> str | None:
+    return obj["metadata"].get("namespace")
+
+
+def _config_data(render: Render, name: str) -> dict[str, str] | None:
+    for cm in render.of_kind("ConfigMap"):
+        if cm["metadata"]["name"] == name:
+            return cm.get("data") or {}
+    return None
+
+
+def container_env(render: Render, c: dict[str, Any]) -> dict[str, str]:
+    """The environment a container gets from envFrom ConfigMaps and literal env values."""
+    env: dict[str, str] = {}
+    for src in c.get("envFrom") or []:
+        if "configMapRef" in src:
+            env.update(_config_data(render, src["configMapRef"]["name"]) or {})
+    for e in c.get("env") or []:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+    return env
+
+
+def server_env(render: Render) -> dict[str, str]:
+    return container_env(render, container(render.deployment))
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pods_selected(render: Render, selector: dict[str, str], namespace: str | None) -> list[dict[str, Any]]:
+    return [w for w in render.pod_workloads()
+            if _ns(w) == namespace and _matches(selector, pod_template(w)["metadata"].get("labels") or {})]
+
+
+def container_ports(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for c in pod_template(workload)["spec"]["containers"] for p in c.get("ports") or []]
+
+
+def health_path(env: dict[str, str]) -> str:
+    base = env.get("STREAMLIT_SERVER_BASE_URL_PATH", "").strip("/")
+    return f"/{base}/{HEALTH}" if base else f"/{HEALTH}"
+
+
+def mount_of(c: dict[str, Any], volume: str) -> dict[str, Any]:
+    found = [m for m in c.get("volumeMounts") or [] if m["name"] == volume]
+    assert len(found) == 1, f"container {c['name']}: expected one mount of volume {volume}"
+    return found[0]
+
+
+def volume_of(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in pod_template(workload)["spec"].get("volumes") or [] if v["name"] == name)
+
+
+def weights_volume(workload: dict[str, Any]) -> str:
+    """The name of the workload's volume that holds the objdet-weights claim."""
+    for v in pod_template(workload)["spec"].get("volumes") or []:
+        if (v.get("persistentVolumeClaim") or {}).get("claimName") == "objdet-weights":
+            return v["name"]
+    raise AssertionError(f"{_name(workload)} mounts no objdet-weights claim")
+
+
+def _under(path: str, directory: str) -> bool:
+    path, directory = posixpath.normpath(path), posixpath.normpath(directory)
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _size_bytes(nginx_size: str) -> float:
+    """nginx size syntax (client_max_body_size): bytes, k/K, m/M, g/G (powers of 1024)."""
+    m = re.fullmatch(r"(\d+)([kKmMgG]?)", nginx_size.strip())
+    assert m, f"unparsable nginx size {nginx_size!r}"
+    return int(m.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m.group(2).lower()]
+
+
+# ------------------------------------------------------------------------------ pod security
+
+def pss_problems(w: dict[str, Any]) -> list[str]:
+    """Violations of PSS restricted (+ read-only root filesystem, uid/gid 10001) in one workload."""
+    problems: list[str] = []
+    spec = pod_template(w)["spec"]
+    where = _name(w)
+    psc = spec.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            problems.append(f"{where}: {flag}")
+    for v in spec.get("volumes") or []:
+        kinds = set(v) - {"name"}
+        if not kinds <= PSS_VOLUME_TYPES:
+            problems.append(f"{where}: volume {v['name']} of type {kinds - PSS_VOLUME_TYPES}")
+    if psc.get("sysctls"):
+        problems.append(f"{where}: sysctls")
+    if psc.get("runAsUser") != UID or psc.get("runAsGroup") != UID or psc.get("runAsNonRoot") is not True:
+        problems.append(f"{where}: pod must run as non-root {UID}:{UID}")
+    if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
+    for c in all_containers(spec):
+        at = f"{where} container {c['name']}"
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            problems.append(f"{at}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{at}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{at}: capabilities must drop ALL")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{at}: adds capabilities {caps['add']}")
+        if sc.get("runAsNonRoot") is False or sc.get("runAsUser", UID) != UID or sc.get("runAsGroup", UID) != UID:
+            problems.append(f"{at}: must run as {UID}:{UID}, non-root")
+        if (sc.get("seccompProfile") or {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{at}: seccompProfile")
+        if sc.get("procMount", "Default") != "Default" or "windowsOptions" in sc:
+            problems.append(f"{at}: procMount/windowsOptions")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{at}: readOnlyRootFilesystem must be true")
+        if any("hostPort" in p for p in c.get("ports") or []):
+            problems.append(f"{at}: hostPort")
+    return problems
+
+
+def test_pod_security_restricted(render: Render) -> None:
+    """PSS restricted on every pod and every container (init and ephemeral included), plus a
+    read-only root filesystem and the shared numeric uid/gid."""
+    problems = [p for w in render.pod_workloads() for p in pss_problems(w)]
+    assert not problems, f"{render.name}:\n" + "\n".join(problems)
+
+
+def test_documented_helper_pod_is_restricted() -> None:
+    """The kubectl cp helper pod in docs/kubernetes.md is valid and passes the same checks."""
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    m = re.search(r"apply -f - <<EOF\n(.*?)\nEOF\n", doc, re.S)
+    assert m, "docs/kubernetes.md: the helper pod heredoc is missing"
+    pod = yaml.safe_load(m.group(1).replace("$IMAGE", "objdet:dev"))
+    kubernetes_validate.validate(pod, "1.30", strict=True)
+    assert not pss_problems(pod), pss_problems(pod)
+    assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "objdet-weights"
+
+
+def test_writable_paths_are_on_emptydir(render: Render) -> None:
+    """The root filesystem is read-only: /tmp, HOME and the caches live on an emptyDir."""
+    for w in render.pod_workloads():
+        spec = pod_template(w)["spec"]
+        empty = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
+        for c in all_containers(spec):
+            mounts = [m["mountPath"] for m in c.get("volumeMounts") or [] if m["name"] in empty]
+            assert "/tmp" in mounts, f"{_name(w)} {c['name']}: /tmp must be an emptyDir"
+            env = {e["name"]: e.get("value") for e in c.get("env") or []}
+            for var in WRITABLE_ENV:
+                assert env.get(var) and any(_under(env[var], m) for m in mounts), \
+                    f"{_name(w)} {c['name']}: {var}={env.get(var)!r} must lie on an emptyDir mount {mounts}"
+
+
+def test_service_account_and_token(render: Render) -> None:
+    accounts = {sa["metadata"]["name"]: sa for sa in render.of_kind("ServiceAccount")}
+    for w in render.pod_workloads():
+        spec = pod_template(w)["spec"]
+        sa = spec.get("serviceAccountName")
+        assert sa and sa != "default", f"{_name(w)}: its own ServiceAccount, not default"
+        assert sa in accounts, f"{_name(w)}: ServiceAccount {sa} is not rendered"
+        assert accounts[sa].get("automountServiceAccountToken") is False
+        assert spec.get("automountServiceAccountToken") is False, f"{_name(w)}: no API token in the pod"
+        # A Service named streamlit-* would inject STREAMLIT_SERVER_PORT=tcp://... otherwise.
+        assert spec.get("enableServiceLinks") is False, f"{_name(w)}: enableServiceLinks must be false"
+
+
+# ------------------------------------------------------------------------ resources and probes
+
+def test_every_container_has_requests_and_limits(render: Render) -> None:
+    for w in render.pod_workloads():
+        for c in all_containers(pod_template(w)["spec"]):
+            res = c.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for r in ("cpu", "memory", "ephemeral-storage"):
+                    assert r in (res.get(kind) or {}), f"{_name(w)} {c['name']}: no {kind}.{r}"
+            for r in ("cpu", "memory", "ephemeral-storage"):
+                assert quantity(res["requests"][r]) <= quantity(res["limits"][r]), f"{_name(w)} {c['name']}: {r}"
+
+
+def test_num_threads_equal_cpu_limit(render: Render) -> None:
+    env = server_env(render)
+    limit = quantity(container(render.deployment)["resources"]["limits"]["cpu"])
+    assert limit == int(limit), f"{render.name}: use a whole-core CPU limit (OBJDET_NUM_THREADS follows it)"
+    assert int(env["OBJDET_NUM_THREADS"]) == int(limit), \
+        f"{render.name}: OBJDET_NUM_THREADS={env['OBJDET_NUM_THREADS']} but the CPU limit is {limit:g}"
+
+
+def test_probes_present_distinct_and_under_base_path(render: Render) -> None:
+    c = container(render.deployment)
+    env = server_env(render)
+    port_names = {p["name"] for p in c["ports"]}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probe in c, f"{render.name}: {probe} missing"
+    for probe in ("startupProbe", "readinessProbe"):
+        get = c[probe].get("httpGet")
+        assert get, f"{render.name}: {probe} must call the health endpoint"
+        assert get["path"] == health_path(env), \
+            f"{render.name}: {probe} path {get['path']} != {health_path(env)} (base URL path {env.get('STREAMLIT_SERVER_BASE_URL_PATH')!r})"
+        assert get["port"] in port_names, f"{render.name}: {probe} port {get['port']} names no container port"
+    live = c["livenessProbe"]
+    # A different mechanism: slow inference (a late HTTP answer) must never restart the pod.
+    assert "httpGet" not in live and ("tcpSocket" in live or "grpc" in live or "exec" in live), live
+    if "tcpSocket" in live:
+        assert live["tcpSocket"]["port"] in port_names
+    assert live != c["readinessProbe"]
+
+
+def test_rollout_settings(render: Render) -> None:
+    d = render.deployment
+    spec, pod = d["spec"], d["spec"]["template"]["spec"]
+    c = container(d)
+    assert spec["strategy"]["type"] == "RollingUpdate" and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert spec.get("minReadySeconds", 0) > 0
+    assert "revisionHistoryLimit" in spec
+    startup = c["startupProbe"]
+    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    assert spec["progressDeadlineSeconds"] > budget, "progressDeadlineSeconds must outlast model loading"
+    pre_stop = (c.get("lifecycle") or {}).get("preStop") or {}
+    pause = (pre_stop.get("sleep") or {}).get("seconds")
+    assert pause, f"{render.name}: a preStop pause lets endpoints drop the pod before SIGTERM"
+    assert pod["terminationGracePeriodSeconds"] >= pause + 30, "grace period: the pause plus time for sessions"
+
+
+# --------------------------------------------------------------------- the contract with the app
+
+def test_objdet_keys_are_ones_the_app_reads(render: Render) -> None:
+    unknown = []
+    for cm in render.of_kind("ConfigMap"):
+        unknown += [f"ConfigMap {cm['metadata']['name']}: {k}" for k in cm.get("data") or {}
+                    if k.startswith("OBJDET_") and k not in ENV_VARS]
+    for w in render.pod_workloads():
+        for c in all_containers(pod_template(w)["spec"]):
+            unknown += [f"{_name(w)} env: {e['name']}" for e in c.get("env") or []
+                        if e["name"].startswith("OBJDET_") and e["name"] not in ENV_VARS]
+    assert not unknown, "not declared in app/config.py ENV_VARS:\n" + "\n".join(unknown)
+
+
+def test_deploy_required_keys_present(render: Render) -> None:
+    data = render.configmap()
+    required = sorted(name for name, var in ENV_VARS.items() if var.deploy_required)
+    assert required, "app/config.py marks no variable deploy_required"
+    missing = [k for k in required if not data.get(k, "").strip()]
+    assert not missing, f"{render.name}: the ConfigMap lacks deploy-required {missing}"
+
+
+def test_app_accepts_the_configuration(render: Render) -> None:
+    """The app's own validation (Settings.from_env) accepts every container's environment."""
+    for w in render.pod_workloads():
+        for c in all_containers(pod_template(w)["spec"]):
+            Settings.from_env(container_env(render, c))
+
+
+def test_commands_are_ones_the_app_understands(render: Render) -> None:
+    """Each container runs `python -m app ...` with arguments the app's CLI parser accepts."""
+    import app.cli
+
+    parser = getattr(app.cli, "_parser", None)
+    if parser is None:
+        pytest.skip("app.cli has no _parser(): cannot check the container commands against the CLI")
+    for w in render.pod_workloads():
+        for c in all_containers(pod_template(w)["spec"]):
+            cmd = c.get("command", []) + c.get("args", [])
+            assert cmd[:3] == ["python", "-m", "app"], f"{_name(w)} {c['name']}: {cmd}"
+            try:
+                parser().parse_args(cmd[3:])
+            except SystemExit:
+                pytest.fail(f"{_name(w)} {c['name']}: `{' '.join(cmd)}` is rejected by the app's CLI")
+    assert container(render.deployment)["command"] == ["python", "-m", "app", "serve"]
+
+
+def test_streamlit_settings(render: Render) -> None:
+    env = server_env(render)
+    missing = [k for k in STREAMLIT_REQUIRED if k not in env]
+    assert not missing, f"{render.name}: missing {missing}"
+    for k, v in STREAMLIT_FIXED.items():
+        assert env[k] == v, f"{render.name}: {k}={env[k]!r}, must be {v!r}"
+    http = [p for p in container(render.deployment)["ports"] if p["name"] == "http"]
+    assert len(http) == 1 and str(http[0]["containerPort"]) == env["STREAMLIT_SERVER_PORT"], \
+        f"{render.name}: STREAMLIT_SERVER_PORT must equal the container port named http"
+    assert int(env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"]) > 0
+    assert "/" not in env["STREAMLIT_SERVER_BASE_URL_PATH"].strip("/"), "one path segment"
+
+
+def test_weights_layout(render: Render) -> None:
+    """The configured files are the loader's flat file names in OBJDET_WEIGHTS_DIR, which is the
+    read-only mount of the weights claim; the loader writes the claim's root read-write."""
+    env = server_env(render)
+    files = {**WEIGHT_FILES, "OBJDET_SSD_WEIGHTS": SSD_DEFAULT_FILES[env["OBJDET_SSD_ARCH"]]}
+    wdir = env["OBJDET_WEIGHTS_DIR"]
+    for key, fname in files.items():
+        assert env[key] == posixpath.join(wdir, fname), f"{render.name}: {key}={env[key]} != {wdir}/{fname}"
+    d = render.deployment
+    vol = weights_volume(d)
+    mount = mount_of(container(d), vol)
+    assert mount.get("readOnly") is True and volume_of(d, vol)["persistentVolumeClaim"].get("readOnly") is True
+    assert "subPath" not in mount
+    assert posixpath.normpath(wdir) == posixpath.normpath(mount["mountPath"]), \
+        f"{render.name}: OBJDET_WEIGHTS_DIR={wdir} but the weights volume is mounted at {mount['mountPath']}"
+    pvcs = {p["metadata"]["name"] for p in render.of_kind("PersistentVolumeClaim")}
+    assert "objdet-weights" in pvcs
+    for job in render.of_kind("Job"):
+        c = pod_template(job)["spec"]["containers"][0]
+        jmount = mount_of(c, weights_volume(job))
+        assert not jmount.get("readOnly") and "subPath" not in jmount, "the loader writes the claim's root"
+        cmd = c.get("command", []) + c.get("args", [])
+        assert cmd[:5] == ["python", "-m", "app", "weights", "fetch"], cmd
+        assert cmd[cmd.index("--dest") + 1] == jmount["mountPath"], "fetch --dest must be the claim's mount"
+
+
+def test_pvc_is_shared_and_protected(render: Render) -> None:
+    pvc = render.get("PersistentVolumeClaim", "objdet-weights")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    ann = pvc["metadata"].get("annotations") or {}
+    sync = {s.strip() for s in ann.get("argocd.argoproj.io/sync-options", "").split(",")}
+    assert {"Prune=false", "Delete=false"} <= sync, "Argo CD must neither prune nor delete the weights"
+    assert ann.get("kustomize.toolkit.fluxcd.io/prune") == "disabled", "Flux must not prune the weights"
+
+
+def test_loader_job_is_rerunnable(render: Render) -> None:
+    for job in render.of_kind("Job"):
+        spec = job["spec"]
+        assert spec.get("ttlSecondsAfterFinished", 0) > 0
+        assert spec.get("backoffLimit") is not None and spec.get("activeDeadlineSeconds")
+        assert pod_template(job)["spec"]["restartPolicy"] in ("Never", "OnFailure")
+        ann = job["metadata"].get("annotations") or {}
+        assert ann.get("argocd.argoproj.io/hook-delete-policy") == "BeforeHookCreation"
+        assert ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled"
+
+
+# ------------------------------------------------------------------------ references and wiring
+
+def test_references_resolve(render: Render) -> None:
+    names = {(o["kind"], _ns(o), o["metadata"]["name"]) for o in render.objects}
+    data = {(o["kind"], _ns(o), o["metadata"]["name"]): o.get("data") or {} for o in render.objects
+            if o["kind"] in ("ConfigMap", "Secret")}
+    missing = []
+    for w in render.pod_workloads():
+        ns, spec = _ns(w), pod_template(w)["spec"]
+        for c in all_containers(spec):
+            for src in c.get("envFrom") or []:
+                for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                    ref = src.get(key)
+                    if ref and not ref.get("optional") and (kind, ns, ref["name"]) not in names:
+                        missing.append(f"{_name(w)}: envFrom {kind} {ref['name']}")
+            for e in c.get("env") or []:
+                for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                    ref = (e.get("valueFrom") or {}).get(key)
+                    if ref and not ref.get("optional") and ref["key"] not in data.get((kind, ns, ref["name"]), {}):
+                        missing.append(f"{_name(w)}: env {e['name']} -> {kind} {ref['name']}/{ref['key']}")
+        for v in spec.get("volumes") or []:
+            for kind, key, field in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName"),
+                                     ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName")):
+                ref = v.get(key)
+                if ref and not ref.get("optional") and (kind, ns, ref[field]) not in names:
+                    missing.append(f"{_name(w)}: volume {v['name']} -> {kind} {ref[field]}")
+    assert not missing, f"{render.name}: unresolved references:\n" + "\n".join(missing)
+
+
+def test_services_select_pods_and_name_their_ports(render: Render) -> None:
+    for svc in render.of_kind("Service"):
+        pods = pods_selected(render, svc["spec"].get("selector") or {}, _ns(svc))
+        assert pods, f"{render.name}: Service {svc['metadata']['name']} selects no pod template"
+        for port in svc["spec"]["ports"]:
+            assert isinstance(port["targetPort"], str), "targetPort names the container port"
+            for w in pods:
+                assert port["targetPort"] in {p.get("name") for p in container_ports(w)}, \
+                    f"Service port {port['name']} -> {port['targetPort']} is no container port of {_name(w)}"
+
+
+def test_selectors_match_pod_templates(render: Render) -> None:
+    for d in render.of_kind("Deployment"):
+        sel = d["spec"]["selector"]["matchLabels"]
+        assert sel.get("app.kubernetes.io/name") == "objdet" and set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/component"}
+        assert _matches(sel, d["spec"]["template"]["metadata"]["labels"])
+    for pdb in render.of_kind("PodDisruptionBudget"):
+        assert pods_selected(render, pdb["spec"]["selector"]["matchLabels"], _ns(pdb)), _name(pdb)
+    for np in render.of_kind("NetworkPolicy"):
+        pods = pods_selected(render, np["spec"]["podSelector"]["matchLabels"], _ns(np))
+        assert pods, f"NetworkPolicy {np['metadata']['name']} selects no pod template"
+        for rule in np["spec"].get("ingress") or []:
+            for port in rule.get("ports") or []:
+                for w in pods:
+                    assert port["port"] in {p.get("name") for p in container_ports(w)}, \
+                        f"NetworkPolicy {np['metadata']['name']} admits {port['port']}: no container port of {_name(w)}"
+
+
+def test_only_the_app_port_is_admitted(render: Render) -> None:
+    d = render.deployment
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    policies = [np for np in render.of_kind("NetworkPolicy") if _matches(np["spec"]["podSelector"]["matchLabels"], labels)]
+    assert len(policies) == 1, f"{render.name}: exactly one NetworkPolicy for the server pods"
+    np = policies[0]
+    assert "Ingress" in np["spec"]["policyTypes"]
+    ports = [p for rule in np["spec"].get("ingress") or [] for p in rule.get("ports") or []]
+    assert ports and all(p["port"] == "http" for p in ports), ports
+
+
+def test_routes_and_autoscalers_reference_real_targets(render: Render) -> None:
+    services = {(_ns(s), s["metadata"]["name"]): s for s in render.of_kind("Service")}
+    for ing in render.of_kind("Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                b = path["backend"]["service"]
+                svc = services.get((_ns(ing), b["name"]))
+                assert svc, f"Ingress -> missing Service {b['name']}"
+                assert b["port"].get("name") in {p["name"] for p in svc["spec"]["ports"]}
+    for route in render.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            for b in rule["backendRefs"]:
+                svc = services.get((_ns(route), b["name"]))
+                assert svc and b["port"] in {p["port"] for p in svc["spec"]["ports"]}, f"HTTPRoute -> {b}"
+    for hpa in render.of_kind("HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        target = render.get(ref["kind"], ref["name"])
+        assert "replicas" not in target["spec"], "with an HPA the manifests must not set replicas"
+
+
+def test_sticky_sessions_and_upload_limits(render: Render) -> None:
+    """Streamlit sessions live in one pod: cookie affinity wherever traffic enters from outside."""
+    env = server_env(render)
+    max_upload_mib = int(env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"])
+    for ing in render.of_kind("Ingress"):
+        ann = ing["metadata"].get("annotations") or {}
+        assert ann.get("nginx.ingress.kubernetes.io/affinity") == "cookie"
+        assert ann.get("nginx.ingress.kubernetes.io/affinity-mode") == "persistent"
+        body = _size_bytes(ann.get("nginx.ingress.kubernetes.io/proxy-body-size", "1m"))
+        assert body >= max_upload_mib * 2**20, \
+            f"proxy-body-size {ann.get('nginx.ingress.kubernetes.io/proxy-body-size')} < STREAMLIT_SERVER_MAX_UPLOAD_SIZE={max_upload_mib} MB"
+        for t in ("proxy-read-timeout", "proxy-send-timeout"):
+            assert int(ann.get(f"nginx.ingress.kubernetes.io/{t}", "60")) >= 3600, f"websocket {t}"
+    for route in render.of_kind("HTTPRoute"):
+        for rule in route["spec"]["rules"]:
+            assert (rule.get("sessionPersistence") or {}).get("type", "Cookie") == "Cookie" and "sessionPersistence" in rule
+
+
+# ---------------------------------------------------------------------------- environments
+
+def test_namespaces_enforce_restricted(deployable: Render) -> None:
+    namespaces = {n["metadata"]["name"]: n for n in deployable.of_kind("Namespace")}
+    used = {_ns(o) for o in deployable.objects if o["kind"] != "Namespace"}
+    assert None not in used and "default" not in used, f"{deployable.name}: every object in the overlay's namespace"
+    for ns in used:
+        assert ns in namespaces, f"{deployable.name}: namespace {ns} is not rendered"
+        labels = namespaces[ns]["metadata"].get("labels") or {}
+        for mode in ("enforce", "audit", "warn"):
+            assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"{ns}: {mode}"
+
+
+def test_recommended_labels(render: Render) -> None:
+    for o in render.objects:
+        if o["kind"] == "Namespace":
+            continue
+        labels = o["metadata"].get("labels") or {}
+        assert labels.get("app.kubernetes.io/name") == "objdet" and labels.get("app.kubernetes.io/part-of") == "objdet", _name(o)
+        assert "app.kubernetes.io/component" in labels or o["kind"] in ("ServiceAccount", "ConfigMap"), _name(o)
+
+
+def test_images(render: Render) -> None:
+    for w in render.pod_workloads():
+        for c in all_containers(pod_template(w)["spec"]):
+            image = c["image"]
+            repo, _, tag = image.split("@")[0].rpartition(":")
+            assert repo and tag and tag != "latest" and "/" not in tag, f"{_name(w)}: image {image} needs a fixed tag"
+            assert c.get("imagePullPolicy") in ("IfNotPresent", "Never"), c.get("imagePullPolicy")
+    image = container(render.deployment)["image"]
+    expected = {"base": "objdet:0.1.0", "minikube": "objdet:dev"}.get(render.name, "ghcr.io/example/objdet:0.1.0")
+    assert image == expected
+
+
+def test_replicas_and_spread(render: Render) -> None:
+    spec = render.deployment["spec"]
+    pod = spec["template"]["spec"]
+    if render.name == "base":
+        assert "replicas" not in spec, "replicas are the overlays' (or the HPA's) business"
+    elif render.name == "minikube":
+        assert spec["replicas"] == 1
+    else:
+        hpas = render.of_kind("HorizontalPodAutoscaler")
+        if render.name == VARIANT:
+            assert hpas and "replicas" not in spec and hpas[0]["spec"]["minReplicas"] >= 3
+        else:
+            assert spec["replicas"] == 3 and not hpas
+        keys = {(t["topologyKey"], t["whenUnsatisfiable"]) for t in pod.get("topologySpreadConstraints") or []}
+        assert ("kubernetes.io/hostname", "DoNotSchedule") in keys, "prod: one replica per node"
+        assert render.of_kind("PodDisruptionBudget"), "prod: a PodDisruptionBudget"
+        assert render.of_kind("Ingress"), "prod: an Ingress"
+
+
+def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
+    r = renders["minikube"]
+    svc = r.get("Service", SERVER)
+    assert svc["spec"]["type"] == "NodePort"
+    assert [p.get("nodePort") for p in svc["spec"]["ports"]] == [30007]
+    env = server_env(r)
+    assert env["STREAMLIT_SERVER_PORT"] == "7500" and env["STREAMLIT_SERVER_BASE_URL_PATH"]
+    assert r.of_kind("Job"), "minikube fills the weights volume with the loader"
+
+
+# ----------------------------------------------------- overlays differ from base where meant to
+
+_C = "spec.template.spec.containers[objdet]"
+_COMMON = {"*": ["metadata.namespace"]}
+_WEIGHT_PATHS = [f"data.{k}" for k in ("OBJDET_WEIGHTS_DIR", "OBJDET_SSD_WEIGHTS", "OBJDET_YOLO_WEIGHTS",
+                                        "OBJDET_YOLO_CONFIG", "OBJDET_YOLO_NAMES", "OBJDET_NUM_THREADS")]
+_DEPLOYMENT = ["spec.replicas", f"{_C}.image", f"{_C}.resources.*", f"{_C}.volumeMounts[weights].mountPath",
+               f"{_C}.envFrom[0].configMapRef.name"]
+ALLOWED = {
+    # overlay: (changed paths by kind, objects it may add)
+    "minikube": (
+        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS, "data.STREAMLIT_SERVER_PORT", "data.STREAMLIT_SERVER_BASE_URL_PATH"],
+         "Deployment": [*_DEPLOYMENT, f"{_C}.ports[http].containerPort",
+                        f"{_C}.startupProbe.httpGet.path", f"{_C}.readinessProbe.httpGet.path"],
+         "Service": ["spec.type", "spec.ports[http].nodePort"]},
+        {("Namespace", "object-detection"), ("Job", "objdet-weights-loader"),
+         ("NetworkPolicy", "objdet-weights-loader")},
+    ),
+    "prod": (
+        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
+         "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
+         "PersistentVolumeClaim": ["spec.storageClassName"]},
+        {("Namespace", "objdet"), ("PodDisruptionBudget", "objdet"), ("Ingress", "objdet")},
+    ),
+}
+# prod with every component, compared with prod itself.
+ALLOWED_VARIANT = (
+    {"Deployment": ["spec.replicas"]},
+    {("Job", "objdet-weights-loader"), ("NetworkPolicy", "objdet-weights-loader"),
+     ("HorizontalPodAutoscaler", "objdet"), ("HTTPRoute", "objdet")},
+)
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    name = obj["metadata"]["name"]
+    if obj["kind"] == "ConfigMap" and re.fullmatch(r".+-[a-z0-9]{10}", name):
+        name = name.rsplit("-", 1)[0]  # the generator's hash suffix
+    return obj["kind"], name
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf paths; list items with a name are addressed as [name], others by index."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+    elif isinstance(value, list) and value and all(isinstance(i, dict) for i in value):
+        names = [i.get("name") for i in value]
+        by_name = all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+        for idx, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}[{item['name'] if by_name else idx}]"))
+    else:
+        out[prefix] = value
+    return out
+
+
+def differing_paths(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+    fa, fb = flatten(a), flatten(b)
+    return {p for p in fa.keys() | fb.keys() if fa.get(p, object()) != fb.get(p, object())}
+
+
+def _allowed(path: str, patterns: list[str]) -> bool:
+    """A pattern (`*` = any run of characters, brackets literal) covers the path and everything below it."""
+    for p in patterns:
+        rx = re.escape(p).replace(r"\*", ".*")
+        if re.fullmatch(rf"{rx}([.\[].*)?", path):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", [*OVERLAYS, VARIANT])
+def test_overlay_differs_from_base_only_in_intended_fields(renders, overlay: str) -> None:
+    if overlay == VARIANT:
+        reference, (changed, added) = renders["prod"], ALLOWED_VARIANT
+        common = {}
+    else:
+        reference, (changed, added) = renders["base"], ALLOWED[overlay]
+        common = _COMMON
+    ours = {_key(o): o for o in renders[overlay].objects}
+    theirs = {_key(o): o for o in reference.objects}
+    assert not theirs.keys() - ours.keys(), f"{overlay} drops {sorted(theirs.keys() - ours.keys())}"
+    assert ours.keys() - theirs.keys() == added, \
+        f"{overlay} adds {sorted(ours.keys() - theirs.keys())}, allowed {sorted(added)}"
+    unexpected = []
+    for key in theirs:
+        patterns = changed.get(key[0], []) + common.get("*", [])
+        for path in sorted(differing_paths(theirs[key], ours[key])):
+            if not _allowed(path, patterns):
+                unexpected.append(f"{key[0]}/{key[1]}: {path}")
+    assert not unexpected, f"{overlay} differs from {reference.name} outside the allow-list:\n" + "\n".join(unexpected)
+    # And every allowed change really happens (a patch that silently stopped applying shows up here).
+    for kind, patterns in changed.items():
+        diffs = {p for k in theirs if k[0] == kind for p in differing_paths(theirs[k], ours[k])}
+        for pattern in patterns:
+            assert any(_allowed(p, [pattern]) for p in diffs), f"{overlay}: {kind} {pattern} is not changed"

@@ -1,0 +1,125 @@
+"""The kustomizations render cleanly and every rendered object is valid Kubernetes.
+
+- `kubectl kustomize` (kustomize v5.8) renders base, each overlay and prod with all components,
+  with nothing on stderr (the renders fixture asserts it).
+- The kustomization files use no deprecated fields; overlays stay small.
+- Every object validates with kubernetes-validate in strict mode (unknown fields rejected) for the
+  oldest Kubernetes we support and the newest the package knows; custom resources (HTTPRoute)
+  validate against the JSON schemas in ../shared/schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, all_versions
+
+from .helpers import COMPONENTS, OVERLAYS, REPO, TARGETS, Render, require_shared
+
+OLDEST_SUPPORTED = "1.30"
+NEWEST = kubernetes_validate.latest_version()
+VERSIONS = (OLDEST_SUPPORTED, NEWEST)
+# Custom resources: validated against ../shared/schemas/<group>/<kind>_<version>.json.
+CUSTOM_GROUPS = {"gateway.networking.k8s.io"}
+
+KUSTOMIZATIONS = [REPO / "base", *(REPO / "overlays" / o for o in OVERLAYS), *(REPO / "components" / c for c in COMPONENTS)]
+DEPRECATED_FIELDS = {
+    "commonLabels": "use labels: with includeSelectors",
+    "bases": "use resources:",
+    "patchesStrategicMerge": "use patches:",
+    "patchesJson6902": "use patches:",
+    "vars": "use replacements:",
+    "imageTags": "use images:",
+}
+
+
+def _kid(path: Path) -> str:
+    return str(path.relative_to(REPO))
+
+
+def test_renders_without_warnings(render: Render) -> None:
+    assert render.objects, f"{render.name} rendered nothing"
+    for obj in render.objects:
+        assert obj.get("apiVersion") and obj.get("kind") and obj.get("metadata", {}).get("name"), obj
+
+
+@pytest.mark.parametrize("kdir", KUSTOMIZATIONS, ids=_kid)
+def test_kustomization_uses_no_deprecated_fields(kdir: Path) -> None:
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    used = {f: why for f, why in DEPRECATED_FIELDS.items() if f in k}
+    assert not used, f"{_kid(kdir)}: deprecated kustomize fields: {used}"
+    if kdir.parent.name == "components":
+        assert k["kind"] == "Component" and k["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+        # labels:/namespace: in a Component would rewrite every object of the overlay using it.
+        assert "labels" not in k and "namespace" not in k, f"{_kid(kdir)}: a Component must not relabel the overlay"
+    else:
+        assert k["kind"] == "Kustomization"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_is_small_and_keeps_selectors(overlay: str) -> None:
+    """An overlay: a kustomization, one env file, one or two patches; no selector labels."""
+    kdir = REPO / "overlays" / overlay
+    k = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    assert k["resources"][0] == "../../base"
+    assert 1 <= len(k.get("patches", [])) <= 2, "one or two patches per overlay"
+    generators = k.get("configMapGenerator", [])
+    assert len(generators) == 1 and generators[0]["behavior"] == "merge" and len(generators[0]["envs"]) == 1
+    for entry in k.get("labels", []):
+        assert not entry.get("includeSelectors"), "selectors are set once, in base"
+    base = yaml.safe_load((REPO / "base" / "kustomization.yaml").read_text())
+    selector_labels = [e for e in base["labels"] if e.get("includeSelectors")]
+    assert selector_labels, "base sets the selector labels through labels: with includeSelectors"
+
+
+def test_kubernetes_validate_knows_the_versions() -> None:
+    known = {".".join(v.split(".")[:2]) for v in all_versions()}
+    assert OLDEST_SUPPORTED in known, f"kubernetes-validate {kubernetes_validate.__version__} lacks {OLDEST_SUPPORTED}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_builtin_objects_validate_strictly(render: Render, version: str) -> None:
+    errors = []
+    for obj in render.objects:
+        if obj["apiVersion"].split("/")[0] in CUSTOM_GROUPS:
+            continue
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{name}: {'.'.join(str(p) for p in exc.path)}: {exc.message}")
+        except SchemaNotFoundError as exc:
+            errors.append(f"{name}: {exc.message} (a custom resource? add its group to CUSTOM_GROUPS)")
+    assert not errors, f"{render.name} against Kubernetes {version}:\n" + "\n".join(errors)
+
+
+def test_custom_resources_validate_against_shared_schemas(renders) -> None:
+    """HTTPRoute (components/httproute) against the Gateway API schema in ../shared/schemas."""
+    schemas = require_shared("schemas")
+    errors, seen = [], 0
+    for target in TARGETS:
+        for obj in renders[target].objects:
+            if obj["apiVersion"].split("/")[0] not in CUSTOM_GROUPS:
+                continue
+            seen += 1
+            group, version = obj["apiVersion"].split("/")
+            path = schemas / group / f"{obj['kind'].lower()}_{version}.json"
+            assert path.is_file(), f"no schema {path} for {obj['kind']}"
+            validator = jsonschema.Draft7Validator(json.loads(path.read_text()))
+            for err in validator.iter_errors(obj):
+                errors.append(f"{target}: {obj['kind']}/{obj['metadata']['name']}: "
+                              f"{'.'.join(map(str, err.path))}: {err.message}")
+    assert seen, "no custom resource rendered: is components/httproute in the prod-all-components variant?"
+    assert not errors, "\n".join(errors)
+
+
+def test_every_component_is_exercised(renders) -> None:
+    """prod-all-components really contains each component's objects."""
+    r = renders["prod-all-components"]
+    kinds = {o["kind"] for o in r.objects}
+    assert {"Job", "HTTPRoute", "HorizontalPodAutoscaler"} <= kinds, kinds
