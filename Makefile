@@ -14,8 +14,7 @@ REQS := $(PYTHON) scripts/requirements_from_pyproject.py
 .PHONY: run test test-fast test-cv5 install weights bench image-test clean
 
 run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
-	$(PY) -m app detect --model yolo models/*.png 2>/dev/null || \
-	  $(PY) -m app detect --model yolo $(OBJDET_SHARED_DIR)/assets/images/coffee.png
+	OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" $(PY) -m app serve
 
 test: install $(CV5)/.installed $(TOOLS)/.installed  ## every test: engine, app, browser, kustomize gate, OpenCV 5
 	EXPECT_OPENCV_MAJOR=4 $(PY) -m pytest
@@ -51,8 +50,12 @@ weights: install  ## fetch the configured weights; offline, copy the shared test
 	  for f in "$$src"/*; do [ -e "models/$$(basename "$$f")" ] || cp "$$f" models/; done; fi
 	-$(PY) -m app weights fetch
 
-bench: install  ## raw framework call vs full pipeline, per model
+bench: install  ## raw framework call vs full pipeline, per model; then the app's memory/latency benchmark
 	$(PY) -m app bench
+	$(PY) bench/app_bench.py
+
+image-test:  ## build the container image without a daemon (buildah), run it, detect inside it (root)
+	bash scripts/image-test.sh
 
 clean:
 	rm -rf $(VENV) $(CV5) $(TOOLS) .pytest_cache

@@ -88,3 +88,16 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
         return ModelStatus(model, FAILED, files, str(exc), "see the message; `python -m app weights verify` "
                                                            "checks the files")
     return ModelStatus(model, LOADED, files)
+
+
+_slots: dict[int, threading.BoundedSemaphore] = {}
+
+
+def inference_slots(settings: Settings) -> threading.BoundedSemaphore:
+    """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed:
+    (CPUs this process may use) // (threads per inference), at least 1."""
+    from .config import available_cpus
+
+    count = max(1, available_cpus() // max(1, settings.num_threads))
+    with _cache_lock:
+        return _slots.setdefault(count, threading.BoundedSemaphore(count))

@@ -1,0 +1,84 @@
+"""``python -m app serve``: load and warm the models, then run Streamlit in this same process.
+
+Because the HTTP server only starts listening after every required model is built and has run
+once, ``/_stcore/health`` answering 200 means "models ready" (what Kubernetes' probes need). A
+required model that cannot load ends the process with status 1 and one paragraph naming the file
+and the fix, so a pod with bad weights never turns Ready.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .registry import get_detector, model_status
+
+STREAMLIT_SCRIPT = Path(__file__).resolve().parent / "streamlit_app.py"
+
+# Production defaults; an explicit STREAMLIT_* variable (the ConfigMap) wins.
+STREAMLIT_DEFAULTS = {
+    "STREAMLIT_SERVER_HEADLESS": "true",
+    "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",  # torch's lazy modules break the watcher
+    "STREAMLIT_SERVER_RUN_ON_SAVE": "false",
+    "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "200",
+    "STREAMLIT_CLIENT_TOOLBAR_MODE": "viewer",
+    "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS": "false",
+}
+
+
+def log(message: str) -> None:
+    print(f"[objdet] {message}", file=sys.stderr, flush=True)
+
+
+def prepare_models(settings: Settings) -> list[str]:
+    """Verify, build and warm every enabled model; returns the loaded ones.
+
+    Raises ``SystemExit(1)`` when a required model is not loaded.
+    """
+    loaded, failures = [], []
+    for model in settings.models:
+        t0 = time.perf_counter()
+        status = model_status(model, settings, load=True)
+        if status.ok:
+            detector = get_detector(model, settings)
+            detector.detect(np.full((240, 320, 3), 127, np.uint8))  # warm-up: first-call allocations
+            log(f"{model}: loaded and warmed in {time.perf_counter() - t0:.1f} s "
+                f"({', '.join(f'{f.role} {f.state}' for f in status.files)})")
+            loaded.append(model)
+        else:
+            required = model in settings.required_models
+            log(f"{model}: {status.state}{' (REQUIRED)' if required else ' (optional: the app shows its status)'}: "
+                f"{status.message}")
+            if required:
+                failures.append(status)
+    if failures:
+        for status in failures:
+            paragraph = (f"objdet: cannot start: required model '{status.model}' is {status.state}. "
+                         f"{status.message}. Fix: {status.fix}. "
+                         f"(Required models come from OBJDET_REQUIRED_MODELS, default: all in OBJDET_MODELS.)")
+            print(textwrap.fill(paragraph, width=100), file=sys.stderr, flush=True)
+        raise SystemExit(1)
+    return loaded
+
+
+def serve(settings: Settings) -> int:
+    for key, value in STREAMLIT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if os.environ.get("STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION", "true").lower() == "false":
+        log("warning: STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false disables XSRF protection of uploads")
+    t0 = time.perf_counter()
+    loaded = prepare_models(settings)
+    log(f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit")
+
+    # Streamlit's own command line, in this process: it maps every STREAMLIT_* variable to its
+    # option exactly as `streamlit run` does, and the script finds the models already built.
+    from streamlit.web import cli as streamlit_cli
+
+    return streamlit_cli.main(args=["run", str(STREAMLIT_SCRIPT)], prog_name="streamlit", standalone_mode=False) or 0

@@ -1,0 +1,90 @@
+"""Start ``python -m app serve`` on a free loopback port and wait for health (server and browser tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def health(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class Server:
+    def __init__(self, env: dict, base_path: str = ""):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}" + (f"/{base_path.strip('/')}" if base_path else "")
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
+        full.update(env)
+        full.update(STREAMLIT_SERVER_PORT=str(self.port), STREAMLIT_SERVER_ADDRESS="127.0.0.1")
+        if base_path:
+            full["STREAMLIT_SERVER_BASE_URL_PATH"] = base_path
+        self.log = open(os.devnull, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=REPO, env=full,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.output: list[str] = []
+        self.polls: list[tuple[float, int | None, int]] = []  # (time, status, log lines so far)
+
+    @property
+    def health_url(self) -> str:
+        return self.base + "/_stcore/health"
+
+    def _drain(self):
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        while sel.select(timeout=0):
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            status = health(self.health_url)
+            time.sleep(0.05)
+            self._drain()  # whatever the server logged before answering is in the pipe by now
+            self.polls.append((time.monotonic() - start, status, len(self.output)))
+            if status == 200:
+                return
+            if self.proc.poll() is not None:
+                self._drain()
+                raise RuntimeError(f"server exited {self.proc.returncode}: {''.join(self.output)}")
+            time.sleep(0.1)
+        raise TimeoutError(f"no health 200 in {timeout} s: {''.join(self.output)}")
+
+    def text(self) -> str:
+        self._drain()
+        return "".join(self.output)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()

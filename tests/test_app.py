@@ -1,0 +1,190 @@
+"""The Streamlit page through streamlit.testing (AppTest): real Yolo-Fastest weights, seeded SSD."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit")
+pytest.importorskip("torch")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.registry import get_detector  # noqa: E402
+
+SCRIPT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
+
+
+@pytest.fixture(scope="session")
+def ssd_weights(tmp_path_factory):
+    from ssd_weights import make_state_dict
+
+    return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("app-ssd") / "ssdlite.pth")
+
+
+@pytest.fixture
+def both_env(yolo_env, ssd_weights, monkeypatch):
+    monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))
+    monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
+    return Settings.from_env()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(SCRIPT, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes, mime="image/png"):
+    at.file_uploader(key="images").set_value((name, data, mime)).run()
+    assert not at.exception, at.exception
+
+
+def table_labels(at: AppTest, index: int = -1) -> list[str]:
+    return list(at.dataframe[index].value["label"])
+
+
+class Counter:
+    """Wraps a detector's forward (the network) and counts calls; decode stays untouched."""
+
+    def __init__(self, monkeypatch, detector):
+        self.calls = 0
+        original = detector.forward
+
+        def counted(image):
+            self.calls += 1
+            return original(image)
+
+        monkeypatch.setattr(detector, "forward", counted)
+
+
+def test_yolo_finds_the_cup(yolo_env, images_dir):
+    at = new_app()
+    assert [r.options for r in at.radio if r.key == "model"] == [["yolo"]] or at.radio(key="model").value == "yolo"
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert "cup" in table_labels(at)
+    assert any("coffee.png" in s.value for s in at.subheader)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels.count("PNG") == 1 and "JSON" in labels and "CSV" in labels
+
+
+def test_compare_mode_shows_both_models(both_env, images_dir):
+    at = new_app()
+    assert at.radio(key="model").value == "both"
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert len(at.dataframe) == 2
+    texts = " ".join(m.value for m in at.markdown)
+    assert "SSD (torchvision)" in texts and "YOLO (OpenCV DNN)" in texts
+    assert "cup" in table_labels(at, 1)
+    assert len([m for m in at.metric if m.label == "Latency"]) == 2
+
+
+def test_slider_changes_rows_without_running_the_network(both_env, images_dir, monkeypatch):
+    at = new_app()
+    counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
+    at.slider(key="max_det").set_value(300).run()
+    before_yolo, before_ssd = table_labels(at, 1), list(at.dataframe[0].value["score"])
+    assert before_yolo == ["cup", "dining table"] and min(before_ssd) < 0.9
+    at.slider(key="conf").set_value(0.6).run()
+    assert table_labels(at, 1) == ["cup"]
+    at.slider(key="conf").set_value(0.9).run()
+    assert table_labels(at, 1) == []
+    after_ssd = list(at.dataframe[0].value["score"])
+    assert after_ssd and min(after_ssd) >= 0.9 and after_ssd != before_ssd
+    at.slider(key="iou").set_value(0.9).run()
+    at.slider(key="max_det").set_value(3).run()
+    assert len(table_labels(at, 0)) == 3
+    assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}  # no second network call
+
+
+def test_class_filter(yolo_env, images_dir):
+    at = new_app()
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    at.multiselect(key="classes").set_value(["dining table"]).run()
+    assert table_labels(at) == ["dining table"]
+    at.multiselect(key="classes").set_value(["person"]).run()
+    assert table_labels(at) == []
+
+
+def test_bad_upload_shows_error_then_next_good_upload_works(yolo_env, images_dir):
+    at = new_app()
+    upload(at, "broken.png", b"\x89PNG\r\n\x1a\nnot really")
+    assert any("broken.png" in e.value for e in at.error)
+    assert len(at.dataframe) == 0
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert not at.error and "cup" in table_labels(at)
+
+
+def test_several_images_one_bad(yolo_env, images_dir):
+    at = new_app()
+    files = [("coffee.png", (images_dir / "coffee.png").read_bytes(), "image/png"),
+             ("empty.jpg", b"", "image/jpeg"),
+             ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png")]
+    at.file_uploader(key="images").set_value(files).run()
+    assert [e.value for e in at.error] == ["empty.jpg: file is empty (0 bytes)"]
+    assert len(at.dataframe) == 2 and "cat" in table_labels(at, 1)
+
+
+def test_pixel_limit_enforced(yolo_env, images_dir, monkeypatch):
+    monkeypatch.setenv("OBJDET_MAX_IMAGE_PIXELS", "1000")
+    at = new_app()
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert any("coffee.png: image is 600x400" in e.value and "OBJDET_MAX_IMAGE_PIXELS" in e.value for e in at.error)
+
+
+def test_camera_snapshot(yolo_env, images_dir):
+    at = new_app()
+    buf = io.BytesIO()
+    Image.open(images_dir / "coffee.png").convert("RGB").save(buf, "JPEG", quality=95)
+    at.camera_input(key="camera").set_value(("snap.jpg", buf.getvalue(), "image/jpeg")).run()
+    assert not at.exception
+    assert "cup" in table_labels(at)
+
+
+def make_video(path, frame, n=12, fps=10):
+    h, w = frame.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for _ in range(n):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path.read_bytes()
+
+
+def test_video_every_nth_frame_with_downloads(yolo_env, images_dir, tmp_path):
+    frame = np.asarray(Image.open(images_dir / "coffee.png").convert("RGB"))
+    data = make_video(tmp_path / "clip.mp4", frame)
+    at = new_app()
+    at.file_uploader(key="video").set_value(("clip.mp4", data, "video/mp4"))
+    at.number_input(key="every_n").set_value(4).run()
+    at.button(key="run_video").click().run()
+    assert not at.exception and not at.error
+    assert any("clip.mp4: 12 frames, detection on 3" in s.value for s in at.success)
+    labels = [b.label for b in at.get("download_button")]
+    assert "Annotated MP4" in labels and "Per-frame CSV" in labels
+
+
+def test_undecodable_video_names_the_file(yolo_env):
+    at = new_app()
+    at.file_uploader(key="video").set_value(("junk.mp4", b"\x00" * 2048, "video/mp4")).run()
+    at.button(key="run_video").click().run()
+    assert any("junk.mp4: OpenCV cannot decode" in e.value for e in at.error)
+
+
+def test_missing_weights_show_setup_guide(tmp_path):
+    import os
+
+    os.environ["OBJDET_WEIGHTS_DIR"] = str(tmp_path)  # removed again by the autouse fixture
+    at = new_app()
+    assert not at.exception
+    assert any("No model is loaded" in w.value for w in at.warning)
+    page = " ".join(m.value for m in at.markdown)
+    assert "Set-up guide" in page and "python -m app weights fetch" in page
+    assert str(tmp_path / "yolo-fastest-1.1.weights") in page  # the status panel names the file
+    assert "missing" in " ".join(e.label for e in at.expander)

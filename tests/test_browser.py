@@ -1,0 +1,77 @@
+"""A real headless Chromium (Debian's, driven by Playwright) against ``python -m app serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from serving import Server
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(yolo_dir):
+    env = {"OBJDET_MODELS": "yolo",
+           "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+           "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+           "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+    srv = Server(env, base_path="object-detection")
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_upload_see_cup_download_json(browser, server, images_dir, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    try:
+        page.goto(server.base + "/", wait_until="domcontentloaded", timeout=60_000)
+        page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=60_000)
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
+            str(images_dir / "coffee.png"))
+        page.get_by_text("YOLO (OpenCV DNN)").first.wait_for(timeout=60_000)
+        table = page.locator("[data-testid='stDataFrame']").first
+        table.wait_for(timeout=60_000)
+        # the grid is drawn on a canvas; its accessible twin holds the cell text
+        table.locator("[role='gridcell']").filter(has_text=re.compile(r"^cup$")).first.wait_for(
+            state="attached", timeout=30_000)
+        images = page.locator("[data-testid='stImage'] img")
+        images.nth(1).wait_for(timeout=30_000)  # original and annotated
+        assert images.count() >= 2
+        assert images.nth(1).evaluate("img => img.naturalWidth") == 600
+        with page.expect_download(timeout=30_000) as info:
+            page.get_by_role("button", name="JSON").first.click()
+        target = tmp_path / info.value.suggested_filename
+        info.value.save_as(target)
+        doc = json.loads(target.read_text())
+        assert info.value.suggested_filename == "coffee.yolo.json"
+        assert doc["file"] == "coffee.png" and doc["model"] == "yolo"
+        assert "cup" in [d["label"] for d in doc["detections"]]
+        cup = next(d for d in doc["detections"] if d["label"] == "cup")
+        assert cup["score"] > 0.5 and len(cup["box"]) == 4
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-coffee.png"), full_page=True)
+    finally:
+        page.close()

@@ -1,0 +1,71 @@
+"""``python -m app serve`` as a real process on loopback: health 200 means the models are loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from serving import REPO, Server, health
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def ssd_file(tmp_path_factory):
+    pytest.importorskip("torch")
+    from ssd_weights import make_state_dict
+
+    return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("srv") / "ssdlite.pth")
+
+
+def test_health_only_after_models_loaded(yolo_env, ssd_file):
+    server = Server({**yolo_env, "OBJDET_MODELS": "ssd,yolo", "OBJDET_SSD_WEIGHTS": str(ssd_file)})
+    try:
+        server.wait_healthy()
+        text = server.text()
+        before = [p for p in server.polls if p[1] != 200]
+        assert before, "health must not answer 200 before the models are loaded"
+        assert "ssd: loaded and warmed" in text and "yolo: loaded and warmed" in text
+        first_ok = next(p for p in server.polls if p[1] == 200)
+        ready_line = next(i for i, line in enumerate(server.output) if "models ready" in line)
+        assert ready_line < first_ok[2]  # the "models ready" line was logged before health turned 200
+        assert health(server.base + "/") == 200
+    finally:
+        server.stop()
+
+
+def test_base_url_path_and_optional_model(yolo_env, tmp_path):
+    env = {**yolo_env, "OBJDET_MODELS": "ssd,yolo", "OBJDET_REQUIRED_MODELS": "yolo",
+           "OBJDET_SSD_WEIGHTS": str(tmp_path / "absent.pth")}
+    server = Server(env, base_path="object-detection")
+    try:
+        server.wait_healthy()
+        assert "ssd: missing (optional" in server.text()
+        assert health(f"http://127.0.0.1:{server.port}/object-detection/_stcore/health") == 200
+    finally:
+        server.stop()
+
+
+def test_missing_required_weights_exit_non_zero_naming_the_file(yolo_env, tmp_path):
+    import os
+
+    missing = tmp_path / "nowhere" / "ssd.pth"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
+    env.update(yolo_env, OBJDET_MODELS="ssd,yolo", OBJDET_SSD_WEIGHTS=str(missing),
+               STREAMLIT_SERVER_PORT="1")  # would fail to bind: it must never get that far
+    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())  # the paragraph is wrapped
+    assert "required model 'ssd' is missing" in err and str(missing) in err and "weights fetch" in err
+
+
+def test_invalid_configuration_exits_2(yolo_env):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | yolo_env | {"OBJDET_DEVICE": "npu"}
+    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "OBJDET_DEVICE='npu'" in proc.stderr
