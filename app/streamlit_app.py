@@ -161,12 +161,11 @@ def show_image(name: str, data: bytes, models: list[str], params: DetectParams, 
         st.image(image, caption=f"{image.shape[1]}x{image.shape[0]}", width="stretch")
     for column, model in zip(columns[1:], models):
         with column:
-            raw = forward_once(model, digest, image)
-            detector = get_detector(model, settings)
             try:
-                result = detector.decode(raw, params)
-            except ValueError as exc:  # a class this model does not know
-                st.error(f"{name}: {exc}")
+                raw = forward_once(model, digest, image)
+                result = get_detector(model, settings).decode(raw, params)
+            except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
+                st.error(f"{name}: {model}: {exc}")
                 continue
             show_result(name, model, image, result, params)
 

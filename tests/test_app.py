@@ -188,3 +188,16 @@ def test_missing_weights_show_setup_guide(tmp_path):
     assert "Set-up guide" in page and "python -m app weights fetch" in page
     assert str(tmp_path / "yolo-fastest-1.1.weights") in page  # the status panel names the file
     assert "missing" in " ".join(e.label for e in at.expander)
+
+
+def test_model_whose_outputs_do_not_fit_shows_error_not_traceback(images_dir, tmp_path, monkeypatch):
+    from onnx_models import build_yolo_onnx
+
+    model = build_yolo_onnx(tmp_path / "three-classes.onnx", np.zeros((1, 10, 8), np.float32), 320)
+    monkeypatch.setenv("OBJDET_MODELS", "yolo")
+    monkeypatch.setenv("OBJDET_YOLO_WEIGHTS", str(model))
+    monkeypatch.setenv("OBJDET_YOLO_INPUT_SIZE", "320")
+    at = new_app()
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    assert any("coffee.png: yolo:" in e.value and "three-classes.onnx" in e.value and "OBJDET_YOLO_NAMES" in e.value
+               for e in at.error)
