@@ -36,6 +36,7 @@ MODEL_TITLES = {"ssd": "SSD (torchvision)", "yolo": "YOLO (OpenCV DNN)"}
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
 RAW_CACHE_SIZE = 24  # network outputs kept per session (an SSD output is about 1.2 MB)
+DECODED_CACHE_BYTES = 256 * 2**20  # decoded images kept per session, so a slider move decodes nothing
 
 
 @st.cache_resource(show_spinner="Loading models (once per process)…")
@@ -101,20 +102,40 @@ The sidebar's **Model status** shows each file, its checksum state and the comma
 """)
 
 
-def forward_once(model: str, digest: str, image) -> RawOutput:
+def _bounded(cache: dict, key, value, fits) -> None:
+    """Insert, then drop the oldest entries until ``fits(cache)``."""
+    cache[key] = value
+    while len(cache) > 1 and not fits(cache):
+        cache.pop(next(iter(cache)))
+
+
+def decode_once(name: str, data: bytes, settings: Settings):
+    """(digest, RGB array) of an upload, decoded once per session; an ``ImageError`` is remembered too."""
+    digest = hashlib.sha256(data).hexdigest()
+    cache: dict = st.session_state.setdefault("decoded_images", {})
+    if digest not in cache:
+        try:
+            value = load_image(data, name, max_pixels=settings.max_image_pixels)
+        except ImageError as exc:
+            value = exc
+        _bounded(cache, digest, value, lambda c: sum(getattr(v, "nbytes", 0) for v in c.values())
+                 <= DECODED_CACHE_BYTES)
+    value = cache[digest]
+    if isinstance(value, ImageError):
+        raise ImageError(name, value.reason)
+    return digest, value
+
+
+def forward_once(model: str, digest: str, image, settings: Settings) -> RawOutput:
     """The network output for (model, image), computed once per session and image."""
     cache: dict = st.session_state.setdefault("raw_outputs", {})
     key = (model, digest)
-    raw = cache.get(key)
-    if raw is None:
-        settings = Settings.from_env()
+    if key not in cache:
         detector = get_detector(model, settings)
         with inference_slots(settings):
             raw = detector.forward(image)
-        cache[key] = raw
-        while len(cache) > RAW_CACHE_SIZE:
-            cache.pop(next(iter(cache)))
-    return raw
+        _bounded(cache, key, raw, lambda c: len(c) <= RAW_CACHE_SIZE)
+    return cache[key]
 
 
 def show_result(name: str, model: str, image, result: DetectionResult, params: DetectParams) -> None:
@@ -149,11 +170,10 @@ def show_result(name: str, model: str, image, result: DetectionResult, params: D
 
 def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings) -> None:
     try:
-        image = load_image(data, name, max_pixels=settings.max_image_pixels)
+        digest, image = decode_once(name, data, settings)
     except ImageError as exc:
         st.error(str(exc))
         return
-    digest = hashlib.sha256(data).hexdigest()
     st.subheader(name)
     columns = st.columns(1 + len(models))
     with columns[0]:
@@ -162,7 +182,7 @@ def show_image(name: str, data: bytes, models: list[str], params: DetectParams, 
     for column, model in zip(columns[1:], models):
         with column:
             try:
-                raw = forward_once(model, digest, image)
+                raw = forward_once(model, digest, image, settings)
                 result = get_detector(model, settings).decode(raw, params)
             except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
                 st.error(f"{name}: {model}: {exc}")

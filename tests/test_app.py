@@ -87,6 +87,11 @@ def test_compare_mode_shows_both_models(both_env, images_dir):
 def test_slider_changes_rows_without_running_the_network(both_env, images_dir, monkeypatch):
     at = new_app()
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
+    import app.images
+
+    decodes = []
+    real_load = app.images.load_image
+    monkeypatch.setattr(app.images, "load_image", lambda *a, **k: decodes.append(1) or real_load(*a, **k))
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
     at.slider(key="max_det").set_value(300).run()
@@ -102,6 +107,7 @@ def test_slider_changes_rows_without_running_the_network(both_env, images_dir, m
     at.slider(key="max_det").set_value(3).run()
     assert len(table_labels(at, 0)) == 3
     assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}  # no second network call
+    assert len(decodes) == 1  # and the upload was decoded once, not on every rerun
 
 
 def test_class_filter(yolo_env, images_dir):
