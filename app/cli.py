@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--all", action="store_true", help="every file in the manifest")
     f.add_argument("--mirror", help="fetch from this base URL instead of the upstream addresses")
     wsub.add_parser("verify", help="check the configured files against the manifest")
+    pr = wsub.add_parser("prepare", help="make the weights volume ready before the server starts (init "
+                                         "container): OBJDET_WEIGHTS_MODE=fetch downloads what is missing, "
+                                         "verify waits until every file is present and verified")
+    pr.add_argument("--mode", choices=("fetch", "verify"), help="default: OBJDET_WEIGHTS_MODE")
+    pr.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
+    pr.add_argument("--wait", type=int, metavar="SECONDS", help="deadline (default OBJDET_WEIGHTS_WAIT_S)")
     wsub.add_parser("list", help="print the manifest")
 
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
@@ -57,6 +64,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"python -m app {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`... --json | head`): stop quietly, and keep Python's shutdown flush
+        # of stdout from printing a second BrokenPipeError.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(args) -> int:
     try:
         settings = Settings.from_env()
         if args.command == "detect":
@@ -181,6 +202,11 @@ def cmd_weights(args, settings: Settings) -> int:
             print(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
                   file=sys.stderr)
         return EXIT_FAILED if bad else EXIT_OK
+    if args.weights_command == "prepare":
+        from .prepare import prepare
+
+        return prepare(settings, mode=args.mode or settings.weights_mode, dest=args.dest or settings.weights_dir,
+                       wait_s=settings.weights_wait_s if args.wait is None else args.wait)
     names = list(MANIFEST) if args.all else (args.names or default_names(settings))
     unknown = [n for n in names if n not in MANIFEST]
     if unknown:

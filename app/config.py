@@ -24,6 +24,14 @@ SSD_DEFAULT_FILES = {
 }
 YOLO_DEFAULT_WEIGHTS = "yolo-fastest-1.1.weights"
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+WEIGHTS_MODES = ("fetch", "verify")
+DEFAULT_WEIGHTS_WAIT_S = 600
+
+
+def default_max_file_bytes(max_pixels: int) -> int:
+    """The largest file worth reading for an image within the pixel limit: an uncompressed 8-bit RGB
+    PNG or a quality-100 JPEG stays under 3 bytes a pixel; 16 MiB more for metadata and headers."""
+    return 3 * max_pixels + 16 * 2**20
 
 
 class ConfigError(ValueError):
@@ -70,8 +78,16 @@ ENV_VARS: dict[str, EnvVar] = {
                "Threads for torch and OpenCV; set it to the container's CPU limit.", True),
         EnvVar("OBJDET_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS), "integer >= 1",
                "Images with more pixels are refused before they are decoded (decompression bombs)."),
+        EnvVar("OBJDET_MAX_FILE_BYTES", "3 bytes per allowed pixel + 16 MiB (136,777,216)", "integer >= 1",
+               "Image files larger than this are refused before they are read (checked from the file size)."),
         EnvVar("OBJDET_WEIGHTS_DIR", "`models/` in the repository", "directory",
                "Where default weight file names are looked for and where `weights fetch` writes."),
+        EnvVar("OBJDET_WEIGHTS_MODE", "verify", " / ".join(f"`{m}`" for m in WEIGHTS_MODES),
+               "What `python -m app weights prepare` (the pod's init container) does: `fetch` downloads "
+               "what is missing, `verify` waits until the files are present and verified.", True),
+        EnvVar("OBJDET_WEIGHTS_WAIT_S", str(DEFAULT_WEIGHTS_WAIT_S), "integer 0-86400",
+               "How long `weights prepare` waits (verify mode) or downloads (fetch mode) before it fails "
+               "naming each missing file."),
     )
 }
 
@@ -92,6 +108,13 @@ class Settings:
     num_threads: int
     max_image_pixels: int
     weights_dir: Path
+    max_file_bytes: int = 0  # 0 in a hand-built Settings: the default for max_image_pixels
+    weights_mode: str = "verify"
+    weights_wait_s: int = DEFAULT_WEIGHTS_WAIT_S
+
+    def __post_init__(self):
+        if not self.max_file_bytes:
+            object.__setattr__(self, "max_file_bytes", default_max_file_bytes(self.max_image_pixels))
 
     @property
     def yolo_format(self) -> str:
@@ -165,6 +188,14 @@ class Settings:
         max_pixels = (
             _int("OBJDET_MAX_IMAGE_PIXELS", raw_pixels, 1, 10**12) if raw_pixels else DEFAULT_MAX_IMAGE_PIXELS
         )
+        raw_bytes = get("OBJDET_MAX_FILE_BYTES")
+        max_bytes = _int("OBJDET_MAX_FILE_BYTES", raw_bytes, 1, 2**50) if raw_bytes else 0
+        weights_mode = (get("OBJDET_WEIGHTS_MODE") or "verify").lower()
+        if weights_mode not in WEIGHTS_MODES:
+            raise ConfigError(f"OBJDET_WEIGHTS_MODE={weights_mode!r} is not supported; "
+                              f"allowed: {', '.join(WEIGHTS_MODES)}")
+        raw_wait = get("OBJDET_WEIGHTS_WAIT_S")
+        wait_s = _int("OBJDET_WEIGHTS_WAIT_S", raw_wait, 0, 86400) if raw_wait else DEFAULT_WEIGHTS_WAIT_S
         return cls(
             models=models,
             required_models=required,
@@ -178,6 +209,9 @@ class Settings:
             num_threads=threads,
             max_image_pixels=max_pixels,
             weights_dir=weights_dir,
+            max_file_bytes=max_bytes,
+            weights_mode=weights_mode,
+            weights_wait_s=wait_s,
         )
 
 
