@@ -1,0 +1,190 @@
+"""`python -m app weights prepare`: make the weights volume ready before the server starts.
+
+It runs as the pod's init container, so the server container never starts (and never crash-loops)
+on a volume that is not ready:
+
+- ``fetch`` downloads what is missing with :func:`app.weights.fetch` (locked, verified, idempotent:
+  verified files are skipped), retrying until the deadline; then it waits like ``verify`` for what
+  it cannot download (custom files, which are not in the manifest).
+- ``verify`` downloads nothing: it polls every few seconds, logging each missing, corrupt or
+  unverified file, until every file of every REQUIRED model is present and verified.
+
+Required vs optional: the files of ``Settings.required_models`` gate the exit status. Files of
+enabled-but-optional models are reported (and fetched in fetch mode) but never waited for: the
+server starts without an optional model and shows it as unavailable, so holding the pod back for it
+would turn a degraded service into no service. Unverified files (not in the manifest: your own
+models) count as present; their content is yours to vouch for.
+
+``dest`` is where the weights volume is mounted in this container. Configured paths under
+``OBJDET_WEIGHTS_DIR`` are looked for at the same relative path under ``dest``, so the init container
+may mount the volume elsewhere than the server; paths outside ``OBJDET_WEIGHTS_DIR`` are checked as
+they are.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+from .config import Settings
+from .weights import (CORRUPT, MANIFEST, MISSING, OK, UNVERIFIED, FetchError, FileCheck, check_file,
+                      configured_files, fetch)
+
+EXIT_READY, EXIT_NOT_READY = 0, 1
+POLL_S = 5.0
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One configured file, where this container sees it."""
+
+    model: str
+    role: str
+    path: Path  # the path in this container (under dest)
+    required: bool
+
+    @property
+    def fetchable(self) -> bool:
+        return self.path.name in MANIFEST
+
+
+def wanted_files(settings: Settings, dest: Path) -> list[Wanted]:
+    """Every configured file of every enabled model, mapped from OBJDET_WEIGHTS_DIR onto ``dest``."""
+    out = []
+    for model, role, path in configured_files(settings):
+        try:
+            located = Path(dest) / Path(path).relative_to(settings.weights_dir)
+        except ValueError:
+            located = Path(path)
+        out.append(Wanted(model, role, located, model in settings.required_models))
+    return out
+
+
+def _ready(state: str) -> bool:
+    return state in (OK, UNVERIFIED)
+
+
+def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: float = POLL_S,
+            out: TextIO | None = None, url_base: str | None = None,
+            clock: Callable[[], float] = time.monotonic) -> int:
+    """Make the files ready (see the module docstring); 0 when every required file is ready, else 1.
+
+    ``url_base`` is passed to :func:`app.weights.fetch` (a mirror; tests point it at loopback).
+    """
+    out = out if out is not None else sys.stderr
+    if mode not in ("fetch", "verify"):
+        raise ValueError(f"mode must be fetch or verify, not {mode!r}")
+    dest = Path(dest)
+    files = wanted_files(settings, dest)
+    deadline = clock() + max(0, wait_s)
+    required = ", ".join(settings.required_models) or "none"
+    _say(out, f"weights prepare: mode {mode}, volume {dest}, deadline {wait_s} s, required models: {required}")
+    checker = _Checker()
+    poll = 0
+    while True:
+        poll += 1
+        if mode == "fetch":
+            fatal = _fetch_missing(files, checker, url_base, out)
+            if fatal:
+                _say(out, fatal)
+                return EXIT_NOT_READY
+        checks = {w: checker(w) for w in files}
+        blocking = [w for w in files if w.required and not _ready(checks[w].state)]
+        if not blocking:
+            _report_final(files, checks, out)
+            _say(out, "weights prepare: ready")
+            return EXIT_READY
+        remaining = deadline - clock()
+        others = [w for w in files if w not in blocking and checks[w].state != OK]
+        _say(out, f"poll {poll}: waiting for " + "; ".join(_describe(w, checks[w]) for w in blocking)
+             + (" | not waited for: " + "; ".join(_describe(w, checks[w]) for w in others) if others else "")
+             + f" ({max(0, remaining):.0f} s left)")
+        if remaining <= 0:
+            _say(out, _failure_paragraph(mode, dest, blocking, checks))
+            return EXIT_NOT_READY
+        time.sleep(min(poll_s, max(remaining, 0.01)))
+
+
+class _Checker:
+    """check_file with memory: a file verified once is not hashed again while its size and mtime stay."""
+
+    def __init__(self) -> None:
+        self._verified: dict[Path, tuple[tuple[int, int], FileCheck]] = {}
+
+    def __call__(self, w: Wanted) -> FileCheck:
+        try:
+            st = w.path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        known = self._verified.get(w.path)
+        if stamp is not None and known and known[0] == stamp:
+            return known[1]
+        check = check_file(w.path, role=w.role)
+        if check.state == OK and stamp is not None:
+            self._verified[w.path] = (stamp, check)
+        return check
+
+
+def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None, out: TextIO) -> str | None:
+    """One download attempt for every manifest file not yet verified; a fatal message or None.
+
+    A failed download (network, HTTP error, bad hash) is logged and retried at the next poll (a
+    partial file resumes). A volume that cannot be written is fatal: waiting would not fix it.
+    """
+    todo = [w for w in files if w.fetchable and checker(w).state != OK]
+    for w in todo:
+        try:
+            for name, what in fetch([w.path.name], w.path.parent, progress=out, url_base=url_base):
+                _say(out, f"{name}: {what} -> {w.path}")
+        except FetchError as exc:
+            _say(out, f"{'error' if w.required else 'warning (optional model)'}: {exc}")
+        except OSError as exc:
+            return (f"error: cannot write {w.path.parent} ({exc.strerror or exc}): in fetch mode the init "
+                    "container must mount the weights volume read-write (components/weights-fetch does), "
+                    "and the volume must be writable for uid 10001 (fsGroup).")
+    return None
+
+
+def _describe(w: Wanted, check: FileCheck) -> str:
+    what = {MISSING: "missing", CORRUPT: f"corrupt (sha256 {check.actual}, expected {check.expected})"}.get(
+        check.state, check.describe())
+    return f"{w.path} ({w.model} {w.role}): {what}"
+
+
+def _report_final(files: list[Wanted], checks: dict, out: TextIO) -> None:
+    for w in files:
+        check = checks[w]
+        if check.state == UNVERIFIED:
+            _say(out, f"{w.path} ({w.model} {w.role}): present, not in the manifest (custom file, not verified)")
+        elif not w.required and check.state != OK:
+            _say(out, f"warning: {_describe(w, check)}; {w.model} is optional, the server starts without it")
+
+
+def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: dict) -> str:
+    named = "; ".join(_describe(w, checks[w]) for w in blocking)
+    custom = [w for w in blocking if not w.fetchable]
+    fetchable = [w for w in blocking if w.fetchable]
+    fixes = []
+    if fetchable and mode == "verify":
+        fixes.append("seed the volume: apply the weights-loader Job (components/weights-loader; Argo CD runs it "
+                     "as a sync hook, Flux with force) or set OBJDET_WEIGHTS_MODE=fetch where the pod may "
+                     "download (components/weights-fetch)")
+    if fetchable and mode == "fetch":
+        fixes.append("the downloads did not finish in time: check the errors above and the pod's egress "
+                     "(DNS and HTTPS), or raise OBJDET_WEIGHTS_WAIT_S; partial files resume on the next start")
+    if custom:
+        fixes.append("copy the custom files (" + ", ".join(w.path.name for w in custom) + ", not in the manifest, "
+                     "so nothing can download them) onto the volume with kubectl cp (docs/kubernetes.md)")
+    if any(checks[w].state == CORRUPT for w in blocking):
+        fixes.append("a corrupt file must be replaced: delete it and seed again")
+    return (f"error: weights not ready after the deadline (OBJDET_WEIGHTS_WAIT_S) in {mode} mode on {dest}: "
+            f"{named}. Fix: {'; '.join(fixes)}. The server container starts only when this succeeds.")
+
+
+def _say(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
