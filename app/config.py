@@ -7,6 +7,7 @@ Invalid values fail at start-up with a ``ConfigError`` that names the variable a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,7 @@ ENV_VARS: dict[str, EnvVar] = {
                "Network input size (square)."),
         EnvVar("OBJDET_DEVICE", "auto", " / ".join(f"`{d}`" for d in DEVICES),
                "Torch device for SSD; `auto` takes CUDA when present. YOLO runs on OpenCV's CPU backend."),
-        EnvVar("OBJDET_NUM_THREADS", "(all CPUs this process may use)", "integer 1-256",
+        EnvVar("OBJDET_NUM_THREADS", "(CPUs this process may use: the smallest of cgroup CPU quota, affinity, count)", "integer 1-256",
                "Threads for torch and OpenCV; set it to the container's CPU limit.", True),
         EnvVar("OBJDET_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS), "integer >= 1",
                "Images with more pixels are refused before they are decoded (decompression bombs)."),
@@ -225,12 +226,57 @@ def yolo_format(path: Path) -> str:
     raise ValueError(f"{str(path)!r} has suffix {suffix or '(none)'!r}; allowed: .weights (Darknet) or .onnx")
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity, which container runtimes set), at least 1."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cpu_budget(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/self/cgroup")) -> tuple[int, str]:
+    """(CPUs this process may use, where the figure comes from): the smallest of the cgroup CPU
+    quota (a Kubernetes CPU limit is a CFS quota, not an affinity), the affinity and the CPU count.
+    A fractional quota rounds up; the result is at least 1."""
+    count = os.cpu_count() or 1
+    best = (max(1, count), "CPU count")
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        affinity = len(os.sched_getaffinity(0))
+        if 1 <= affinity <= best[0]:
+            best = (affinity, "CPU affinity")
+    except (AttributeError, OSError):  # not Linux
+        pass
+    for quota, period in _cgroup_quotas(Path(cgroup_root), Path(self_cgroup)):
+        cpus = max(1, -(-quota // period))
+        if cpus < best[0]:
+            best = (cpus, f"cgroup quota {quota}/{period}")
+    return best
+
+
+def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may use, at least 1 (see ``cpu_budget``)."""
+    return cpu_budget(cgroup_root)[0]
+
+
+def _cgroup_quotas(root: Path, self_cgroup: Path) -> list[tuple[int, int]]:
+    """(quota, period) of every CPU limit found: cgroup v2 ``cpu.max`` ("max 100000" = none, or
+    "200000 100000") at the root and at this process's own cgroup; cgroup v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us`` (quota -1 = none). Unreadable or malformed files count as no limit."""
+    dirs = [root]
+    with contextlib.suppress(OSError, ValueError):
+        for line in self_cgroup.read_text().splitlines():
+            hierarchy, controllers, rel = (line.split(":", 2) + ["", ""])[:3]
+            rel = rel.strip().lstrip("/")
+            if rel and hierarchy == "0" and not controllers:
+                dirs.append(root / rel)  # v2 unified hierarchy
+    found = []
+    for folder in dirs:
+        with contextlib.suppress(OSError, ValueError):
+            fields = (folder / "cpu.max").read_text().split()
+            if len(fields) == 2 and fields[0] != "max":
+                found.append((int(fields[0]), int(fields[1])))
+    for folder in (root / "cpu", root / "cpu,cpuacct", root):
+        with contextlib.suppress(OSError, ValueError):
+            quota = int((folder / "cpu.cfs_quota_us").read_text().strip())
+            period = int((folder / "cpu.cfs_period_us").read_text().strip())
+            if quota > 0:
+                found.append((quota, period))
+    return [(q, p) for q, p in found if q > 0 and p > 0]
 
 
 def _path(raw: str) -> Path | None:

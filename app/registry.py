@@ -7,9 +7,12 @@ when an SSD detector is built.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from . import weights
 from .config import Settings
 from .detectors.base import Detector, ModelLoadError
 from .weights import CORRUPT, MISSING, FileCheck, check_file
@@ -21,8 +24,46 @@ BUILD_COUNT: dict[str, int] = {}  # constructions per model name: lets tests pro
 LOADED, FAILED = "loaded", "failed"
 
 
+_checks: dict[tuple, FileCheck] = {}  # (path, role, size, mtime, inode) -> its check
+_checks_lock = threading.Lock()
+
+
+def checked_file(path: Path, role: str = "weights") -> FileCheck:
+    """``weights.check_file``, hashed once per process for an unchanged file (same size, mtime, inode)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return check_file(path, role)
+    key = (str(path), role, st.st_size, st.st_mtime_ns, st.st_ino)
+    with _checks_lock:
+        found = _checks.get(key)
+    if found is None:
+        found = check_file(path, role)
+        with _checks_lock:
+            _checks[key] = found
+    return found
+
+
+
+def refuse_corrupt_files(model: str, settings: Settings) -> None:
+    """Every path that builds a model (detect, bench, serve, the app) refuses a file whose NAME is in
+    the weights manifest but whose content is not the published file: it would load and give
+    silently different (or no) detections."""
+    for role, path in settings.model_files(model).items():
+        if Path(path).name not in weights.MANIFEST:
+            continue  # a custom file: the user's own, nothing to compare with
+        check = checked_file(path, role)
+        if check.state == CORRUPT:
+            raise ModelLoadError(
+                f"{model} {role} file {path} does not match the weights manifest entry of that name: expected "
+                f"sha256 {check.expected}, actual {check.actual}. It is damaged or not the published file. Fix: "
+                f"delete it and run `python -m app weights fetch --dest {Path(path).parent}`, or give your own "
+                "file a name that is not in the manifest (`python -m app weights list`)")
+
+
 def build_detector(model: str, settings: Settings) -> Detector:
     """A new detector for ``model`` (``ssd`` or ``yolo``); raises ``ModelLoadError`` with the fix."""
+    refuse_corrupt_files(model, settings)
     if model == "ssd":
         try:
             from .detectors.ssd import SSDDetector
@@ -67,7 +108,7 @@ class ModelStatus:
 
 def model_status(model: str, settings: Settings, load: bool = True) -> ModelStatus:
     """Check the model's files against the manifest, then (if ``load``) build it once."""
-    files = [check_file(path, role) for role, path in settings.model_files(model).items()]
+    files = [checked_file(path, role) for role, path in settings.model_files(model).items()]
     missing = [f for f in files if f.state == MISSING]
     corrupt = [f for f in files if f.state == CORRUPT]
     env = {"ssd": "OBJDET_SSD_WEIGHTS", "yolo": "OBJDET_YOLO_WEIGHTS"}[model]
@@ -95,7 +136,7 @@ _slots: dict[int, threading.BoundedSemaphore] = {}
 
 def inference_slots(settings: Settings) -> threading.BoundedSemaphore:
     """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed:
-    (CPUs this process may use) // (threads per inference), at least 1."""
+    (CPUs this process may use: cgroup quota, affinity, count) // (threads per inference), at least 1."""
     from .config import available_cpus
 
     count = max(1, available_cpus() // max(1, settings.num_threads))

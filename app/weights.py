@@ -9,12 +9,17 @@ them ever sees a half-written file; a file already verified is skipped.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import http.client
 import os
+import socket
+import stat
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,86 +138,239 @@ def default_names(settings: Settings) -> list[str]:
     return [path.name for _, _, path in configured_files(settings) if path.name in MANIFEST]
 
 
+DEFAULT_DEADLINE_S = 3600.0  # a whole `weights fetch` call; the largest file is 136 MB
+DEFAULT_MIN_RATE = 10_000  # bytes/s over RATE_WINDOW_S: slower than this is a stuck mirror, not a slow link
+RATE_WINDOW_S = 30.0
+
+
+def check_mirror(url_base: str) -> str:
+    """A mirror must be an http(s) URL with a host; raises ``FetchError`` naming the value."""
+    parts = urllib.parse.urlsplit(url_base.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"--mirror {url_base!r} is not a URL: it needs http:// or https:// and a host, "
+                         "e.g. https://mirror.example.com/models")
+    return url_base.strip()
+
+
+def check_dest(dest: Path) -> Path:
+    """Create ``dest`` if needed; refuse a file, a folder that cannot be created or written."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FetchError(f"destination {dest} is a file, not a folder; pass --dest a folder "
+                         "(or point OBJDET_WEIGHTS_DIR at one)")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FetchError(f"destination {dest}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(dest, os.W_OK | os.X_OK):
+        raise FetchError(f"destination {dest}: the folder is not writable (permission denied)")
+    return dest
+
+
 def fetch(names: Iterable[str], dest: Path, progress: TextIO | None = sys.stderr, timeout: float = 60.0,
-          url_base: str | None = None) -> list[tuple[str, str]]:
+          url_base: str | None = None, *, deadline_s: float | None = DEFAULT_DEADLINE_S,
+          min_rate: int = DEFAULT_MIN_RATE, rate_window_s: float = RATE_WINDOW_S) -> list[tuple[str, str]]:
     """Download and verify manifest files into ``dest``; returns (name, "fetched"|"skipped") pairs.
 
     ``url_base`` replaces the directory part of each URL (a mirror); it is how tests point the real
-    download code at a server on loopback.
+    download code at a server on loopback. A download fails (keeping its ``.part`` to resume) when
+    fewer than ``min_rate * rate_window_s`` bytes arrive in any ``rate_window_s`` window, when no
+    byte arrives for ``timeout`` seconds, or when the whole call runs past ``deadline_s``.
     """
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    if url_base is not None:
+        url_base = check_mirror(url_base)
+    dest = check_dest(dest)
+    limits = _Limits(timeout, None if deadline_s is None else time.monotonic() + deadline_s, min_rate, rate_window_s)
     done = []
     for name in names:
         entry = MANIFEST.get(name)
         if entry is None:
             raise FetchError(f"{name}: not in the weights manifest; known: {', '.join(MANIFEST)}")
         url = entry.url if url_base is None else url_base.rstrip("/") + "/" + name
-        done.append((name, _fetch_one(entry, url, dest, progress, timeout)))
+        done.append((name, _fetch_one(entry, url, dest, progress, limits)))
     return done
 
 
-def _fetch_one(entry: ManifestEntry, url: str, dest: Path, progress: TextIO | None, timeout: float) -> str:
+@dataclass(frozen=True)
+class _Limits:
+    timeout: float  # seconds without a byte
+    deadline: float | None  # time.monotonic() by which everything must be done
+    min_rate: int
+    window: float
+
+    def socket_timeout(self) -> float:
+        if self.deadline is None:
+            return self.timeout
+        return max(0.1, min(self.timeout, self.deadline - time.monotonic()))
+
+
+class _RangeRefused(Exception):
+    """HTTP 416 on a resume: the .part is already as long as the file (or longer), yet wrong."""
+
+
+def _fetch_one(entry: ManifestEntry, url: str, dest: Path, progress: TextIO | None, limits: _Limits) -> str:
     target = dest / entry.name
+    part = dest / f".{entry.name}.part"
     with _locked(dest / f".{entry.name}.lock"):
         if target.is_file() and matches(entry, sha256_file(target)):
             _say(progress, f"{entry.name}: already present and verified, skipped\n")
             return "skipped"
-        part = dest / f".{entry.name}.part"
-        digest = hashlib.sha256()
-        offset = part.stat().st_size if part.is_file() else 0
-        if offset:
-            with open(part, "rb") as fh:  # resume: the hash must cover the bytes already there
-                while block := fh.read(1 << 20):
-                    digest.update(block)
-        if offset and matches(entry, digest.hexdigest()):  # complete, but not yet renamed
+        if target.is_symlink():
+            raise FetchError(f"{entry.name}: {target} is a symbolic link to {os.path.realpath(target)} that does "
+                             "not hold the published file; fetch does not replace links: remove the link or "
+                             "fetch into another folder")
+        for attempt in (1, 2):
+            try:
+                return _download(entry, url, dest, target, part, progress, limits)
+            except _RangeRefused:
+                # A full-length (or longer) .part that failed the hash: resuming can never work.
+                part.unlink(missing_ok=True)
+                _say(progress, f"{entry.name}: the server has no bytes past the {part.name} left from an earlier "
+                               "attempt (HTTP 416), so that file is complete but wrong: deleted it, starting over\n")
+        raise FetchError(f"{entry.name}: {url} answered HTTP 416 (Range Not Satisfiable) to a fresh download; "
+                         "the server is misbehaving, nothing was installed")
+
+
+def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Path,
+              progress: TextIO | None, limits: _Limits) -> str:
+    digest = hashlib.sha256()
+    offset = _part_size(part)
+    if entry.size is not None and offset > entry.size:  # longer than the file can be: never resumable
+        part.unlink()
+        offset = 0
+    if offset:
+        with open(part, "rb") as fh:  # resume: the hash must cover the bytes already there
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        if matches(entry, digest.hexdigest()):  # complete, but not yet renamed
             os.replace(part, target)
+            _fsync_dir(dest)
             return "fetched"
-        request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                if offset and response.status != 206:  # server ignored Range: start again
-                    offset, digest = 0, hashlib.sha256()
-                length = response.headers.get("Content-Length")
-                total = offset + int(length) if length and length.isdigit() else entry.size
-                with open(part, "ab" if offset else "wb") as out:
-                    received = offset
-                    bar = _Progress(entry.name, total, progress, resumed=offset)
-                    while block := response.read(1 << 16):
-                        out.write(block)
-                        digest.update(block)
-                        received += len(block)
-                        bar.update(received)
-                    out.flush()
-                    os.fsync(out.fileno())
-                    bar.close()
-            if length and length.isdigit() and received < total:
-                raise FetchError(f"{entry.name}: download from {url} ended after {received:,} of {total:,} bytes; "
-                                 "run the command again to resume")
-        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            # the partial file stays for the next attempt to resume from; the target is untouched
-            raise FetchError(f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); "
-                             "run the command again to resume") from None
-        actual = digest.hexdigest()
-        if not matches(entry, actual):
-            part.unlink(missing_ok=True)
-            raise FetchError(f"{entry.name}: downloaded file is corrupt: expected sha256 {entry.sha256}, "
-                             f"got {actual}; removed it, nothing was installed")
-        os.replace(part, target)
-        _fsync_dir(dest)
-        return "fetched"
+    request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    received = offset
+    try:
+        with urllib.request.urlopen(request, timeout=limits.socket_timeout()) as response:
+            if offset and response.status != 206:  # server ignored Range: start again
+                offset = received = 0
+                digest = hashlib.sha256()
+            length = response.headers.get("Content-Length")
+            total = offset + int(length) if length and length.isdigit() else entry.size
+            if entry.size is not None and total is not None and total > entry.size:
+                part.unlink(missing_ok=True)
+                raise FetchError(f"{entry.name}: {url} offers {total:,} bytes but the published file has "
+                                 f"{entry.size:,}; not downloading it (wrong file or a misconfigured mirror)")
+            with _open_part(part, append=bool(offset)) as out:
+                bar = _Progress(entry.name, total, progress, resumed=offset)
+                pacer = _Pacer(limits, received)
+                while True:
+                    pacer.before_read(response)
+                    block = response.read1(1 << 16)
+                    if not block:
+                        break
+                    received += len(block)
+                    if entry.size is not None and received > entry.size:
+                        out.close()
+                        part.unlink(missing_ok=True)
+                        raise FetchError(f"{entry.name}: {url} sent more than the {entry.size:,} bytes of the "
+                                         "published file; deleted what arrived, nothing was installed")
+                    out.write(block)
+                    digest.update(block)
+                    bar.update(received)
+                    pacer.after_read(received, entry, url, part)
+                out.flush()
+                os.fsync(out.fileno())
+                bar.close()
+        if total is not None and received < total:
+            raise FetchError(f"{entry.name}: download from {url} ended after {received:,} of {total:,} bytes "
+                             f"(the connection closed early); kept them in {part}: run the command again to resume")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            raise _RangeRefused() from None
+        if exc.code == 404:
+            raise FetchError(f"{entry.name}: not found at {url} (HTTP 404): check the URL or --mirror") from None
+        raise FetchError(f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}; nothing was installed"
+                         + ("; try again later" if exc.code >= 500 or exc.code == 429 else "")) from None
+    except (TimeoutError, socket.timeout):
+        raise FetchError(f"{entry.name}: download from {url} stalled (no data within the time limit); kept "
+                         f"{received:,} bytes in {part}: run the command again to resume") from None
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
+        # the partial file stays for the next attempt to resume from; the target is untouched
+        raise FetchError(f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); "
+                         f"kept {received:,} bytes in {part}: run the command again to resume") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FetchError(f"{entry.name}: {part} is a symbolic link; fetch never writes through links: "
+                             "remove it") from None
+        raise FetchError(f"{entry.name}: writing {part} failed ({exc.strerror or exc})") from None
+    actual = digest.hexdigest()
+    if not matches(entry, actual):
+        part.unlink(missing_ok=True)
+        raise FetchError(f"{entry.name}: downloaded file is corrupt: expected sha256 {entry.sha256}, "
+                         f"got {actual}; removed it, nothing was installed")
+    os.replace(part, target)
+    _fsync_dir(dest)
+    return "fetched"
+
+
+class _Pacer:
+    """Enforces the deadline and the minimum throughput between reads of one download."""
+
+    def __init__(self, limits: _Limits, received: int):
+        self.limits = limits
+        self.window_start, self.window_bytes = time.monotonic(), received
+
+    def before_read(self, response) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # a read never blocks past the deadline
+            response.fp.raw._sock.settimeout(self.limits.socket_timeout())
+
+    def after_read(self, received: int, entry: ManifestEntry, url: str, part: Path) -> None:
+        now, limits = time.monotonic(), self.limits
+        if limits.deadline is not None and now > limits.deadline:
+            raise FetchError(f"{entry.name}: download from {url} ran past its deadline with {received:,} bytes "
+                             f"received; kept them in {part}: run the command again to resume")
+        if now - self.window_start >= limits.window:
+            got = received - self.window_bytes
+            if got < limits.min_rate * limits.window:
+                raise FetchError(f"{entry.name}: download from {url} is too slow: {got:,} bytes in "
+                                 f"{now - self.window_start:.0f} s, below the minimum of {limits.min_rate:,} "
+                                 f"bytes/s; kept {received:,} bytes in {part}: run the command again to resume "
+                                 "(or use --mirror)")
+            self.window_start, self.window_bytes = now, received
+
+
+def _part_size(part: Path) -> int:
+    try:
+        st = os.lstat(part)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(st.st_mode):
+        raise FetchError(f"{part} is not a regular file (a link or folder); fetch never writes through it: "
+                         "remove it")
+    return st.st_size
+
+
+def _open_part(part: Path, append: bool):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(part, flags, 0o644), "ab" if append else "wb")
 
 
 @contextlib.contextmanager
 def _locked(lock_path: Path):
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else (exc.strerror or str(exc))
+        raise FetchError(f"cannot open the lock file {lock_path} ({why})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -7,6 +7,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ class Server:
         self.files = files
         self.requests: list[tuple[str, str | None]] = []
         self.cut_after: int | None = None  # send only this many bytes of the next response
+        self.trickle: tuple[int, float] | None = None  # (bytes, seconds): send that many bytes per pause
+        self.status: dict[str, int] = {}  # answer these names with this HTTP error status
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -36,10 +39,19 @@ class Server:
                 rng = self.headers.get("Range")
                 outer.requests.append((name, rng))
                 data = outer.files.get(name)
+                if name in outer.status:
+                    self.send_error(outer.status[name])
+                    return
                 if data is None:
                     self.send_error(404)
                     return
                 start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+                if start >= len(data):  # what real servers answer to a Range past the end
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = data[start:]
                 self.send_response(206 if rng else 200)
                 if rng:
@@ -48,7 +60,17 @@ class Server:
                 self.end_headers()
                 if outer.cut_after is not None:
                     body, outer.cut_after = body[: outer.cut_after], None
-                self.wfile.write(body)
+                if outer.trickle is None:
+                    self.wfile.write(body)
+                    return
+                step, pause = outer.trickle
+                try:
+                    for i in range(0, len(body), step):
+                        self.wfile.write(body[i:i + step])
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except OSError:  # the client gave up (what the tests want)
+                    pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models"
@@ -110,9 +132,23 @@ def test_corrupt_download_rejected_and_not_left(manifest, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / ".good.bin.lock"]
 
 
-def test_http_error_names_file(manifest, tmp_path):
+def test_404_names_the_url_and_gives_no_resume_advice(manifest, tmp_path):
     with Server({}) as srv:
-        with pytest.raises(FetchError, match="good.bin: download from .* failed"):
+        with pytest.raises(FetchError) as err:
+            fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
+    msg = str(err.value)
+    assert f"good.bin: not found at {srv.url}/good.bin (HTTP 404)" in msg and "resume" not in msg
+    assert not (tmp_path / "good.bin").exists() and not (tmp_path / ".good.bin.part").exists()
+
+
+def test_other_http_errors_say_the_status(manifest, tmp_path):
+    with Server({"good.bin": PAYLOAD}) as srv:
+        srv.status["good.bin"] = 503
+        with pytest.raises(FetchError, match=r"good.bin: .*/good.bin answered HTTP 503 Service Unavailable; "
+                                             r"nothing was installed; try again later"):
+            fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
+        srv.status["good.bin"] = 403
+        with pytest.raises(FetchError, match=r"answered HTTP 403 Forbidden; nothing was installed$"):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     assert not (tmp_path / "good.bin").exists()
 

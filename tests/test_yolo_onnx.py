@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from app.detectors.base import ModelLoadError
 from app.detectors.yolo import LETTERBOX_FILL, YoloDetector, letterbox
 from app.labels import COCO80
 from app.result import DetectParams
@@ -103,11 +104,31 @@ def test_boxes_clipped_to_image(tmp_path):
     assert result.detections[0].box == pytest.approx((0, 0, 600, 300), abs=1.0)
 
 
-def test_wrong_class_count_names_the_file_and_fix(tmp_path):
+def test_wrong_class_count_is_refused_at_load_naming_the_file_and_fix(tmp_path):
+    """The warm-up forward inside the constructor checks the outputs against the names (issue 8, item 8)."""
     model = build_yolo_onnx(tmp_path / "c3.onnx", np.zeros((1, 10, 8), np.float32), S)
-    det = YoloDetector(model, input_size=S)
-    with pytest.raises(RuntimeError, match=r"c3\.onnx.*OBJDET_YOLO_NAMES"):
-        det.detect(image(100, 100))
+    with pytest.raises(ModelLoadError, match=r"c3\.onnx: no output has the shape of .* for 80 classes; outputs "
+                                             r"are \(1, 10, 8\)\. Check OBJDET_YOLO_NAMES .*80 names from the "
+                                             r"built-in COCO list"):
+        YoloDetector(model, input_size=S)
+    names = tmp_path / "five.names"
+    names.write_text("a\nb\nc\nd\ne\n")
+    with pytest.raises(ModelLoadError, match=rf"for 5 classes; .*5 names from {names}"):
+        YoloDetector(model, names=names, input_size=S)
+
+
+def test_layout_is_known_right_after_loading(tmp_path):
+    table = np.zeros((1, 5, 85), np.float32)
+    det = YoloDetector(build_yolo_onnx(tmp_path / "v5.onnx", table, S), input_size=S)
+    assert det.layout == "v5"  # the warm-up ran; no image was needed
+
+
+@pytest.mark.parametrize("content", [b"", bytes(range(256)) * 64, b"\x08\x07" + b"\xff" * 100])
+def test_file_that_is_not_onnx_names_the_file(tmp_path, content):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=rf"YOLO weights {bogus}: OpenCV cannot read this ONNX file"):
+        YoloDetector(bogus, input_size=S)
 
 
 def test_custom_names_file_used_as_given(tmp_path):

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from ..config import yolo_format
+from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
 from ..result import DetectParams, Detection, DetectionResult
 from .base import DetectorMixin, ModelLoadError, RawOutput, clip_boxes, ms_since
@@ -28,12 +29,11 @@ LETTERBOX_FILL = 114  # the grey Ultralytics pads with
 
 def darknet_input_size(cfg: Path) -> int | None:
     """``width`` of the cfg's [net] section (Darknet nets here are square)."""
-    text = Path(cfg).read_text(encoding="utf-8", errors="replace")
-    net = re.search(r"^\s*\[net\](.*?)(?=^\s*\[)", text, re.S | re.M)
-    if not net:
+    try:
+        width = net_option(parse_cfg(cfg), "width")
+        return int(width) if width else None
+    except (DarknetError, ValueError):
         return None
-    found = re.search(r"^\s*width\s*=\s*(\d+)", net.group(1), re.M)
-    return int(found.group(1)) if found else None
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -47,6 +47,10 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[fl
     out = cv2.copyMakeBorder(resized, top, size - new_h - top, left, size - new_w - left,
                              cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
     return out, scale, (float(left), float(top))
+
+
+class OutputMismatch(RuntimeError):
+    """The network's outputs do not have the shape its names file implies."""
 
 
 class YoloDetector(DetectorMixin):
@@ -77,7 +81,22 @@ class YoloDetector(DetectorMixin):
         self.output_names = list(self.net.getUnconnectedOutLayersNames())
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.layout: str | None = None  # darknet / v5 / v8, known after the first forward
+        self.layout: str | None = None  # darknet / v5 / v8, set by the warm-up below
+        self._warm_up(names)
+
+    def _warm_up(self, names: Path | None) -> None:
+        """One forward on a grey image at load time, so that a model whose outputs do not fit the
+        names (or that OpenCV cannot run) fails here with ``ModelLoadError``, not at the first image."""
+        try:
+            self.forward(np.full((self.input_size, self.input_size, 3), LETTERBOX_FILL, np.uint8))
+        except OutputMismatch as exc:
+            raise ModelLoadError(f"{exc} ({len(self.labels)} names from "
+                                 f"{names if names is not None else 'the built-in COCO list'})") from None
+        except cv2.error as exc:
+            files = f"{self.weights}" + (f" with config {self.config}" if self.config else "")
+            raise ModelLoadError(f"YOLO model {files}: OpenCV cannot run it ({_cv_reason(exc)}). Check that "
+                                 "the .cfg's classes= and filters= agree with each other and with the names "
+                                 "file, and that the files belong together (`python -m app weights verify`)") from None
 
     def _read_darknet(self, config: Path | None, input_size: int | None):
         if not hasattr(cv2.dnn, "readNetFromDarknet") or OPENCV_MAJOR >= 5:
@@ -92,6 +111,12 @@ class YoloDetector(DetectorMixin):
                                  ".weights, or OBJDET_YOLO_CONFIG)")
         self.config = config
         try:
+            check_weights_size(self.weights, config)
+            sections = parse_cfg(config)
+        except DarknetError as exc:
+            raise ModelLoadError(f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
+                                 "or point OBJDET_YOLO_CONFIG at the .cfg these weights were trained with") from None
+        try:
             net = cv2.dnn.readNetFromDarknet(str(config), str(self.weights))
         except cv2.error as exc:
             raise ModelLoadError(f"YOLO weights {self.weights} with config {config}: OpenCV cannot read them "
@@ -99,7 +124,8 @@ class YoloDetector(DetectorMixin):
                                  "complete (`python -m app weights verify`)") from None
         if net.empty():
             raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
-        return net, input_size or darknet_input_size(config) or 416
+        width = net_option(sections, "width")
+        return net, input_size or (int(width) if width and width.isdigit() else 416)
 
     def _read_onnx(self):
         self.config = None
@@ -163,7 +189,7 @@ class YoloDetector(DetectorMixin):
         if self.format == "darknet":
             parts = [o.reshape(-1, o.shape[-1]) for o in outs if o.ndim >= 2 and o.shape[-1] == 5 + n_cls]
             if not parts:
-                raise RuntimeError(self._shape_error(outs, f"(N, {5 + n_cls}) Darknet YOLO outputs"))
+                raise OutputMismatch(self._shape_error(outs, f"(N, {5 + n_cls}) Darknet YOLO outputs"))
             self.layout = "darknet"
             return np.concatenate(parts, axis=0)
         for o in outs:
@@ -174,7 +200,7 @@ class YoloDetector(DetectorMixin):
             if o.ndim == 3 and o.shape[0] == 1 and o.shape[1] == 4 + n_cls:
                 self.layout = "v8"
                 return o[0].T
-        raise RuntimeError(self._shape_error(outs, f"(1, N, {5 + n_cls}) YOLOv5 or (1, {4 + n_cls}, N) YOLOv8"))
+        raise OutputMismatch(self._shape_error(outs, f"(1, N, {5 + n_cls}) YOLOv5 or (1, {4 + n_cls}, N) YOLOv8"))
 
     def _shape_error(self, outs, wanted: str) -> str:
         shapes = ", ".join(str(tuple(o.shape)) for o in outs)
