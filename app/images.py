@@ -1,23 +1,48 @@
-"""Image decoding with Pillow: every refusal names the file and what is wrong.
+"""Image decoding: every refusal names the file and what is wrong.
 
-The pixel limit is checked from the header, before any pixel is decoded, so a decompression
-bomb never reaches memory.
+Files are checked before they are read (regular file, size limit) and read with a bound. The pixel
+limit is checked from the header, before any pixel is decoded, so a decompression bomb never
+reaches memory. JPEG is decoded by libjpeg-turbo through ``simplejpeg`` in strict mode, because
+libjpeg's "premature end of data" is only a warning that Pillow swallows (a truncated JPEG would
+decode to a grey-filled picture); the other formats are decoded by Pillow, which raises on
+truncated data while ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
 """
 
 from __future__ import annotations
 
 import io
-import warnings as pywarnings
+import os
+import stat
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import simplejpeg
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import DEFAULT_MAX_IMAGE_PIXELS
+from .config import DEFAULT_MAX_IMAGE_PIXELS, default_max_file_bytes
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "MPO")
+SUPPORTED = "supported: JPEG, PNG, WebP, BMP, TIFF"
 # Pillow's own bomb guard is disabled: ours (from the header, before decoding) replaces it.
 Image.MAX_IMAGE_PIXELS = None
+# A truncated file must raise, never decode to a partly grey picture.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+WORK_SIDE = 2048
+"""Longest side of the copy the networks are run on (``working_copy``). Both networks see at most
+416x416 pixels by default (and at most 2048, the largest ``OBJDET_YOLO_INPUT_SIZE``), so shrinking
+larger images to 2048 first changes no detection beyond rounding, while the memory of the
+inference (SSD's float tensor is 12 bytes a pixel) is bounded by 2048x2048 instead of the input."""
+
+GATED_DECODE_PIXELS = 4_000_000
+"""Decodes of more pixels than this pass ``DECODE_GATE``: smaller ones (every ordinary photo of a
+few megapixels) never wait."""
+
+_EXIF_ORIENTATION = 0x0112
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 class ImageError(ValueError):
@@ -27,6 +52,37 @@ class ImageError(ValueError):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+
+
+class PixelGate:
+    """A process-wide budget of pixels being decoded at once.
+
+    The app decodes in several sessions' threads; without a bound, N sessions uploading the largest
+    allowed image decode N of them at once. A decode waits while others hold the budget, except
+    that one decode always proceeds (no image within the pixel limit can wait forever).
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self.in_use = 0
+        self.peak = 0  # the most pixels ever held at once (tests read it)
+
+    @contextmanager
+    def hold(self, pixels: int, budget: int):
+        with self._cond:
+            while self.in_use and self.in_use + pixels > budget:
+                self._cond.wait()
+            self.in_use += pixels
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= pixels
+                self._cond.notify_all()
+
+
+DECODE_GATE = PixelGate()
 
 
 def load_image(source: str | Path | bytes, name: str | None = None,
@@ -39,50 +95,149 @@ def load_image(source: str | Path | bytes, name: str | None = None,
     files before they are read. Messages about a usable image (e.g. "multi-page TIFF: page 1 used")
     are appended to ``warnings`` when a list is given.
     """
+    max_bytes = default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
         name = name or "upload"
+        if len(source) > max_bytes:
+            raise ImageError(name, _too_large(len(source), max_bytes))
+        data = bytes(source)
     else:
-        path = Path(source)
-        name = name or str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise ImageError(name, "file not found") from None
-        except IsADirectoryError:
-            raise ImageError(name, "is a directory, not an image") from None
-        except OSError as exc:
-            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+        name = name or str(source)
+        data = _read_bounded(Path(source), name, max_bytes)
     if not data:
         raise ImageError(name, "file is empty (0 bytes)")
     try:
-        with pywarnings.catch_warnings():
-            pywarnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+        im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image (supported: JPEG, PNG, WebP, BMP, TIFF)") from None
+        raise ImageError(name, f"not an image ({SUPPORTED})") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken headers
         raise ImageError(name, f"cannot read image header ({exc})") from None
     if im.format not in FORMATS:
-        raise ImageError(name, f"unsupported image format {im.format}; supported: JPEG, PNG, WebP, BMP, TIFF")
+        raise ImageError(name, f"unsupported image format {im.format}; {SUPPORTED}")
+    is_jpeg = im.format in ("JPEG", "MPO")
     width, height = im.size
+    if is_jpeg:  # libjpeg's header is the one that sizes the decode
+        try:
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        except ValueError as exc:
+            raise ImageError(name, f"image data is truncated or corrupt ({exc})") from None
     if width < 1 or height < 1:
         raise ImageError(name, f"image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
+    pixels = width * height
+    if pixels > max_pixels:
         raise ImageError(
             name,
-            f"image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"image is {width}x{height} = {pixels:,} pixels, more than the limit of "
             f"{max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)",
         )
+    if warnings is not None and not is_jpeg:
+        warnings.extend(_frame_warnings(im))
+    gate = DECODE_GATE.hold(pixels, 2 * max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
+    with gate:
+        if is_jpeg:
+            return _decode_jpeg(data, im, name, warnings)
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any codec
+            reason = str(exc) or type(exc).__name__
+            if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError, EOFError)):
+                raise ImageError(name, f"image data is truncated or corrupt ({reason})") from None
+            raise ImageError(name, f"cannot decode image ({reason})") from None
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return f"file is {size:,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
+
+
+def _refuse_special(mode: int, name: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise ImageError(name, "is a directory, not an image")
+    if not stat.S_ISREG(mode):
+        kind = next((what for test, what in _SPECIAL_FILES if test(mode)), "not a regular file")
+        raise ImageError(name, f"is {kind}, not an image file: refused without reading it")
+
+
+def _read_bounded(path: Path, name: str, max_bytes: int) -> bytes:
+    """The file's bytes, refused up front when it is not a regular file or is larger than
+    ``max_bytes``; never more than ``max_bytes + 1`` bytes are read (a file may grow meanwhile)."""
     try:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        return _to_rgb(im)
-    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any codec
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError, EOFError)):
-            raise ImageError(name, f"image data is truncated or corrupt ({reason})") from None
-        raise ImageError(name, f"cannot decode image ({reason})") from None
+        st = os.stat(path)
+        _refuse_special(st.st_mode, name)
+        if st.st_size > max_bytes:
+            raise ImageError(name, _too_large(st.st_size, max_bytes))
+        # O_NONBLOCK: should the path be swapped for a FIFO after the stat, open must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageError(name, "file not found") from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    with open(fd, "rb", buffering=0) as fh:
+        try:
+            _refuse_special(os.fstat(fd).st_mode, name)
+            want = min(st.st_size, max_bytes) + 1
+            data = fh.read(want)
+            if len(data) == want and want <= max_bytes:  # the file grew since the stat
+                data += fh.read(max_bytes + 1 - len(data))
+        except OSError as exc:
+            raise ImageError(name, f"cannot read file ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise ImageError(name, _too_large(len(data), max_bytes))
+    return data
+
+
+def _frame_warnings(im: Image.Image) -> list[str]:
+    try:
+        frames = int(getattr(im, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - a broken page chain: page 1 is still decoded (or refused)
+        return []
+    if frames <= 1:
+        return []
+    if im.format == "TIFF":
+        return [f"multi-page TIFF with {frames} pages: only page 1 is used"]
+    return [f"animated {im.format} with {frames} frames: only frame 1 is used"]
+
+
+def _decode_jpeg(data: bytes, header: Image.Image, name: str, warnings: list[str] | None) -> np.ndarray:
+    """libjpeg-turbo in strict mode (any decoder warning, e.g. premature end of data, is an error);
+    CMYK/YCCK is converted the way Pillow converts it; EXIF orientation from Pillow's header."""
+    try:
+        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        cmyk = colorspace in ("CMYK", "YCCK")
+        arr = simplejpeg.decode_jpeg(data, colorspace="CMYK" if cmyk else "RGB", strict=True)
+    except ValueError as exc:
+        raise ImageError(name, f"image data is truncated or corrupt ({exc})") from None
+    if cmyk:  # Pillow assumes Adobe's inverted CMYK, as Photoshop writes it
+        im = Image.frombuffer("CMYK", (arr.shape[1], arr.shape[0]), arr.tobytes(), "raw", "CMYK;I", 0, 1)
+        arr = np.array(im.convert("RGB"), dtype=np.uint8)
+    try:
+        orientation = header.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: the pixels are still good
+        orientation = 1
+        if warnings is not None:
+            warnings.append("EXIF data is unreadable: orientation not applied")
+    return _oriented(arr, orientation, warnings)
+
+
+def _oriented(arr: np.ndarray, orientation, warnings: list[str] | None) -> np.ndarray:
+    """The array turned as EXIF orientation 1-8 says (the same transposes as ``ImageOps.exif_transpose``)."""
+    if orientation == 1:
+        return arr
+    turned = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    if turned is None:
+        if warnings is not None:
+            warnings.append(f"EXIF orientation {orientation!r} is not a valid value (1-8): ignored")
+        return arr
+    return np.ascontiguousarray(turned(arr))
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

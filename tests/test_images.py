@@ -118,3 +118,263 @@ def test_unsupported_format():
     data = encode(Image.new("RGB", (4, 4)), "GIF")
     with pytest.raises(ImageError, match=r"anim\.gif: unsupported image format GIF"):
         load_image(data, "anim.gif")
+
+
+# --- Input hardening (issue 8): files checked before they are read, JPEG decoded strictly -------------
+
+import os  # noqa: E402
+import resource  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+import simplejpeg  # noqa: E402
+from PIL import ImageOps  # noqa: E402
+
+from app.images import DECODE_GATE, GATED_DECODE_PIXELS, PixelGate  # noqa: E402
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8))
+
+
+def in_thread(fn, timeout: float = 20.0):
+    """Run ``fn`` in a daemon thread: a call that hangs fails the test instead of hanging it."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    assert not worker.is_alive(), "the call hung"
+    return outcome
+
+
+def test_fifo_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)  # no writer: a blocking open or read would wait forever
+    outcome = in_thread(lambda: load_image(fifo))
+    err = outcome.get("error")
+    assert isinstance(err, ImageError), outcome
+    assert str(err) == f"{fifo}: is a FIFO (named pipe), not an image file: refused without reading it"
+
+
+def test_character_device_refused_without_reading():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match=r"^/dev/zero: is a character device, not an image file"):
+        load_image("/dev/zero")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_symlink_to_device_refused(tmp_path):
+    link = tmp_path / "photo.png"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ImageError, match=r"photo\.png: is a character device"):
+        load_image(link)
+
+
+def test_directory_and_socket_refused(tmp_path):
+    with pytest.raises(ImageError, match=r"folder: is a directory, not an image"):
+        load_image(tmp_path, name="folder")
+    path = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(path))
+        with pytest.raises(ImageError, match=r"s\.png: is a socket, not an image file"):
+            load_image(path)
+
+
+def test_sparse_3gb_file_refused_from_its_size(tmp_path):
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as fh:
+        fh.truncate(3 * 2**30)  # 3 GiB that occupy no disk: reading it would cost 3 GiB of memory
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match=r"huge\.png: file is 3,221,225,472 bytes, more than the limit of "
+                                         r"136,777,216 \(OBJDET_MAX_FILE_BYTES\)"):
+        load_image(sparse)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was read
+
+
+def test_file_byte_limit_is_configurable(tmp_path):
+    data = encode(noise(32, 32), "PNG")
+    path = tmp_path / "n.png"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=rf"n\.png: file is {len(data):,} bytes, more than the limit of "
+                                         rf"{len(data) - 1:,}"):
+        load_image(path, max_bytes=len(data) - 1)
+    with pytest.raises(ImageError, match=rf"up\.png: file is {len(data):,} bytes"):
+        load_image(data, "up.png", max_bytes=len(data) - 1)
+    assert load_image(path, max_bytes=len(data)).shape == (32, 32, 3)
+    assert load_image(data, "up.png", max_bytes=len(data)).shape == (32, 32, 3)
+
+
+def jpeg_claiming_more_rows(data: bytes, factor: int) -> bytes:
+    """The same JPEG with the frame header's height multiplied: the scan data covers only the first rows."""
+    sof = data.index(b"\xff\xc0")
+    height = struct.unpack(">H", data[sof + 5:sof + 7])[0]
+    return data[:sof + 5] + struct.pack(">H", height * factor) + data[sof + 7:]
+
+
+@pytest.mark.parametrize("kind", ["cut", "cut+EOI", "header claims 4x the rows"])
+def test_truncated_jpeg_refused_not_grey_filled(images_dir, tmp_path, kind):
+    data = (images_dir / "rocket.jpg").read_bytes()
+    broken = {"cut": data[: len(data) // 2], "cut+EOI": data[: len(data) // 2] + b"\xff\xd9",
+              "header claims 4x the rows": jpeg_claiming_more_rows(data, 4)}[kind]
+    # Pillow alone decodes two of these without complaint (grey fill): the check must not rely on it.
+    path = tmp_path / "rocket-broken.jpg"
+    path.write_bytes(broken)
+    with pytest.raises(ImageError, match=r"rocket-broken\.jpg: image data is truncated or corrupt \((Corrupt|Premature)"):
+        load_image(path)
+    good = load_image(images_dir / "rocket.jpg")  # the intact file still decodes
+    assert good.shape == (427, 640, 3)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "BMP"])
+@pytest.mark.parametrize("keep", [0.5, 0.99])
+def test_other_truncated_formats_refused(fmt, keep):
+    data = encode(noise(64, 64), fmt)
+    with pytest.raises(ImageError, match=rf"^cut\.{fmt.lower()}: (image data is truncated or corrupt|cannot read image header)"):
+        load_image(data[: int(len(data) * keep)], f"cut.{fmt.lower()}")
+
+
+def test_real_jpeg_decodes_exactly_as_pillow(images_dir):
+    path = images_dir / "rocket.jpg"
+    assert np.array_equal(load_image(path), np.asarray(Image.open(path).convert("RGB")))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(noise(30, 20), "JPEG", exif=exif, quality=95)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert np.array_equal(load_image(data, "o.jpg"), expected)
+
+
+@pytest.mark.parametrize("value", [0, 9, 65535])
+def test_absurd_exif_orientation_ignored_with_a_warning(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    warnings: list[str] = []
+    arr = load_image(encode(noise(30, 20), "JPEG", exif=exif), "odd.jpg", warnings=warnings)
+    assert arr.shape == (20, 30, 3)
+    assert warnings == [f"EXIF orientation {value} is not a valid value (1-8): ignored"]
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK"])
+def test_grayscale_and_cmyk_jpeg_match_pillow(mode):
+    im = noise(24, 16).convert(mode)
+    data = encode(im, "JPEG", quality=90)
+    assert simplejpeg.decode_jpeg_header(data)[2] in ("Gray", "CMYK")
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(load_image(data, f"m-{mode}.jpg"), expected)
+
+
+def multi_frame(fmt: str, frames: int = 3) -> bytes:
+    images = [Image.new("RGB", (12, 10), (60 * k, 200 - 60 * k, 0)) for k in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, fmt, save_all=True, append_images=images[1:], **({"lossless": True} if fmt == "WEBP" else {}))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt,warning", [
+    ("TIFF", "multi-page TIFF with 3 pages: only page 1 is used"),
+    ("WEBP", "animated WEBP with 3 frames: only frame 1 is used"),
+    ("PNG", "animated PNG with 3 frames: only frame 1 is used"),
+])
+def test_multi_frame_uses_the_first_and_says_so(fmt, warning):
+    warnings: list[str] = []
+    arr = load_image(multi_frame(fmt), f"pages.{fmt.lower()}", warnings=warnings)
+    assert warnings == [warning]
+    assert tuple(arr[5, 5]) == (0, 200, 0)  # the first frame's colour
+    single: list[str] = []
+    load_image(encode(Image.new("RGB", (4, 4)), fmt), "one", warnings=single)
+    assert single == []
+
+
+def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
+    def chunk(k, data):
+        return struct.pack(">I", len(data)) + k + data + struct.pack(">I", zlib.crc32(k + data))
+    png = encode(Image.new("RGB", (4, 4), (1, 2, 3)), "PNG")
+    return png[:33] + chunk(kind, payload) + png[33:]  # right after IHDR
+
+
+@pytest.mark.parametrize("kind", [b"iCCP", b"zTXt"])
+def test_png_with_a_huge_compressed_chunk_refused(kind):
+    bomb = zlib.compress(b"\0" * (200 * 2**20))  # 200 MiB that compress to 200 KB
+    payload = b"name\0\0" + bomb if kind == b"iCCP" else b"k\0\0" + bomb
+    with pytest.raises(ImageError, match=r"chunk\.png: cannot read image header \(Decompressed data too large"):
+        load_image(png_with_chunk(kind, payload), "chunk.png")
+
+
+def test_png_with_a_large_plain_text_chunk_still_decodes():
+    arr = load_image(png_with_chunk(b"tEXt", b"k\0" + b"a" * (8 * 2**20)), "text.png")
+    assert arr.shape == (4, 4, 3) and tuple(arr[0, 0]) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (65535, 1), (1, 65535)])
+def test_extreme_shapes_decode(size):
+    arr = load_image(encode(Image.new("RGB", size, (9, 8, 7)), "PNG"), "thin.png")
+    assert arr.shape == (size[1], size[0], 3) and tuple(arr[-1, -1]) == (9, 8, 7)
+
+
+def bmp_claiming(width: int, height: int) -> bytes:
+    data = bytearray(encode(Image.new("RGB", (4, 4)), "BMP"))
+    data[18:26] = struct.pack("<ii", width, height)
+    return bytes(data)
+
+
+def test_bmp_header_lies():
+    with pytest.raises(ImageError, match=r"b\.bmp: image is 100000x100000 = 10,000,000,000 pixels, more than the limit"):
+        load_image(bmp_claiming(100_000, 100_000), "b.bmp")
+    with pytest.raises(ImageError, match=r"b\.bmp: image data is truncated or corrupt"):
+        load_image(bmp_claiming(3000, 3000), "b.bmp")
+
+
+def test_decode_gate_bounds_concurrent_large_decodes():
+    """A large decode waits while the budget (2 x max_pixels) is held, and runs once it is released."""
+    side = 2048
+    assert side * side > GATED_DECODE_PIXELS
+    data = encode(Image.new("RGB", (side, side), (5, 6, 7)), "PNG")
+    max_pixels = 5_000_000
+    done = threading.Event()
+    results = []
+
+    def decode():
+        results.append(load_image(data, "big.png", max_pixels=max_pixels))
+        done.set()
+
+    with DECODE_GATE.hold(2 * max_pixels, 2 * max_pixels):  # as if other sessions were decoding
+        worker = threading.Thread(target=decode, daemon=True)
+        worker.start()
+        assert not done.wait(2.0), "a large decode ran although the budget was held"
+    assert done.wait(60.0)
+    assert results[0].shape == (side, side, 3) and DECODE_GATE.in_use == 0
+    small = load_image(encode(Image.new("RGB", (8, 8)), "PNG"), "small.png")  # small decodes never wait
+    assert small.shape == (8, 8, 3)
+
+
+def test_pixel_gate_peak_within_budget_and_one_always_proceeds():
+    import time
+
+    gate = PixelGate()
+    budget = 10
+    worked = []
+
+    def worker(pixels):
+        with gate.hold(pixels, budget):
+            worked.append(pixels)
+            time.sleep(0.01)  # hold a while, so that an ungated second holder would overlap
+
+    with gate.hold(11, budget):  # larger than the budget alone: proceeds when nothing else holds it
+        assert gate.in_use == 11
+    threads = [threading.Thread(target=worker, args=(6,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(worked) == [6] * 8 and gate.in_use == 0
+    assert gate.peak == 11  # two 6-pixel holders at once (12 > budget) never happened
