@@ -23,6 +23,7 @@ they are.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -137,15 +138,28 @@ def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None,
     """
     todo = [w for w in files if w.fetchable and checker(w).state != OK]
     for w in todo:
+        problem = _unwritable(w.path.parent)
+        if problem:
+            return (f"error: cannot write {w.path.parent} ({problem}): in fetch mode the init container must "
+                    "mount the weights volume read-write (components/weights-fetch does), and the volume must "
+                    "be writable for uid 10001 (the pod's fsGroup).")
         try:
             for name, what in fetch([w.path.name], w.path.parent, progress=out, url_base=url_base):
                 _say(out, f"{name}: {what} -> {w.path}")
-        except FetchError as exc:
+        except (FetchError, OSError) as exc:
             _say(out, f"{'error' if w.required else 'warning (optional model)'}: {exc}")
-        except OSError as exc:
-            return (f"error: cannot write {w.path.parent} ({exc.strerror or exc}): in fetch mode the init "
-                    "container must mount the weights volume read-write (components/weights-fetch does), "
-                    "and the volume must be writable for uid 10001 (fsGroup).")
+    return None
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (or its nearest existing parent), or None."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return "read-only or permission denied"
     return None
 
 
