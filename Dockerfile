@@ -32,12 +32,15 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # Dependencies first, in their own layer: with no app/ in the context yet, `pip install .` installs only the
-# project's metadata and its pinned dependencies, so editing app/ does not re-download torch.
-COPY pyproject.toml README.md ./
+# project's metadata and its pinned dependencies, so editing app/ does not re-download torch. Only
+# pyproject.toml is copied: its `readme` must exist, but an empty stand-in does, so editing README.md (which
+# nothing at run time reads) does not re-download torch either.
+COPY pyproject.toml ./
 # DL3013 ("pin versions in pip") is a false positive: `.[EXTRAS]` is this project, whose every dependency
 # is pinned with == in pyproject.toml; pinning again here would be a second list to keep in step.
 # hadolint ignore=DL3013
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[${EXTRAS}]" \
+RUN touch README.md \
+    && pip install --extra-index-url "${TORCH_INDEX_URL}" ".[${EXTRAS}]" \
     && pip check
 
 # Trim what a CPU inference server never loads (~230 MB with torch): torch's C++ headers and test

@@ -11,7 +11,7 @@ export OBJDET_SHARED_DIR ?= $(SHARED)
 PIP_FLAGS := --disable-pip-version-check --no-input --progress-bar off
 REQS := $(PYTHON) scripts/requirements_from_pyproject.py
 
-.PHONY: run test test-fast test-cv5 install weights bench image-test clean
+.PHONY: run test test-fast test-cv5 install weights bench image-test e2e clean
 
 run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
 	OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" $(PY) -m app serve
@@ -54,8 +54,11 @@ bench: install  ## raw framework call vs full pipeline, per model; then the app'
 	$(PY) -m app bench
 	$(PY) bench/app_bench.py
 
-image-test:  ## build the container image without a daemon (buildah), run it, detect inside it (root)
+image-test:  ## build both images without a daemon (buildah), run them, detect inside them (root)
 	bash scripts/image-test.sh
+
+e2e:  ## kind/minikube end to end (needs a machine that runs a cluster; GitHub Actions runs it, not `make test`)
+	bash scripts/e2e.sh
 
 clean:
 	rm -rf $(VENV) $(CV5) $(TOOLS) .pytest_cache

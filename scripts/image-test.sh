@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Build the container image without a Docker engine and run it the way Kubernetes does, then check it.
+# Build the container images without a Docker engine and run them the way Kubernetes does, then check them.
 #
-#   bash scripts/image-test.sh                  # YOLO-only image (EXTRAS=app), ~3 min warm, ~6 min cold
-#   IMAGE_TEST_EXTRAS=ssd,app bash scripts/image-test.sh   # the full pinned image (see "torch source" below)
+#   bash scripts/image-test.sh                              # both images: YOLO only (app), then torch (ssd,app)
+#   IMAGE_TEST_EXTRAS=app bash scripts/image-test.sh        # one image only (a space-separated list of EXTRAS)
 #
 # Steps (each timed; a summary table closes the run):
 #   1. base   a local Debian bookworm base image from Debian packages (debootstrap minbase + python3), because
 #             Docker Hub cannot be reached here; built once, then reused (IMAGE_TEST_REBUILD_BASE=1 redoes it).
-#   2. build  `buildah bud --isolation chroot --network host` of ./Dockerfile with BASE_IMAGE=that base; the
-#             host CA bundle is mounted into the RUN steps (pip goes through a TLS-intercepting proxy here).
+#   golden    (torch image only) on the host, with .venv's torch: seeded SSDlite weights saved as a state dict
+#             (tests/ssd_weights.py) and torchvision's own detections for coffee.png with them: the golden values.
+#   Then for each EXTRAS variant:
+#   2. build  `buildah bud --isolation chroot --network host --layers` of ./Dockerfile with BASE_IMAGE=that base;
+#             the host CA bundle is mounted into the RUN steps (pip goes through a TLS-intercepting proxy here).
 #   3. size   the image size as `podman image inspect` reports it (uncompressed, all layers, base included).
 #   4. run    `podman run` (runc) with the image's own USER/ENV/CMD, read-only root, tmpfs /tmp, all
-#             capabilities dropped, no-new-privileges, the Yolo-Fastest weights mounted read-only at /models.
+#             capabilities dropped, no-new-privileges, the Yolo-Fastest weights mounted read-only at /models
+#             (the torch image also gets the seeded SSD state dict read-only at /ssd and serves both models).
 #   5. checks health 200 on loopback; the image's HEALTHCHECK; `python -m app detect --model yolo --json` on
 #             coffee.png inside the container finds a `cup`; PID 1 runs as uid/gid 10001; the root file system
 #             is read-only (and /tmp is writable).
+#   6. ssd    (torch image only) `python -m app detect --model ssd --json` on coffee.png inside the container
+#             equals the golden values: same labels and class ids in the same order, boxes within 0.011 px (the
+#             JSON rounds them to 2 decimals), scores within 2e-5 (rounded to 5).
 #
-# Needs: root, `apt-get install -y buildah podman runc debootstrap`, network to deb.debian.org and PyPI, and the
-# shared test assets ($OBJDET_SHARED_DIR, default ../shared). Work files go to .image-build/ (git-ignored); the
-# container is removed on exit (IMAGE_TEST_KEEP=1 keeps it). Exit status: 0 pass, 1 fail, 2 cannot run here.
+# Needs: root, `apt-get install -y buildah podman runc debootstrap`, network to deb.debian.org and PyPI, the
+# shared test assets ($OBJDET_SHARED_DIR, default ../shared) and, for the torch image, `make install`'s .venv.
+# Work files go to .image-build/ (git-ignored); containers are removed on exit (IMAGE_TEST_KEEP=1 keeps them).
+# Images stay, so that a second run reuses every layer (warm: seconds per image); IMAGE_TEST_CLEAN=1 removes
+# them at the end. Exit status: 0 pass, 1 fail, 2 cannot run here.
 #
-# Torch source: PyPI's torch is a multi-GB CUDA build and download.pytorch.org (the Dockerfile's default
-# TORCH_INDEX_URL) is unreachable here. The default test image therefore installs only the `app` extra (YOLO
-# through OpenCV, no torch), which is what the test exercises. IMAGE_TEST_EXTRAS=ssd,app installs the pinned
-# torch too, from IMAGE_TEST_TORCH_INDEX_URL: a local wheel index when /opt/pypi-more/simple exists (mounted
-# read-only into the build), else https://pypi.org/simple; both hold the CUDA build, so that image is large.
+# Torch source: download.pytorch.org (the Dockerfile's default TORCH_INDEX_URL, CPU wheels) is unreachable here,
+# and PyPI's torch is the CUDA build. The torch image therefore takes torch from IMAGE_TEST_TORCH_INDEX_URL: a
+# local wheel index when /opt/pypi-more/simple exists (mounted read-only into the build), else
+# https://pypi.org/simple. Both hold the CUDA build: the image this test builds is the GPU image (large).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,17 +43,21 @@ ASSETS=${OBJDET_ASSETS_DIR:-$SHARED/assets}
 WEIGHTS_DIR=$ASSETS/weights/yolo-fastest-1.1
 TEST_IMAGE_DIR=$ASSETS/images
 BASE_TAG=${IMAGE_TEST_BASE_TAG:-localhost/objdet-base:bookworm}
-EXTRAS=${IMAGE_TEST_EXTRAS:-app}
-IMAGE=${IMAGE_TEST_IMAGE:-localhost/objdet:image-test-${EXTRAS//,/-}}
-NAME=${IMAGE_TEST_CONTAINER:-objdet-image-test}
+read -r -a VARIANTS <<<"${IMAGE_TEST_EXTRAS:-app ssd,app}"
 CA_BUNDLE=${IMAGE_TEST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 LOCAL_INDEX=${IMAGE_TEST_LOCAL_INDEX:-/opt/pypi-more}
 HEALTH_TIMEOUT=${IMAGE_TEST_HEALTH_TIMEOUT:-240}
 DEBIAN_MIRROR=${IMAGE_TEST_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+HOST_PYTHON=${IMAGE_TEST_HOST_PYTHON:-$ROOT/.venv/bin/python}
+SSD_ARCH=ssdlite320_mobilenet_v3_large
+SSD_DIR=$WORK/ssd
 APP_UID=10001
 
 START_ALL=$(date +%s)
 STEPS=()
+SIZES=()
+CONTAINERS=()
+IMAGES=()
 STEP_NAME='' STEP_START=0
 
 log() { printf '[image-test %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -58,15 +70,25 @@ step() {
 }
 end_step() {
     if [[ -n $STEP_NAME ]]; then
-        STEPS+=("$(printf '%-10s %5ss' "$STEP_NAME" "$(($(date +%s) - STEP_START))")")
+        STEPS+=("$(printf '%-16s %5ss' "$STEP_NAME" "$(($(date +%s) - STEP_START))")")
         STEP_NAME=''
     fi
 }
+has_ssd() { [[ ,$1, == *,ssd,* ]]; }
 
 cleanup() {
     local rc=$?
     if [[ ${IMAGE_TEST_KEEP:-0} != 1 ]] && command -v podman >/dev/null 2>&1; then
-        podman rm -f --time 5 "$NAME" >/dev/null 2>&1 || true
+        for name in "${CONTAINERS[@]}"; do
+            podman rm -f --time 5 "$name" >/dev/null 2>&1 || true
+        done
+    fi
+    if [[ ${IMAGE_TEST_CLEAN:-0} == 1 ]] && command -v podman >/dev/null 2>&1; then
+        for image in "${IMAGES[@]}"; do
+            podman rmi -f "$image" >/dev/null 2>&1 || true
+        done
+        buildah rm --all >/dev/null 2>&1 || true
+        podman image prune -f >/dev/null 2>&1 || true
     fi
     if [[ $rc -ne 0 && $rc -ne 2 ]] && [[ -n ${STEP_NAME} ]]; then
         log "failed during step '$STEP_NAME' after $(($(date +%s) - STEP_START))s"
@@ -80,12 +102,19 @@ step preflight
 for tool in buildah podman debootstrap runc curl python3; do
     command -v "$tool" >/dev/null || cannot "$tool missing: apt-get install -y buildah podman runc debootstrap curl"
 done
+[[ ${#VARIANTS[@]} -gt 0 ]] || cannot "IMAGE_TEST_EXTRAS is empty"
 [[ -f $WEIGHTS_DIR/yolo-fastest-1.1.weights ]] || cannot "weights not found under $WEIGHTS_DIR (set OBJDET_SHARED_DIR)"
 [[ -f $TEST_IMAGE_DIR/coffee.png ]] || cannot "test image not found: $TEST_IMAGE_DIR/coffee.png"
 [[ -f $CA_BUNDLE ]] || cannot "CA bundle not found: $CA_BUNDLE"
+for extras in "${VARIANTS[@]}"; do
+    if has_ssd "$extras"; then
+        "$HOST_PYTHON" -c 'import torch, torchvision' 2>/dev/null \
+            || cannot "the torch image's golden values need torch on the host: $HOST_PYTHON (run make install)"
+    fi
+done
 mkdir -p "$WORK"
 log "buildah $(buildah --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}')"
-log "image $IMAGE (EXTRAS=$EXTRAS) from base $BASE_TAG; context $CONTEXT"
+log "images: ${VARIANTS[*]/#/EXTRAS=} from base $BASE_TAG; context $CONTEXT"
 
 # --- 1. base image from Debian packages ----------------------------------------------------------------------
 step base
@@ -104,87 +133,147 @@ else
     log "imported $BASE_TAG"
 fi
 
-# --- 2. build ------------------------------------------------------------------------------------------------
-step build
-build_args=(--build-arg "BASE_IMAGE=$BASE_TAG" --build-arg "EXTRAS=$EXTRAS")
-volumes=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
-if [[ ,$EXTRAS, == *,ssd,* ]]; then
-    if [[ -z ${IMAGE_TEST_TORCH_INDEX_URL:-} && -d $LOCAL_INDEX/simple ]]; then
-        volumes+=(-v "$LOCAL_INDEX:$LOCAL_INDEX:ro")
-        IMAGE_TEST_TORCH_INDEX_URL=file://$LOCAL_INDEX/simple
-    fi
-    torch_index=${IMAGE_TEST_TORCH_INDEX_URL:-https://pypi.org/simple}
-    log "torch source: $torch_index (the CPU index is unreachable here: this image carries CUDA torch)"
-else
-    # No torch is installed; the extra index is still consulted, so give it one that answers.
-    torch_index=https://pypi.org/simple
-fi
-build_args+=(--build-arg "TORCH_INDEX_URL=$torch_index")
-rm -f "$WORK/build.rc"
-{
-    if buildah bud --isolation chroot --network host --format docker --layers \
-        "${volumes[@]}" "${build_args[@]}" -f "$ROOT/Dockerfile" -t "$IMAGE" "$CONTEXT"; then
-        echo 0 >"$WORK/build.rc"
-    else
-        echo $? >"$WORK/build.rc"
-    fi
-} 2>&1 | tee "$WORK/build.log" | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP |^COMMIT|^Error|^error' || true
-[[ $(cat "$WORK/build.rc" 2>/dev/null) == 0 ]] || { tail -30 "$WORK/build.log"; die "buildah bud failed (log: $WORK/build.log)"; }
-podman image exists "$IMAGE" || die "image $IMAGE not found after the build"
+# --- golden SSD values on the host ------------------------------------------------------------------------------
+for extras in "${VARIANTS[@]}"; do
+    has_ssd "$extras" || continue
+    step golden
+    rm -rf "$SSD_DIR"
+    mkdir -p "$SSD_DIR"
+    # The state dict from tests/ssd_weights.py (seeded: scores spread out, so there is something to compare), and
+    # torchvision's model called directly on the file decoded by Pillow: the app in the image is not involved.
+    PYTHONPATH=$ROOT/tests "$HOST_PYTHON" - "$SSD_ARCH" "$SSD_DIR" "$TEST_IMAGE_DIR/coffee.png" <<'EOF' \
+        || die "could not compute the golden SSD values on the host"
+import json, sys
+from pathlib import Path
 
-# --- 3. size -------------------------------------------------------------------------------------------------
-step size
-size_bytes=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-base_bytes=$(podman image inspect --format '{{.Size}}' "$BASE_TAG")
-SIZE_LINE=$(python3 -c 'import sys; i, b = int(sys.argv[1]), int(sys.argv[2]); print(f"{i/1e6:.0f} MB ({i} bytes; base {b/1e6:.0f} MB, added {(i-b)/1e6:.0f} MB)")' "$size_bytes" "$base_bytes")
-log "image size: $SIZE_LINE"
-podman history --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | cut -c1-150 | head -30 >"$WORK/history.txt"
+import torch
+from PIL import Image
+from torchvision.models import detection
+from torchvision.transforms.functional import pil_to_tensor
 
-# --- 4. run --------------------------------------------------------------------------------------------------
-step run
-podman rm -f --time 5 "$NAME" >/dev/null 2>&1 || true
-PORT=${IMAGE_TEST_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-# This sandbox lacks CAP_SYS_RESOURCE: podman's default rlimits (raised ones) are refused, so pass ones
-# that are not raised. Without systemd, podman cannot schedule the HEALTHCHECK timer: run it by hand below.
-podman run -d --name "$NAME" --runtime runc --network host \
-    --read-only --cap-drop ALL --security-opt no-new-privileges \
-    --ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=4096:4096 --health-interval disable \
-    -v "$WEIGHTS_DIR:/models:ro" -v "$TEST_IMAGE_DIR:/data:ro" \
-    -e STREAMLIT_SERVER_PORT="$PORT" -e STREAMLIT_SERVER_ADDRESS=127.0.0.1 \
-    -e OBJDET_MODELS=yolo \
-    -e OBJDET_YOLO_WEIGHTS=/models/yolo-fastest-1.1.weights \
-    -e OBJDET_YOLO_CONFIG=/models/yolo-fastest-1.1.cfg \
-    -e OBJDET_YOLO_NAMES=/models/coco.names \
-    -e OBJDET_NUM_THREADS=2 \
-    "$IMAGE" >/dev/null 2>"$WORK/podman-run.err" || { cat "$WORK/podman-run.err"; die "podman run failed"; }
-log "container $NAME started: python -m app serve (the image's CMD), port $PORT"
-health_url=http://127.0.0.1:$PORT/_stcore/health
-deadline=$(($(date +%s) + HEALTH_TIMEOUT))
-until body=$(curl -fsS --max-time 3 "$health_url" 2>/dev/null); do
-    if [[ $(podman inspect --format '{{.State.Running}}' "$NAME") != true ]]; then
-        podman logs "$NAME" 2>&1 | tail -40
-        die "the container exited before it turned healthy"
-    fi
-    if (($(date +%s) > deadline)); then
-        podman logs "$NAME" 2>&1 | tail -40
-        die "no health 200 on $health_url within ${HEALTH_TIMEOUT}s (does the app honour STREAMLIT_SERVER_PORT?)"
-    fi
-    sleep 1
+from ssd_weights import make_state_dict
+
+arch, out, image = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+weights = make_state_dict(arch, out / f"{arch}-seeded.pth")
+model = getattr(detection, arch)(weights=None, weights_backbone=None, score_thresh=0.3, nms_thresh=0.45,
+                                 detections_per_img=100)  # python -m app detect's defaults
+model.load_state_dict(torch.load(weights, weights_only=True))
+model.eval()
+with torch.no_grad():
+    got = model([pil_to_tensor(Image.open(image).convert("RGB")).float() / 255.0])[0]
+categories = detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
+golden = [{"label": categories[int(c)], "class_id": int(c), "score": float(s), "box": [float(v) for v in b]}
+          for b, s, c in zip(got["boxes"], got["scores"], got["labels"])]
+(out / "golden.json").write_text(json.dumps({"torch": torch.__version__, "detections": golden}, indent=1))
+print(f"[image-test] golden (host torch {torch.__version__}): {len(golden)} detections, "
+      f"labels {sorted({d['label'] for d in golden})}")
+sys.exit(0 if golden else 1)  # nothing to compare would make the check below pass vacuously
+EOF
+    chmod -R a+rX "$SSD_DIR"
+    break
 done
-log "GET $health_url -> 200 '$body' after $(($(date +%s) - STEP_START))s"
 
-# --- 5. checks -----------------------------------------------------------------------------------------------
-step checks
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$PORT/")
-[[ $code == 200 ]] || die "GET / -> $code"
-log "GET / -> 200"
-podman healthcheck run "$NAME" >/dev/null || die "the image's HEALTHCHECK failed"
-log "HEALTHCHECK (from the image) -> healthy"
+# --- per image: build, size, run, checks ----------------------------------------------------------------------
+test_variant() {
+    local extras=$1 tag=${1//,/-}
+    local image=${IMAGE_TEST_IMAGE_PREFIX:-localhost/objdet:image-test}-$tag
+    local name=${IMAGE_TEST_CONTAINER:-objdet-image-test}-$tag
+    IMAGES+=("$image")
+    CONTAINERS+=("$name")
 
-out=$(podman exec "$NAME" python -m app detect --model yolo --json /data/coffee.png) \
-    || { printf '%s\n' "$out"; die "python -m app detect failed"; }
-printf '%s\n' "$out" >"$WORK/detect.json"
-python3 - "$WORK/detect.json" <<'EOF' || die "no cup detected in coffee.png (output: $WORK/detect.json)"
+    # --- 2. build ----------------------------------------------------------------------------------------
+    step "build[$tag]"
+    local build_args=(--build-arg "BASE_IMAGE=$BASE_TAG" --build-arg "EXTRAS=$extras")
+    local volumes=(-v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro")
+    local torch_index=https://pypi.org/simple  # without torch, the extra index is still consulted: one that answers
+    if has_ssd "$extras"; then
+        torch_index=${IMAGE_TEST_TORCH_INDEX_URL:-}
+        if [[ -z $torch_index && -d $LOCAL_INDEX/simple ]]; then
+            volumes+=(-v "$LOCAL_INDEX:$LOCAL_INDEX:ro")
+            torch_index=file://$LOCAL_INDEX/simple
+        fi
+        torch_index=${torch_index:-https://pypi.org/simple}
+        log "torch source: $torch_index (the CPU index is unreachable here: this image carries CUDA torch)"
+    fi
+    build_args+=(--build-arg "TORCH_INDEX_URL=$torch_index")
+    rm -f "$WORK/build-$tag.rc"
+    {
+        if buildah bud --isolation chroot --network host --format docker --layers \
+            "${volumes[@]}" "${build_args[@]}" -f "$ROOT/Dockerfile" -t "$image" "$CONTEXT"; then
+            echo 0 >"$WORK/build-$tag.rc"
+        else
+            echo $? >"$WORK/build-$tag.rc"
+        fi
+    } 2>&1 | tee "$WORK/build-$tag.log" | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP |^COMMIT|^Error|^error' || true
+    [[ $(cat "$WORK/build-$tag.rc" 2>/dev/null) == 0 ]] \
+        || { tail -30 "$WORK/build-$tag.log"; die "buildah bud failed (log: $WORK/build-$tag.log)"; }
+    podman image exists "$image" || die "image $image not found after the build"
+
+    # --- 3. size -----------------------------------------------------------------------------------------
+    step "size[$tag]"
+    local size_bytes base_bytes size_line
+    size_bytes=$(podman image inspect --format '{{.Size}}' "$image")
+    base_bytes=$(podman image inspect --format '{{.Size}}' "$BASE_TAG")
+    size_line=$(python3 -c 'import sys; i, b = int(sys.argv[1]), int(sys.argv[2]); print(f"{i/1e6:.0f} MB ({i} bytes; base {b/1e6:.0f} MB, added {(i-b)/1e6:.0f} MB)")' "$size_bytes" "$base_bytes")
+    log "image size: $size_line"
+    SIZES+=("$(printf '%-44s %s' "$image" "$size_line")")
+    podman history --format '{{.Size}}\t{{.CreatedBy}}' "$image" | cut -c1-150 | head -30 >"$WORK/history-$tag.txt"
+
+    # --- 4. run ------------------------------------------------------------------------------------------
+    step "run[$tag]"
+    podman rm -f --time 5 "$name" >/dev/null 2>&1 || true
+    local port models=yolo
+    local mounts=(-v "$WEIGHTS_DIR:/models:ro" -v "$TEST_IMAGE_DIR:/data:ro")
+    local ssd_env=()
+    if has_ssd "$extras"; then
+        models=yolo,ssd
+        mounts+=(-v "$SSD_DIR:/ssd:ro")
+        ssd_env=(-e "OBJDET_SSD_ARCH=$SSD_ARCH" -e "OBJDET_SSD_WEIGHTS=/ssd/$SSD_ARCH-seeded.pth" -e OBJDET_DEVICE=cpu)
+    fi
+    port=${IMAGE_TEST_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+    # This sandbox lacks CAP_SYS_RESOURCE: podman's default rlimits (raised ones) are refused, so pass ones
+    # that are not raised. Without systemd, podman cannot schedule the HEALTHCHECK timer: run it by hand below.
+    podman run -d --name "$name" --runtime runc --network host \
+        --read-only --cap-drop ALL --security-opt no-new-privileges \
+        --ulimit "nofile=$(ulimit -Sn):$(ulimit -Hn)" --ulimit nproc=4096:4096 --health-interval disable \
+        "${mounts[@]}" \
+        -e STREAMLIT_SERVER_PORT="$port" -e STREAMLIT_SERVER_ADDRESS=127.0.0.1 \
+        -e OBJDET_MODELS="$models" \
+        -e OBJDET_YOLO_WEIGHTS=/models/yolo-fastest-1.1.weights \
+        -e OBJDET_YOLO_CONFIG=/models/yolo-fastest-1.1.cfg \
+        -e OBJDET_YOLO_NAMES=/models/coco.names \
+        -e OBJDET_NUM_THREADS=2 \
+        "${ssd_env[@]}" \
+        "$image" >/dev/null 2>"$WORK/podman-run-$tag.err" || { cat "$WORK/podman-run-$tag.err"; die "podman run failed"; }
+    log "container $name started: python -m app serve (the image's CMD), OBJDET_MODELS=$models, port $port"
+    local health_url=http://127.0.0.1:$port/_stcore/health body deadline
+    deadline=$(($(date +%s) + HEALTH_TIMEOUT))
+    until body=$(curl -fsS --max-time 3 "$health_url" 2>/dev/null); do
+        if [[ $(podman inspect --format '{{.State.Running}}' "$name") != true ]]; then
+            podman logs "$name" 2>&1 | tail -40
+            die "the container exited before it turned healthy"
+        fi
+        if (($(date +%s) > deadline)); then
+            podman logs "$name" 2>&1 | tail -40
+            die "no health 200 on $health_url within ${HEALTH_TIMEOUT}s (does the app honour STREAMLIT_SERVER_PORT?)"
+        fi
+        sleep 1
+    done
+    log "GET $health_url -> 200 '$body' after $(($(date +%s) - STEP_START))s"
+
+    # --- 5. checks ---------------------------------------------------------------------------------------
+    step "checks[$tag]"
+    local code out
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/")
+    [[ $code == 200 ]] || die "GET / -> $code"
+    log "GET / -> 200"
+    podman healthcheck run "$name" >/dev/null || die "the image's HEALTHCHECK failed"
+    log "HEALTHCHECK (from the image) -> healthy"
+
+    out=$(podman exec "$name" python -m app detect --model yolo --json /data/coffee.png) \
+        || { printf '%s\n' "$out"; die "python -m app detect --model yolo failed"; }
+    printf '%s\n' "$out" >"$WORK/detect-yolo-$tag.json"
+    python3 - "$WORK/detect-yolo-$tag.json" <<'EOF' || die "no cup detected in coffee.png (output: $WORK/detect-yolo-$tag.json)"
 import json, sys
 doc = json.load(open(sys.argv[1]))
 found = [(d["label"], round(d["score"], 2))
@@ -193,31 +282,70 @@ print(f"[image-test] detect coffee.png (yolo) -> {found}")
 sys.exit(0 if any(label == "cup" for label, _ in found) else 1)
 EOF
 
-status=$(podman exec "$NAME" cat /proc/1/status)
-uid_line=$(awk '$1 == "Uid:" {print $2, $3, $4, $5}' <<<"$status")
-gid_line=$(awk '$1 == "Gid:" {print $2, $3, $4, $5}' <<<"$status")
-cmdline=$(podman exec "$NAME" cat /proc/1/cmdline | tr '\0' ' ')
-[[ $uid_line == "$APP_UID $APP_UID $APP_UID $APP_UID" ]] || die "PID 1 uids are '$uid_line', expected $APP_UID"
-[[ $gid_line == "$APP_UID $APP_UID $APP_UID $APP_UID" ]] || die "PID 1 gids are '$gid_line', expected $APP_UID"
-[[ $(awk '$1 == "CapEff:" {print $2}' <<<"$status") == 0000000000000000 ]] || die "PID 1 has capabilities"
-log "PID 1 '${cmdline% }' runs as uid/gid $APP_UID (real, effective, saved, fs), no capabilities"
-image_user=$(podman image inspect --format '{{.Config.User}}' "$IMAGE")
-[[ $image_user == "$APP_UID:$APP_UID" ]] || die "image USER is '$image_user', expected $APP_UID:$APP_UID"
+    local status uid_line gid_line cmdline image_user root_opts err
+    status=$(podman exec "$name" cat /proc/1/status)
+    uid_line=$(awk '$1 == "Uid:" {print $2, $3, $4, $5}' <<<"$status")
+    gid_line=$(awk '$1 == "Gid:" {print $2, $3, $4, $5}' <<<"$status")
+    cmdline=$(podman exec "$name" cat /proc/1/cmdline | tr '\0' ' ')
+    [[ $uid_line == "$APP_UID $APP_UID $APP_UID $APP_UID" ]] || die "PID 1 uids are '$uid_line', expected $APP_UID"
+    [[ $gid_line == "$APP_UID $APP_UID $APP_UID $APP_UID" ]] || die "PID 1 gids are '$gid_line', expected $APP_UID"
+    [[ $(awk '$1 == "CapEff:" {print $2}' <<<"$status") == 0000000000000000 ]] || die "PID 1 has capabilities"
+    log "PID 1 '${cmdline% }' runs as uid/gid $APP_UID (real, effective, saved, fs), no capabilities"
+    image_user=$(podman image inspect --format '{{.Config.User}}' "$image")
+    [[ $image_user == "$APP_UID:$APP_UID" ]] || die "image USER is '$image_user', expected $APP_UID:$APP_UID"
 
-root_opts=$(podman exec "$NAME" cat /proc/1/mounts | awk '$2 == "/" {print $4}' | tail -1)
-[[ ,$root_opts, == *,ro,* ]] || die "root file system is mounted '$root_opts', not ro"
-if err=$(podman exec "$NAME" sh -c 'touch /app/write-probe' 2>&1); then
-    die "writing /app/write-probe succeeded on the read-only root"
-fi
-[[ $err == *"Read-only file system"* ]] || die "write to / failed for another reason: $err"
-podman exec "$NAME" sh -c 'echo ok >/tmp/write-probe && rm /tmp/write-probe' || die "/tmp is not writable"
-log "root file system read-only (write -> 'Read-only file system'), /tmp writable"
-podman logs "$NAME" >"$WORK/container.log" 2>&1 || true
-end_step
+    root_opts=$(podman exec "$name" cat /proc/1/mounts | awk '$2 == "/" {print $4}' | tail -1)
+    [[ ,$root_opts, == *,ro,* ]] || die "root file system is mounted '$root_opts', not ro"
+    if err=$(podman exec "$name" sh -c 'touch /app/write-probe' 2>&1); then
+        die "writing /app/write-probe succeeded on the read-only root"
+    fi
+    [[ $err == *"Read-only file system"* ]] || die "write to / failed for another reason: $err"
+    podman exec "$name" sh -c 'echo ok >/tmp/write-probe && rm /tmp/write-probe' || die "/tmp is not writable"
+    log "root file system read-only (write -> 'Read-only file system'), /tmp writable"
+
+    # --- 6. SSD inside the torch image equals torchvision on the host ------------------------------------
+    if has_ssd "$extras"; then
+        step "ssd[$tag]"
+        out=$(podman exec "$name" python -m app detect --model ssd --json /data/coffee.png) \
+            || { printf '%s\n' "$out"; die "python -m app detect --model ssd failed"; }
+        printf '%s\n' "$out" >"$WORK/detect-ssd-$tag.json"
+        python3 - "$WORK/detect-ssd-$tag.json" "$SSD_DIR/golden.json" <<'EOF' \
+            || die "SSD in the image differs from torchvision on the host (output: $WORK/detect-ssd-$tag.json)"
+import json, sys
+doc, golden = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+(image,) = doc["images"]
+(result,) = image["results"]
+got, want = result["detections"], golden["detections"]
+assert result["model"] == "ssd", result["model"]
+problems = []
+if [(d["label"], d["class_id"]) for d in got] != [(d["label"], d["class_id"]) for d in want]:
+    problems.append(f"labels {[d['label'] for d in got]} != golden {[d['label'] for d in want]}")
+else:
+    for i, (g, w) in enumerate(zip(got, want)):
+        box_err = max(abs(a - b) for a, b in zip(g["box"], w["box"]))
+        if box_err > 0.011 or abs(g["score"] - w["score"]) > 2e-5:
+            problems.append(f"#{i} {g['label']}: box {g['box']} vs {w['box']}, score {g['score']} vs {w['score']}")
+print(f"[image-test] detect coffee.png (ssd, seeded {len(got)} detections) vs torchvision on the host "
+      f"(torch {golden['torch']}): {'equal' if not problems else 'DIFFERENT'}")
+for p in problems:
+    print("   ", p)
+sys.exit(1 if problems else 0)
+EOF
+    fi
+    podman logs "$name" >"$WORK/container-$tag.log" 2>&1 || true
+    if [[ ${IMAGE_TEST_KEEP:-0} != 1 ]]; then
+        podman rm -f --time 5 "$name" >/dev/null 2>&1 || true
+    fi
+    end_step
+}
+
+for extras in "${VARIANTS[@]}"; do
+    test_variant "$extras"
+done
 
 # --- summary -------------------------------------------------------------------------------------------------
 log "=== summary"
 printf '  %s\n' "${STEPS[@]}"
-printf '  %-10s %5ss\n' total "$(($(date +%s) - START_ALL))"
-log "image $IMAGE: $SIZE_LINE"
+printf '  %-16s %5ss\n' total "$(($(date +%s) - START_ALL))"
+printf '  %s\n' "${SIZES[@]}"
 log "PASS"

@@ -185,13 +185,16 @@ def test_no_weights_and_only_the_app_is_copied():
             pytest.fail(f"line {line}: ADD; use COPY")
         if word == "COPY" and not rest.startswith("--from="):
             sources = shlex.split(rest)[:-1]
-            assert set(sources) <= {"pyproject.toml", "README.md", "app/"}, f"line {line}: COPY {sources}"
+            assert set(sources) <= {"pyproject.toml", "app/"}, f"line {line}: COPY {sources}"
             for source in sources:
                 assert (REPO / source).exists(), f"line {line}: COPY {source}, which is not in the repository"
                 assert not ignored_by_dockerignore(source.rstrip("/")), f"{source} is excluded by .dockerignore"
     readme = PYPROJECT["project"].get("readme")
     if readme:
-        assert readme == "README.md", "the build stage copies README.md for pyproject's `readme`"
+        # pyproject's `readme` must exist for `pip install .`: an empty stand-in, so a README edit keeps the
+        # dependency layer (torch) cached.
+        install = next(rest for word, rest, _ in stages()[1] if word == "RUN" and "pip install" in rest)
+        assert re.match(rf"touch {re.escape(readme)}\s+&&", install), install
 
 
 def test_non_root_numeric_user_matching_the_manifests():
@@ -308,13 +311,13 @@ def ignored_by_dockerignore(path: str) -> bool:
     "models/yolo-fastest-1.1.weights", "app/yolo.weights", "app/detectors/model.pth", "app/model.onnx",
     "app/__pycache__/cli.cpython-311.pyc", ".image-build/rootfs/etc/passwd", "artifacts/report.json",
     "base/deployment.yaml", "overlays/prod/kustomization.yaml", "gitops/flux/gitrepository.yaml", "Dockerfile",
-    "scripts/image-test.sh", "docs/kubernetes.md",
+    "scripts/image-test.sh", "scripts/e2e.sh", "docs/kubernetes.md", "README.md", ".github/workflows/ci.yml",
 ])
 def test_dockerignore_keeps_out(path):
     assert ignored_by_dockerignore(path), f"{path} would be sent to the build context"
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "README.md", "app/__init__.py", "app/cli.py",
+@pytest.mark.parametrize("path", ["pyproject.toml", "app/__init__.py", "app/cli.py",
                                   "app/detectors/yolo.py"])
 def test_dockerignore_keeps_in(path):
     assert not ignored_by_dockerignore(path), f"{path} is needed by the build but excluded"
