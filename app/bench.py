@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import REPO_ROOT, Settings
-from .images import load_image
+from .images import ImageError, load_image
 from .result import DetectParams
 
 DEFAULT_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
@@ -54,7 +54,12 @@ def run_bench(args, settings: Settings) -> int:
     from .registry import BUILD_COUNT, get_detector
 
     images = [Path(p) for p in args.images] or _default_images()
-    arrays = [load_image(p, max_pixels=settings.max_image_pixels) for p in images]
+    try:  # every image or none: figures over fewer images than asked would not compare with other runs
+        arrays = [load_image(p, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
+                  for p in images]
+    except ImageError as exc:
+        print(f"error: {exc}; nothing was timed (give only images that decode)", file=sys.stderr)
+        return 1
     params = DetectParams(conf=0.3, iou=0.45, max_det=100)
     models = list(settings.models) if args.model == "all" else [args.model]
     report = {"images": [str(p) for p in images], "repeat": args.repeat, "models": {}}

@@ -21,6 +21,17 @@ class UsageError(Exception):
     pass
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (``bench --repeat 0`` has no median to report)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
     b.add_argument("images", nargs="*", metavar="IMAGE")
     b.add_argument("--model", choices=("ssd", "yolo", "all"), default="all")
-    b.add_argument("--repeat", type=int, default=30, help="timed runs per image and variant (default 30)")
+    b.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
 
     sub.add_parser("serve", help="load models, then run the Streamlit app (health 200 = models ready)")
@@ -117,7 +128,7 @@ def _models(choice: str, settings: Settings) -> list[str]:
 
 def cmd_detect(args, settings: Settings) -> int:
     from .detectors.base import ModelLoadError
-    from .images import ImageError, load_image
+    from .images import WORK_SIDE, ImageError, load_image, working_copy
     from .registry import get_detector
 
     params = _params(args)
@@ -133,20 +144,35 @@ def cmd_detect(args, settings: Settings) -> int:
                 detectors[model].check_classes(params)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+    out_problem = None
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # reported with each image: detection still runs
+            cause = "it is a file, not a folder" if args.out.exists() else exc.strerror or str(exc)
+            out_problem = f"cannot create the output folder {args.out} ({cause})"
     report, failed = [], 0
     for path in args.images:
         entry: dict = {"file": path}
+        warnings: list[str] = []
         try:
-            image = load_image(path, max_pixels=settings.max_image_pixels)
-            results = {m: detector.detect(image, params) for m, detector in detectors.items()}
+            image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes,
+                               warnings=warnings)
+            # The networks run on a copy of at most WORK_SIDE pixels a side: memory follows that, not the input.
+            small, factor = working_copy(image, WORK_SIDE)
+            size = (image.shape[1], image.shape[0])
+            results = {m: detector.detect(small, params).rescaled(factor, size) for m, detector in detectors.items()}
+            del small
             entry["results"] = [r.to_dict() for r in results.values()]
             if args.out:
-                entry["annotated"] = _write_annotated(args.out, path, image, results)
+                entry["annotated"] = _write_annotated(args.out, path, image, results, out_problem)
         except ImageError as exc:
-            failed += 1
             entry["error"] = str(exc)
+        except AnnotatedNotWritten as exc:
+            entry["error"] = f"{path}: annotated image not written: {exc}"
+        if warnings:
+            entry["warnings"] = warnings
+        failed += "error" in entry
         report.append(entry)
         if not args.json:
             _print_human(entry)
@@ -155,16 +181,26 @@ def cmd_detect(args, settings: Settings) -> int:
         sys.stdout.write("\n")
     elif failed:
         print(f"{failed} of {len(report)} files failed", file=sys.stderr)
+    sys.stdout.flush()  # a closed pipe (`| head`) raises here, inside main's handler, not at exit
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _write_annotated(out_dir: Path, path: str, image, results) -> list[str]:
+class AnnotatedNotWritten(Exception):
+    """The detections are good but the annotated PNG could not be written; str() says where and why."""
+
+
+def _write_annotated(out_dir: Path, path: str, image, results, out_problem: str | None = None) -> list[str]:
     from .annotate import annotate, to_png
 
+    if out_problem:
+        raise AnnotatedNotWritten(out_problem)
     written = []
     for model, result in results.items():
         target = out_dir / f"{Path(path).stem}.{model}.png"
-        target.write_bytes(to_png(annotate(image, result)))
+        try:
+            target.write_bytes(to_png(annotate(image, result)))
+        except OSError as exc:
+            raise AnnotatedNotWritten(f"cannot write {target} ({exc.strerror or exc})") from None
         written.append(str(target))
     return written
 
@@ -175,17 +211,19 @@ def _params_dict(params) -> dict:
 
 
 def _print_human(entry: dict) -> None:
-    if "error" in entry:
-        print(f"{entry['file']}: ERROR {entry['error']}", file=sys.stderr)
-        return
-    for res in entry["results"]:
+    for warning in entry.get("warnings", ()):
+        print(f"{entry['file']}: warning: {warning}", file=sys.stderr)
+    for res in entry.get("results", ()):
         total = sum(res["timings_ms"].values())
         found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in res["detections"]) or "nothing"
         print(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)")
+    if "error" in entry:
+        print(f"{entry['file']}: ERROR {entry['error']}", file=sys.stderr)
 
 
 def cmd_weights(args, settings: Settings) -> int:
-    from .weights import CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch
+    from .weights import (CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch,
+                          weights_dir_problem)
 
     if args.weights_command == "list":
         for e in MANIFEST.values():
