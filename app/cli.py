@@ -222,8 +222,7 @@ def _print_human(entry: dict) -> None:
 
 
 def cmd_weights(args, settings: Settings) -> int:
-    from .weights import (CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch,
-                          weights_dir_problem)
+    from .weights import CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch
 
     if args.weights_command == "list":
         for e in MANIFEST.values():
