@@ -326,3 +326,33 @@ def test_argocd_kustomization_lists_every_file():
     config = yaml.safe_load((GITOPS / "argocd" / "kustomization.yaml").read_text())
     files = sorted(p.name for p in (GITOPS / "argocd").glob("*.yaml") if p.name != "kustomization.yaml")
     assert sorted(config["resources"]) == files
+
+
+# --- deletion and version floors ------------------------------------------------------------------------------
+
+def test_appproject_works_on_argo_cd_3_0():
+    """clusterResourceWhitelist[].name exists only from Argo CD 3.3; 3.0-3.2 reject a project that uses it."""
+    spec = one("AppProject", "argocd")["spec"]
+    for key in ("clusterResourceWhitelist", "clusterResourceBlacklist", "namespaceResourceWhitelist",
+                "namespaceResourceBlacklist"):
+        named = [r for r in spec.get(key, []) if "name" in r]
+        assert not named, f"AppProject {key} uses `name` (Argo CD >= 3.3 only): {named}"
+
+
+def test_deleting_a_flux_kustomization_keeps_the_data():
+    """Flux garbage-collects what a deleted Kustomization applied (deletionPolicy MirrorPrune with prune:
+    true), except objects annotated prune: disabled: the weights PVC and the Namespace that holds it."""
+    for ks in objects("Kustomization", "flux"):
+        spec = ks["spec"]
+        assert spec.get("deletionPolicy") in ("MirrorPrune", "Orphan"), (
+            f"{ks['metadata']['name']}: an explicit deletionPolicy that honours prune: disabled")
+        env = assert_overlay_path(spec["path"], ks["metadata"]["name"])
+        kdir = REPO / "overlays" / env
+        namespaces = [d for f in kdir.glob("*.yaml") for d in yaml.safe_load_all(f.read_text())
+                      if isinstance(d, dict) and d.get("kind") == "Namespace"]
+        assert namespaces, f"overlays/{env} declares its Namespace"
+        for ns in namespaces:
+            ann = ns["metadata"].get("annotations") or {}
+            assert ann.get("kustomize.toolkit.fluxcd.io/prune") == "disabled", f"overlays/{env} Namespace"
+            options = {o.strip() for o in ann.get("argocd.argoproj.io/sync-options", "").split(",")}
+            assert {"Prune=false", "Delete=false"} <= options, f"overlays/{env} Namespace (Argo CD)"

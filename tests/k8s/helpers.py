@@ -5,8 +5,8 @@ Every kustomization is rendered once per session with the pinned ``kubectl kusto
 field, a warning) fails the render. The tests then read the rendered objects only.
 
 Targets: ``base``, the overlays ``minikube`` and ``prod``, and ``prod-all-components`` - a copy of
-the prod overlay (made in a temporary directory, the way a user would edit it) that adds every
-component under components/ and drops ``replicas:`` as the hpa component asks.
+the prod overlay (made in a temporary directory, the way a user would edit it) that lists every
+component under components/ (COMPONENTS) and drops ``replicas:`` as the hpa component asks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("minikube", "prod")
-COMPONENTS = ("weights-loader", "httproute", "hpa")
+# Every component, in an order that works together (a component that patches another's object follows it).
+COMPONENTS = ("weights-fetch", "weights-loader", "httproute", "sticky-sessions-gateway-api",
+              "sticky-sessions-envoy-gateway", "edge-auth-envoy-gateway", "ingress-nginx", "hpa")
 VARIANT = "prod-all-components"
 TARGETS = ("base", *OVERLAYS, VARIANT)
 DEPLOYABLE = (*OVERLAYS, VARIANT)

@@ -17,12 +17,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.config import ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
+from app.config import DEFAULT_WEIGHTS_WAIT_S, ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
 
 from .helpers import (OVERLAYS, REPO, SERVER, UID, VARIANT, Render, all_containers, container, pod_template,
                       quantity)
 
 HEALTH = "_stcore/health"
+INIT = "weights-prepare"  # the init container that makes the weights volume ready
 PSS_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                     "projected", "secret"}
 WRITABLE_ENV = ("HOME", "TORCH_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME")
@@ -333,9 +334,24 @@ def test_streamlit_settings(render: Render) -> None:
     assert "/" not in env["STREAMLIT_SERVER_BASE_URL_PATH"].strip("/"), "one path segment"
 
 
+def init_container(d: dict[str, Any], name: str = INIT) -> dict[str, Any]:
+    found = [c for c in pod_template(d)["spec"].get("initContainers") or [] if c["name"] == name]
+    assert len(found) == 1, f"{_name(d)}: no init container {name}"
+    return found[0]
+
+
+def _command(c: dict[str, Any]) -> list[str]:
+    return c.get("command", []) + c.get("args", [])
+
+
+def _flag(cmd: list[str], flag: str) -> str | None:
+    return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+
 def test_weights_layout(render: Render) -> None:
     """The configured files are the loader's flat file names in OBJDET_WEIGHTS_DIR, which is the
-    read-only mount of the weights claim; the loader writes the claim's root read-write."""
+    read-only mount of the weights claim in the server; the init container and the seed Job write
+    (or check) the claim's root, given as --dest."""
     env = server_env(render)
     files = {**WEIGHT_FILES, "OBJDET_SSD_WEIGHTS": SSD_DEFAULT_FILES[env["OBJDET_SSD_ARCH"]]}
     wdir = env["OBJDET_WEIGHTS_DIR"]
@@ -344,19 +360,104 @@ def test_weights_layout(render: Render) -> None:
     d = render.deployment
     vol = weights_volume(d)
     mount = mount_of(container(d), vol)
-    assert mount.get("readOnly") is True and volume_of(d, vol)["persistentVolumeClaim"].get("readOnly") is True
+    assert mount.get("readOnly") is True, f"{render.name}: the server mounts the weights read-only, always"
     assert "subPath" not in mount
     assert posixpath.normpath(wdir) == posixpath.normpath(mount["mountPath"]), \
         f"{render.name}: OBJDET_WEIGHTS_DIR={wdir} but the weights volume is mounted at {mount['mountPath']}"
+    init = init_container(d)
+    cmd = _command(init)
+    assert cmd[:5] == ["python", "-m", "app", "weights", "prepare"], cmd
+    imount = mount_of(init, vol)
+    assert "subPath" not in imount and _flag(cmd, "--dest") == imount["mountPath"], \
+        "weights prepare --dest must be the init container's mount of the claim's root"
+    assert "--mode" not in cmd, "the mode comes from the ConfigMap (OBJDET_WEIGHTS_MODE)"
     pvcs = {p["metadata"]["name"] for p in render.of_kind("PersistentVolumeClaim")}
     assert "objdet-weights" in pvcs
     for job in render.of_kind("Job"):
         c = pod_template(job)["spec"]["containers"][0]
         jmount = mount_of(c, weights_volume(job))
         assert not jmount.get("readOnly") and "subPath" not in jmount, "the loader writes the claim's root"
-        cmd = c.get("command", []) + c.get("args", [])
-        assert cmd[:5] == ["python", "-m", "app", "weights", "fetch"], cmd
-        assert cmd[cmd.index("--dest") + 1] == jmount["mountPath"], "fetch --dest must be the claim's mount"
+        jcmd = _command(c)
+        assert jcmd[:5] == ["python", "-m", "app", "weights", "fetch"], jcmd
+        assert _flag(jcmd, "--dest") == jmount["mountPath"], "fetch --dest must be the claim's mount"
+
+
+def _egress_ports(render: Render, pod_labels: dict[str, str]) -> set[tuple[Any, str]] | None:
+    """Ports the pod may reach (None: egress unrestricted, no policy with Egress selects it)."""
+    policies = [np for np in render.of_kind("NetworkPolicy")
+                if _matches(np["spec"]["podSelector"].get("matchLabels") or {}, pod_labels)
+                and "Egress" in np["spec"].get("policyTypes", [])]
+    if not policies:
+        return None
+    ports = set()
+    for np in policies:
+        for rule in np["spec"].get("egress") or []:
+            assert rule.get("ports"), f"NetworkPolicy {np['metadata']['name']}: an egress rule without ports allows all"
+            ports |= {(p["port"], p.get("protocol", "TCP")) for p in rule["ports"]}
+    return ports
+
+
+def test_weights_mode_matches_mounts_and_egress(render: Render) -> None:
+    """OBJDET_WEIGHTS_MODE decides what the pod may do: fetch = the init container's mount read-write
+    and DNS + HTTPS egress; verify = every mount read-only (on the claim itself too) and no egress
+    at all for the serving pods. The server's own mount is read-only in both."""
+    env = server_env(render)
+    mode = env.get("OBJDET_WEIGHTS_MODE")
+    assert mode in ("fetch", "verify"), f"{render.name}: OBJDET_WEIGHTS_MODE={mode!r}"
+    d = render.deployment
+    vol = weights_volume(d)
+    init_ro = mount_of(init_container(d), vol).get("readOnly") is True
+    claim_ro = volume_of(d, vol)["persistentVolumeClaim"].get("readOnly") is True
+    egress = _egress_ports(render, d["spec"]["template"]["metadata"]["labels"])
+    if render.name == "base":
+        assert egress == set(), "base: the pods reach nothing"
+    if mode == "fetch":
+        assert not init_ro and not claim_ro, f"{render.name}: fetch mode needs a writable init mount"
+        assert egress is None or {(443, "TCP"), (53, "UDP")} <= egress, f"{render.name}: fetch needs DNS + HTTPS"
+    else:
+        assert init_ro and claim_ro, f"{render.name}: verify mode mounts the weights read-only everywhere"
+        assert egress == set(), f"{render.name}: in verify mode serving pods get no egress, got {egress}"
+    assert container_env(render, init_container(d)).get("OBJDET_WEIGHTS_MODE") == mode
+    expected = {"minikube": "fetch", "prod": "verify", "base": "verify"}.get(render.name)
+    if expected:
+        assert mode == expected, f"{render.name}: weights mode {mode}, expected {expected}"
+
+
+def test_rollout_outlasts_the_weights_wait(render: Render) -> None:
+    """progressDeadlineSeconds covers the init container's deadline plus the startup probe's budget."""
+    d = render.deployment
+    wait_s = int(server_env(render).get("OBJDET_WEIGHTS_WAIT_S", DEFAULT_WEIGHTS_WAIT_S))
+    startup = container(d)["startupProbe"]
+    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    assert d["spec"]["progressDeadlineSeconds"] > wait_s + budget, \
+        f"{render.name}: progressDeadlineSeconds {d['spec']['progressDeadlineSeconds']} <= {wait_s} + {budget}"
+
+
+def _generated_names(render: Render) -> set[str]:
+    """Names the ConfigMap/Secret generators made (they end in a content hash)."""
+    return {o["metadata"]["name"] for o in render.of_kind("ConfigMap") + render.of_kind("Secret")
+            if re.fullmatch(r".+-[a-z0-9]{10}", o["metadata"]["name"])}
+
+
+def test_minikube_has_no_job_on_a_generated_name(renders) -> None:
+    """Re-applying overlays/minikube after a config edit must not hit `spec.template: field is
+    immutable`: no Job (or CronJob) template may refer to a generated, hashed name."""
+    r = renders["minikube"]
+    generated = _generated_names(r)
+    assert generated, "the render has a generated ConfigMap (else this test checks nothing)"
+    for job in r.of_kind("Job") + r.of_kind("CronJob"):
+        text = yaml.safe_dump(pod_template(job))
+        used = sorted(n for n in generated if n in text)
+        assert not used, f"minikube: {_name(job)} refers to generated {used}: a second apply after an edit fails"
+
+
+def test_jobs_on_generated_names_are_replaced_by_gitops(render: Render) -> None:
+    """Where a Job does refer to a generated name (the prod seed Job), Argo CD and Flux replace it."""
+    generated = _generated_names(render)
+    for job in render.of_kind("Job"):
+        if any(n in yaml.safe_dump(pod_template(job)) for n in generated):
+            ann = job["metadata"].get("annotations") or {}
+            assert ann.get("argocd.argoproj.io/hook") and ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled"
 
 
 def test_pvc_is_shared_and_protected(render: Render) -> None:
@@ -448,6 +549,10 @@ def test_only_the_app_port_is_admitted(render: Render) -> None:
     assert ports and all(p["port"] == "http" for p in ports), ports
 
 
+def _targets(policy: dict[str, Any], kind: str, name: str) -> bool:
+    return any(t.get("kind") == kind and t.get("name") == name for t in policy["spec"].get("targetRefs") or [])
+
+
 def test_routes_and_autoscalers_reference_real_targets(render: Render) -> None:
     services = {(_ns(s), s["metadata"]["name"]): s for s in render.of_kind("Service")}
     for ing in render.of_kind("Ingress"):
@@ -462,6 +567,11 @@ def test_routes_and_autoscalers_reference_real_targets(render: Render) -> None:
             for b in rule["backendRefs"]:
                 svc = services.get((_ns(route), b["name"]))
                 assert svc and b["port"] in {p["port"] for p in svc["spec"]["ports"]}, f"HTTPRoute -> {b}"
+    routes = {(_ns(r), r["metadata"]["name"]) for r in render.of_kind("HTTPRoute")}
+    for policy in render.of_kind("BackendTrafficPolicy") + render.of_kind("SecurityPolicy"):
+        refs = policy["spec"].get("targetRefs") or []
+        assert refs and all(t["group"] == "gateway.networking.k8s.io" and t["kind"] == "HTTPRoute"
+                            and (_ns(policy), t["name"]) in routes for t in refs), f"{_name(policy)} -> {refs}"
     for hpa in render.of_kind("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
         target = render.get(ref["kind"], ref["name"])
@@ -481,9 +591,51 @@ def test_sticky_sessions_and_upload_limits(render: Render) -> None:
             f"proxy-body-size {ann.get('nginx.ingress.kubernetes.io/proxy-body-size')} < STREAMLIT_SERVER_MAX_UPLOAD_SIZE={max_upload_mib} MB"
         for t in ("proxy-read-timeout", "proxy-send-timeout"):
             assert int(ann.get(f"nginx.ingress.kubernetes.io/{t}", "60")) >= 3600, f"websocket {t}"
+    replicas = render.deployment["spec"].get("replicas", 2 if render.of_kind("HorizontalPodAutoscaler") else 1)
+    policies = render.of_kind("BackendTrafficPolicy")
     for route in render.of_kind("HTTPRoute"):
+        name = route["metadata"]["name"]
+        cookie_hash = [p for p in policies if _targets(p, "HTTPRoute", name)
+                       and (p["spec"].get("loadBalancer") or {}).get("consistentHash", {}).get("type") == "Cookie"]
         for rule in route["spec"]["rules"]:
-            assert (rule.get("sessionPersistence") or {}).get("type", "Cookie") == "Cookie" and "sessionPersistence" in rule
+            persistence = rule.get("sessionPersistence")
+            if persistence:
+                assert persistence.get("type", "Cookie") == "Cookie", f"{render.name}: HTTPRoute {name}"
+            elif render.name != "base" and replicas != 1:
+                assert cookie_hash, (f"{render.name}: HTTPRoute {name} with {replicas} replicas needs sticky sessions "
+                                     "(components/sticky-sessions-envoy-gateway or -gateway-api)")
+
+
+# Gateway API fields only in the experimental channel (the shared schema carries them too): the
+# standard-channel CRDs reject them, so the default route must not use them.
+EXPERIMENTAL_RULE_FIELDS = ("sessionPersistence", "retry")
+
+
+def test_default_httproute_uses_standard_channel_fields_only(renders) -> None:
+    for target in ("prod",):
+        for route in renders[target].of_kind("HTTPRoute"):
+            for rule in route["spec"]["rules"]:
+                used = [f for f in EXPERIMENTAL_RULE_FIELDS if f in rule]
+                assert not used, f"{target}: HTTPRoute {route['metadata']['name']} uses experimental {used}"
+    component = yaml.safe_load((REPO / "components" / "httproute" / "httproute.yaml").read_text())
+    assert not [f for r in component["spec"]["rules"] for f in EXPERIMENTAL_RULE_FIELDS if f in r]
+
+
+def test_edge_auth_secret_is_not_in_git(renders) -> None:
+    """The OIDC client secret is referenced, never rendered (it is created outside git)."""
+    r = renders[VARIANT]
+    policies = r.of_kind("SecurityPolicy")
+    assert policies, "the variant renders components/edge-auth-envoy-gateway"
+    for sp in policies:
+        ref = sp["spec"]["oidc"]["clientSecret"]
+        assert ref.get("kind", "Secret") == "Secret" and "namespace" not in ref
+        assert not [o for o in r.of_kind("Secret") if o["metadata"]["name"] == ref["name"]], "no Secret in git"
+        assert _targets(sp, "HTTPRoute", "objdet")
+    uploads = [rule for p in r.of_kind("BackendTrafficPolicy") if "rateLimit" in p["spec"]
+               for rule in p["spec"]["rateLimit"]["local"]["rules"]]
+    assert uploads, "an upload rate limit"
+    paths = [sel["path"]["value"] for rule in uploads for sel in rule.get("clientSelectors", []) if "path" in sel]
+    assert "/_stcore/upload_file" in paths
 
 
 # ---------------------------------------------------------------------------- environments
@@ -536,7 +688,10 @@ def test_replicas_and_spread(render: Render) -> None:
         keys = {(t["topologyKey"], t["whenUnsatisfiable"]) for t in pod.get("topologySpreadConstraints") or []}
         assert ("kubernetes.io/hostname", "DoNotSchedule") in keys, "prod: one replica per node"
         assert render.of_kind("PodDisruptionBudget"), "prod: a PodDisruptionBudget"
-        assert render.of_kind("Ingress"), "prod: an Ingress"
+        assert render.of_kind("HTTPRoute"), "prod: an HTTPRoute is the default route"
+        for t in pod.get("topologySpreadConstraints") or []:
+            # Cordoned/draining (tainted) nodes must not count in the skew, or evicted replicas stay Pending.
+            assert t.get("nodeTaintsPolicy") == "Honor", f"{render.name}: {t['topologyKey']} needs nodeTaintsPolicy: Honor"
 
 
 def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
@@ -546,7 +701,50 @@ def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
     assert [p.get("nodePort") for p in svc["spec"]["ports"]] == [30007]
     env = server_env(r)
     assert env["STREAMLIT_SERVER_PORT"] == "7500" and env["STREAMLIT_SERVER_BASE_URL_PATH"]
-    assert r.of_kind("Job"), "minikube fills the weights volume with the loader"
+    assert not r.of_kind("Job"), "minikube fills the weights volume from the init container, with no Job"
+
+
+# What a default `minikube start` gives (2 CPUs; memory: minikube's floor of 2200 MB) and what runs there
+# before objdet, as requests: kubeadm's control plane (kube-apiserver 250m, kube-controller-manager 200m,
+# kube-scheduler 100m: ComponentResources() in kubernetes cmd/kubeadm/app/phases/controlplane/manifests.go;
+# etcd 100m/100Mi, CoreDNS 100m/70Mi x 1 replica), kindnet 100m/50Mi, and Flux's default controllers
+# (source-controller 50m/64Mi, kustomize-, helm-, notification-controller 100m/64Mi each: their
+# config/manager/deployment.yaml). kube-proxy and storage-provisioner request nothing.
+MINIKUBE_CPU_M = 2000
+MINIKUBE_MEMORY_MI = 2200 * 10**6 / 2**20 - 100  # minus the kubelet's default hard eviction threshold
+SYSTEM_CPU_M = 250 + 200 + 100 + 100 + 100 + 100 + 50 + 3 * 100
+SYSTEM_MEMORY_MI = 100 + 70 + 50 + 4 * 64
+
+
+def pod_requests(pod_spec: dict[str, Any]) -> tuple[float, float]:
+    """The scheduler's view of a pod: max(largest init container, sum of containers), cpu m / memory Mi."""
+    def total(cs, r):
+        return [quantity((c.get("resources") or {}).get("requests", {}).get(r, 0)) for c in cs]
+    out = []
+    for r, unit in (("cpu", 1e-3), ("memory", 2**20)):
+        init = max(total(pod_spec.get("initContainers") or [], r), default=0)
+        out.append(max(init, sum(total(pod_spec["containers"], r))) / unit)
+    return out[0], out[1]
+
+
+def test_minikube_rolling_update_fits_a_default_minikube_with_flux(renders) -> None:
+    d = renders["minikube"].deployment
+    strategy = d["spec"]["strategy"]["rollingUpdate"]
+    pods_during_rollout = d["spec"]["replicas"] + int(strategy["maxSurge"])
+    cpu_m, memory_mi = pod_requests(d["spec"]["template"]["spec"])
+    need_cpu = SYSTEM_CPU_M + pods_during_rollout * cpu_m
+    need_memory = SYSTEM_MEMORY_MI + pods_during_rollout * memory_mi
+    assert need_cpu <= MINIKUBE_CPU_M, f"minikube: {need_cpu:.0f}m CPU requested during a rollout > {MINIKUBE_CPU_M}m"
+    assert need_memory <= MINIKUBE_MEMORY_MI, f"minikube: {need_memory:.0f}Mi requested > {MINIKUBE_MEMORY_MI:.0f}Mi"
+
+
+def test_namespaces_survive_app_deletion(deployable: Render) -> None:
+    """Deleting a Namespace deletes the weights PVC in it: Argo CD and Flux never prune or delete it."""
+    for ns in deployable.of_kind("Namespace"):
+        ann = ns["metadata"].get("annotations") or {}
+        sync = {o.strip() for o in ann.get("argocd.argoproj.io/sync-options", "").split(",")}
+        assert {"Prune=false", "Delete=false"} <= sync, f"{deployable.name}: Namespace {ns['metadata']['name']}"
+        assert ann.get("kustomize.toolkit.fluxcd.io/prune") == "disabled", f"{deployable.name}: Namespace"
 
 
 # ----------------------------------------------------- overlays differ from base where meant to
@@ -555,30 +753,42 @@ _C = "spec.template.spec.containers[objdet]"
 _COMMON = {"*": ["metadata.namespace"]}
 _WEIGHT_PATHS = [f"data.{k}" for k in ("OBJDET_WEIGHTS_DIR", "OBJDET_SSD_WEIGHTS", "OBJDET_YOLO_WEIGHTS",
                                         "OBJDET_YOLO_CONFIG", "OBJDET_YOLO_NAMES", "OBJDET_NUM_THREADS")]
+_I = "spec.template.spec.initContainers[weights-prepare]"
 _DEPLOYMENT = ["spec.replicas", f"{_C}.image", f"{_C}.resources.*", f"{_C}.volumeMounts[weights].mountPath",
-               f"{_C}.envFrom[0].configMapRef.name"]
+               f"{_C}.envFrom[0].configMapRef.name", f"{_I}.image", f"{_I}.envFrom[0].configMapRef.name"]
+# components/weights-fetch: the mode, a writable init mount, DNS + HTTPS egress.
+_FETCH = {"ConfigMap": ["data.OBJDET_WEIGHTS_MODE"],
+          "Deployment": [f"{_I}.volumeMounts[weights].readOnly", "spec.template.spec.volumes[weights].persistentVolumeClaim.readOnly"],
+          "NetworkPolicy": ["spec.egress"]}
 ALLOWED = {
     # overlay: (changed paths by kind, objects it may add)
     "minikube": (
-        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS, "data.STREAMLIT_SERVER_PORT", "data.STREAMLIT_SERVER_BASE_URL_PATH"],
+        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS, "data.STREAMLIT_SERVER_PORT", "data.STREAMLIT_SERVER_BASE_URL_PATH",
+                       *_FETCH["ConfigMap"]],
          "Deployment": [*_DEPLOYMENT, f"{_C}.ports[http].containerPort",
-                        f"{_C}.startupProbe.httpGet.path", f"{_C}.readinessProbe.httpGet.path"],
-         "Service": ["spec.type", "spec.ports[http].nodePort"]},
-        {("Namespace", "object-detection"), ("Job", "objdet-weights-loader"),
-         ("NetworkPolicy", "objdet-weights-loader")},
+                        f"{_C}.startupProbe.httpGet.path", f"{_C}.readinessProbe.httpGet.path", *_FETCH["Deployment"]],
+         "Service": ["spec.type", "spec.ports[http].nodePort"],
+         "NetworkPolicy": _FETCH["NetworkPolicy"]},
+        {("Namespace", "object-detection")},
     ),
     "prod": (
         {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
          "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
          "PersistentVolumeClaim": ["spec.storageClassName"]},
-        {("Namespace", "objdet"), ("PodDisruptionBudget", "objdet"), ("Ingress", "objdet")},
+        {("Namespace", "objdet"), ("PodDisruptionBudget", "objdet"), ("HTTPRoute", "objdet"),
+         ("BackendTrafficPolicy", "objdet")},
     ),
 }
 # prod with every component, compared with prod itself.
 ALLOWED_VARIANT = (
-    {"Deployment": ["spec.replicas"]},
+    {"ConfigMap": ["metadata.name", *_FETCH["ConfigMap"]],
+     "Deployment": ["spec.replicas", f"{_C}.envFrom[0].configMapRef.name", f"{_I}.envFrom[0].configMapRef.name",
+                    *_FETCH["Deployment"]],
+     "NetworkPolicy": _FETCH["NetworkPolicy"],
+     "HTTPRoute": ["spec.rules[0].sessionPersistence"],
+     "BackendTrafficPolicy": ["spec.rateLimit"]},
     {("Job", "objdet-weights-loader"), ("NetworkPolicy", "objdet-weights-loader"),
-     ("HorizontalPodAutoscaler", "objdet"), ("HTTPRoute", "objdet")},
+     ("HorizontalPodAutoscaler", "objdet"), ("SecurityPolicy", "objdet"), ("Ingress", "objdet")},
 )
 
 

@@ -4,13 +4,15 @@
   with nothing on stderr (the renders fixture asserts it).
 - The kustomization files use no deprecated fields; overlays stay small.
 - Every object validates with kubernetes-validate in strict mode (unknown fields rejected) for the
-  oldest Kubernetes we support and the newest the package knows; custom resources (HTTPRoute)
-  validate against the JSON schemas in ../shared/schemas.
+  oldest Kubernetes we support and the newest the package knows; custom resources (HTTPRoute,
+  Envoy Gateway's BackendTrafficPolicy and SecurityPolicy, and the Gateway and cert-manager
+  Certificate examples in docs/kubernetes.md) validate against the JSON schemas in ../shared/schemas.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -25,7 +27,7 @@ OLDEST_SUPPORTED = "1.30"
 NEWEST = kubernetes_validate.latest_version()
 VERSIONS = (OLDEST_SUPPORTED, NEWEST)
 # Custom resources: validated against ../shared/schemas/<group>/<kind>_<version>.json.
-CUSTOM_GROUPS = {"gateway.networking.k8s.io"}
+CUSTOM_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "cert-manager.io"}
 
 KUSTOMIZATIONS = [REPO / "base", *(REPO / "overlays" / o for o in OVERLAYS), *(REPO / "components" / c for c in COMPONENTS)]
 DEPRECATED_FIELDS = {
@@ -99,7 +101,7 @@ def test_builtin_objects_validate_strictly(render: Render, version: str) -> None
 
 
 def test_custom_resources_validate_against_shared_schemas(renders) -> None:
-    """HTTPRoute (components/httproute) against the Gateway API schema in ../shared/schemas."""
+    """HTTPRoute and the Envoy Gateway policies (components/) against ../shared/schemas."""
     schemas = require_shared("schemas")
     errors, seen = [], 0
     for target in TARGETS:
@@ -122,4 +124,40 @@ def test_every_component_is_exercised(renders) -> None:
     """prod-all-components really contains each component's objects."""
     r = renders["prod-all-components"]
     kinds = {o["kind"] for o in r.objects}
-    assert {"Job", "HTTPRoute", "HorizontalPodAutoscaler"} <= kinds, kinds
+    assert {"Job", "HTTPRoute", "HorizontalPodAutoscaler", "BackendTrafficPolicy", "SecurityPolicy", "Ingress"} <= kinds, kinds
+    listed = sorted(p.parent.name for p in (REPO / "components").glob("*/kustomization.yaml"))
+    assert sorted(COMPONENTS) == listed, f"tests/k8s/helpers.py COMPONENTS {sorted(COMPONENTS)} != components/ {listed}"
+
+
+def documented_objects(kinds: set[str]) -> list[dict]:
+    """The YAML examples in docs/kubernetes.md (```yaml blocks) of the given kinds."""
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    found = []
+    for block in re.findall(r"```yaml\n(.*?)```", doc, re.S):
+        for obj in yaml.safe_load_all(block):
+            if isinstance(obj, dict) and obj.get("kind") in kinds:
+                found.append(obj)
+    return found
+
+
+def test_documented_gateway_and_certificate_validate() -> None:
+    """The Gateway example (TLS from cert-manager) and its Certificate match their schemas, and the
+    Gateway is the one the HTTPRoute attaches to, admitting routes from the overlays' namespaces."""
+    schemas = require_shared("schemas")
+    objs = documented_objects({"Gateway", "Certificate"})
+    assert {o["kind"] for o in objs} == {"Gateway", "Certificate"}, "docs/kubernetes.md: a Gateway and a Certificate"
+    for obj in objs:
+        group, version = obj["apiVersion"].split("/")
+        validator = jsonschema.Draft7Validator(json.loads((schemas / group / f"{obj['kind'].lower()}_{version}.json").read_text()))
+        errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
+        assert not errors, f"docs/kubernetes.md {obj['kind']}: {errors}"
+    (gateway,) = [o for o in objs if o["kind"] == "Gateway"]
+    (cert,) = [o for o in objs if o["kind"] == "Certificate"]
+    route = yaml.safe_load((REPO / "components" / "httproute" / "httproute.yaml").read_text())
+    (parent,) = route["spec"]["parentRefs"]
+    assert (gateway["metadata"]["name"], gateway["metadata"]["namespace"]) == (parent["name"], parent["namespace"])
+    (listener,) = [l for l in gateway["spec"]["listeners"] if l["name"] == parent["sectionName"]]
+    assert listener["protocol"] == "HTTPS" and listener["tls"]["mode"] == "Terminate"
+    assert [r["name"] for r in listener["tls"]["certificateRefs"]] == [cert["spec"]["secretName"]]
+    assert cert["metadata"]["namespace"] == gateway["metadata"]["namespace"], "the TLS Secret lives beside the Gateway"
+    assert set(route["spec"]["hostnames"]) <= set(cert["spec"]["dnsNames"])
