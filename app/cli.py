@@ -222,7 +222,8 @@ def _print_human(entry: dict) -> None:
 
 
 def cmd_weights(args, settings: Settings) -> int:
-    from .weights import CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch
+    from .weights import (CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch,
+                          weights_dir_problem)
 
     if args.weights_command == "list":
         for e in MANIFEST.values():
@@ -230,6 +231,9 @@ def cmd_weights(args, settings: Settings) -> int:
         return EXIT_OK
     if args.weights_command == "verify":
         bad = 0
+        problem = weights_dir_problem(settings.weights_dir)
+        if problem:
+            print(f"weights folder: {problem}", file=sys.stderr)
         for model, role, path in configured_files(settings):
             check = check_file(path, role)
             bad += check.state in (MISSING, CORRUPT)

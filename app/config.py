@@ -137,11 +137,12 @@ class Settings:
         env = os.environ if env is None else env
 
         def get(name: str) -> str:
-            return env.get(name, "").strip()
+            return _unquote(env.get(name, ""))
 
         weights_dir = Path(get("OBJDET_WEIGHTS_DIR") or REPO_ROOT / "models").expanduser()
         models = _model_list("OBJDET_MODELS", get("OBJDET_MODELS") or "ssd,yolo", allow_empty=False)
         raw_required = env.get("OBJDET_REQUIRED_MODELS")
+        raw_required = None if raw_required is None else _unquote(raw_required)
         required = models if raw_required is None else _model_list("OBJDET_REQUIRED_MODELS", raw_required, allow_empty=True)
         not_enabled = [m for m in required if m not in models]
         if not_enabled:
@@ -277,6 +278,15 @@ def _cgroup_quotas(root: Path, self_cgroup: Path) -> list[tuple[int, int]]:
             if quota > 0:
                 found.append((quota, period))
     return [(q, p) for q, p in found if q > 0 and p > 0]
+
+
+def _unquote(raw: str) -> str:
+    """Surrounding spaces and one pair of matching quotes go (a ConfigMap or env file written as
+    KEY="value" often keeps them); nothing inside the value changes."""
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1].strip()
+    return value
 
 
 def _path(raw: str) -> Path | None:

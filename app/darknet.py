@@ -188,14 +188,18 @@ def read_header(path: Path) -> WeightsHeader:
     """The ``.weights`` header: major, minor, revision (int32), then ``seen`` (int64 from version 0.2)."""
     path = Path(path)
     with open(path, "rb") as fh:
-        head = fh.read(20)
+        return parse_header(fh.read(20), str(path))
+
+
+def parse_header(head: bytes, source: str = "<weights>") -> WeightsHeader:
+    """``read_header`` of the first (up to) 20 bytes of a file."""
     if len(head) < 12:
-        raise DarknetError(f"{path}: {len(head)} bytes; too short for a Darknet .weights header (16-20 bytes)")
+        raise DarknetError(f"{source}: {len(head)} bytes; too short for a Darknet .weights header (16-20 bytes)")
     major, minor, revision = struct.unpack("<3i", head[:12])
     wide = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
     size = 20 if wide else 16
     if len(head) < size:
-        raise DarknetError(f"{path}: {len(head)} bytes; too short for its {size}-byte Darknet .weights header "
+        raise DarknetError(f"{source}: {len(head)} bytes; too short for its {size}-byte Darknet .weights header "
                            f"(version {major}.{minor}.{revision})")
     seen = struct.unpack("<q" if wide else "<i", head[12:size])[0]
     return WeightsHeader(major, minor, revision, seen, size)

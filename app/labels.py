@@ -43,16 +43,31 @@ def vocabulary() -> tuple[str, ...]:
     return COCO80
 
 
+MAX_NAMES_BYTES = 1 << 20  # 1 MiB: ~50,000 class names; a larger file is not a names file
+
+
 def read_names(path: Path) -> tuple[str, ...]:
-    """Class names from a names file, one per line.
+    """Class names from a names file, one per line (UTF-8, at most ``MAX_NAMES_BYTES``).
 
     A file that is Darknet's COCO list (80 names, all of them COCO names in either spelling)
     is mapped to torchvision's spellings; any other file is used as given.
     """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a directory, not a names file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_NAMES_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read names file ({exc.strerror or exc})") from None
+    if len(data) > MAX_NAMES_BYTES:
+        raise ValueError(f"{path}: names file is larger than {MAX_NAMES_BYTES:,} bytes; expected one class name "
+                         "per line (is this the right file?)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: names file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); save it as UTF-8, one class name per line") from None
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise ValueError(f"{path}: names file has no names")

@@ -116,7 +116,8 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
                  f"or point {env} (and the other OBJDET_{model.upper()}_* variables) at your files")
     if missing:
         return ModelStatus(model, MISSING, files,
-                           "missing: " + ", ".join(f"{f.role} {f.path}" for f in missing), fetch_fix)
+                           "missing: " + ", ".join(f"{f.role} {f.path} ({f.detail or 'not found'})" for f in missing),
+                           fetch_fix)
     if corrupt:
         return ModelStatus(model, CORRUPT, files,
                            "; ".join(f"{f.role} {f.path} is {f.describe()}" for f in corrupt),
@@ -134,11 +135,16 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
 _slots: dict[int, threading.BoundedSemaphore] = {}
 
 
-def inference_slots(settings: Settings) -> threading.BoundedSemaphore:
-    """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed:
-    (CPUs this process may use: cgroup quota, affinity, count) // (threads per inference), at least 1."""
+def inference_slot_count(settings: Settings) -> int:
+    """(CPUs this process may use: cgroup quota, affinity, count) // (threads per inference), at least 1."""
     from .config import available_cpus
 
-    count = max(1, available_cpus() // max(1, settings.num_threads))
+    return max(1, available_cpus() // max(1, settings.num_threads))
+
+
+def inference_slots(settings: Settings) -> threading.BoundedSemaphore:
+    """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed
+    (``inference_slot_count`` of them)."""
+    count = inference_slot_count(settings)
     with _cache_lock:
         return _slots.setdefault(count, threading.BoundedSemaphore(count))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .registry import get_detector, model_status
+from .config import Settings, cpu_budget
+from .registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
+from .weights import weights_dir_problem
 
 STREAMLIT_SCRIPT = Path(__file__).resolve().parent / "streamlit_app.py"
 
@@ -47,8 +48,12 @@ def prepare_models(settings: Settings) -> list[str]:
         t0 = time.perf_counter()
         status = model_status(model, settings, load=True)
         if status.ok:
-            detector = get_detector(model, settings)
-            detector.detect(np.full((240, 320, 3), 127, np.uint8))  # warm-up: first-call allocations
+            try:  # warm-up: first-call allocations; a model that cannot run fails here, not on a user
+                get_detector(model, settings).detect(np.full((240, 320, 3), 127, np.uint8))
+            except Exception as exc:  # noqa: BLE001 - any failure makes this model "failed", not the server
+                status = ModelStatus(model, FAILED, status.files, f"the warm-up run failed ({exc})",
+                                     "check that the model files belong together (`python -m app weights verify`)")
+        if status.ok:
             log(f"{model}: loaded and warmed in {time.perf_counter() - t0:.1f} s "
                 f"({', '.join(f'{f.role} {f.state}' for f in status.files)})")
             loaded.append(model)
@@ -73,6 +78,12 @@ def serve(settings: Settings) -> int:
         os.environ.setdefault(key, value)
     if os.environ.get("STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION", "true").lower() == "false":
         log("warning: STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false disables XSRF protection of uploads")
+    cpus, source = cpu_budget()
+    log(f"CPUs: {cpus} ({source}); {settings.num_threads} threads per inference, "
+        f"{inference_slot_count(settings)} inferences at once")
+    problem = weights_dir_problem(settings.weights_dir)
+    if problem:
+        log(f"warning: {problem}; models whose files are expected there will be missing")
     t0 = time.perf_counter()
     loaded = prepare_models(settings)
     log(f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit")

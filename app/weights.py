@@ -87,8 +87,12 @@ class FileCheck:
     state: str  # OK / missing / corrupt / unverified
     expected: str | None = None
     actual: str | None = None
+    detail: str = ""  # why it is missing ("is a directory", ...), or that it is a symbolic link
 
     def describe(self) -> str:
+        return self._describe() + (f"; {self.detail}" if self.detail else "")
+
+    def _describe(self) -> str:
         if self.state == CORRUPT:
             return f"corrupt: expected sha256 {self.expected}, actual {self.actual}"
         if self.state == UNVERIFIED:
@@ -117,11 +121,53 @@ def check_file(path: Path, role: str = "weights") -> FileCheck:
     entry = MANIFEST.get(path.name)
     expected = entry.sha256 if entry else None
     if not path.is_file():
-        return FileCheck(role, path, MISSING, expected)
-    actual = sha256_file(path)
+        return FileCheck(role, path, MISSING, expected, detail=missing_reason(path))
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        return FileCheck(role, path, MISSING, expected, detail=f"cannot be read ({exc.strerror or exc})")
+    link = link_note(path)
     if entry is None:
-        return FileCheck(role, path, UNVERIFIED, None, actual)
-    return FileCheck(role, path, OK if matches(entry, actual) else CORRUPT, expected, actual)
+        return FileCheck(role, path, UNVERIFIED, None, actual, detail=link)
+    return FileCheck(role, path, OK if matches(entry, actual) else CORRUPT, expected, actual, detail=link)
+
+
+def missing_reason(path: Path) -> str:
+    """Why ``path`` is not a readable file, in words a user can act on."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.is_symlink():
+        return f"is a broken symbolic link to {os.readlink(path)}"
+    child = path
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                return f"{folder} is a file, not a folder"
+            return "not found" if child == path else f"folder {child} does not exist"
+        child = folder
+    return "not found"
+
+
+def link_note(path: Path) -> str:
+    """Symbolic-link policy: a link is followed when reading, and reported (with a warning when it
+    leads outside the folder it sits in, e.g. a weights volume pointing at a host path)."""
+    path = Path(path)
+    if not path.is_symlink():
+        return ""
+    real = Path(os.path.realpath(path))
+    inside = real.is_relative_to(Path(os.path.realpath(path.parent)))
+    return f"symbolic link to {real}" + ("" if inside else ", outside its folder")
+
+
+def weights_dir_problem(folder: Path) -> str | None:
+    """What is wrong with the weights folder (OBJDET_WEIGHTS_DIR), or None. ``fetch`` creates a missing one."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return None
+    if folder.exists():
+        return f"OBJDET_WEIGHTS_DIR={folder} is a file, not a folder"
+    return f"OBJDET_WEIGHTS_DIR={folder} does not exist (`python -m app weights fetch` creates it)"
 
 
 def configured_files(settings: Settings, models: Iterable[str] | None = None) -> list[tuple[str, str, Path]]:

@@ -7,8 +7,11 @@ what the torchvision model returns when built with those thresholds.
 
 from __future__ import annotations
 
+import pickle
+import re
 import threading
 import time
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -42,13 +45,56 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_state_dict(path: Path) -> dict:
+# Parameters + buffers of each architecture with torchvision's 91 COCO classes (tests/test_model_hardening.py
+# checks them against torchvision). They bound how much a state dict may ask torch.load to allocate.
+ARCH_PARAMETERS = {"ssdlite320_mobilenet_v3_large": 3_473_074, "ssd300_vgg16": 35_641_826}
+
+
+def max_state_bytes(arch: str) -> int:
+    """Largest uncompressed state dict accepted for ``arch``: 8x its float32 size (room for float64 and a
+    bigger custom head) plus 64 MiB. A zip whose entries declare more is a zip bomb, not a state dict."""
+    return 8 * 4 * ARCH_PARAMETERS[arch] + 64 * 2**20
+
+
+def check_archive_size(path: Path, limit: int) -> None:
+    """torch's zip format declares each entry's uncompressed size: refuse before torch.load inflates it."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy format: tensors are stored raw, so memory is bounded by the file size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ModelLoadError(f"SSD weights {path}: damaged zip archive ({exc}). Re-fetch with "
+                             "`python -m app weights fetch`") from None
+    if declared > limit:
+        raise ModelLoadError(f"SSD weights {path}: its entries unpack to {declared:,} bytes, more than the "
+                             f"{limit:,} any state dict of this architecture needs (a zip bomb or not a state dict "
+                             f"of it); it was NOT loaded. Point OBJDET_SSD_WEIGHTS at the right file")
+
+
+def load_state_dict(path: Path, max_bytes: int | None = None) -> dict:
+    """The state dict in ``path``: never unpickles code, never inflates more than ``max_bytes``."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"SSD weights {path}: is a directory, not a state dict file. Point OBJDET_SSD_WEIGHTS "
+                             "at the .pth file inside it")
     if not path.is_file():
         raise ModelLoadError(f"SSD weights {path}: file not found. Fetch them with `python -m app weights fetch` "
                              "or point OBJDET_SSD_WEIGHTS at a state dict")
+    if max_bytes is not None:
+        check_archive_size(path, max_bytes)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not found and "Weights only load failed" not in str(exc):
+            raise ModelLoadError(f"SSD weights {path}: damaged pickle data ({str(exc)[:200]}). Re-fetch with "
+                                 "`python -m app weights fetch`") from None
+        what = f" (it references {found.group(1)})" if found else ""
+        raise ModelLoadError(f"SSD weights {path}: not a plain state dict: it contains Python objects{what} that "
+                             "only a full unpickle could build, and loading them could run code, so it was NOT "
+                             "loaded. Save the weights with torch.save(model.state_dict(), path) and point "
+                             "OBJDET_SSD_WEIGHTS at that file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"SSD weights {path}: not a loadable torch state dict ({first[:200]}). "
@@ -73,7 +119,7 @@ class SSDDetector(DetectorMixin):
         self.arch = arch
         self.weights = Path(weights)
         self.device = resolve_device(device)
-        state = load_state_dict(self.weights)
+        state = load_state_dict(self.weights, max_state_bytes(arch))
         num_classes = _num_classes(state, arch)
         model = build_model(arch, num_classes=num_classes or 91)
         result = _load_into(model, state, arch, self.weights)
