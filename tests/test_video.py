@@ -1,0 +1,138 @@
+"""Video input (issue 8, beyond the list): empty, oversized, truncated and lying files give a
+``VideoError`` naming the file, or are processed as far as they decode with a note saying why."""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+
+import cv2
+import numpy as np
+import pytest
+
+from app.result import DetectParams
+from app.video import VideoError, process_video
+
+PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
+
+
+@pytest.fixture(scope="module")
+def clip(images_dir):
+    return (images_dir.parent / "videos" / "astronaut-coffee.mp4").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def detect(yolo_dir):
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        pytest.skip("Darknet needs OpenCV 4")
+    from app.detectors.yolo import YoloDetector
+
+    detector = YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg",
+                            names=yolo_dir / "coco.names")
+    return detector.detect
+
+
+def boxes(data: bytes, start: int, end: int):
+    at = start
+    while at < end:
+        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        yield kind, at, size
+        at += size
+
+
+def faststart(mp4: bytes) -> bytes:
+    """The same MP4 with its ``moov`` box moved in front of ``mdat`` and the chunk offsets shifted (what
+    ``ffmpeg -movflags faststart`` writes): a copy cut short then still has its index, claiming every frame."""
+    top = {kind: (at, size) for kind, at, size in boxes(mp4, 0, len(mp4))}
+    moov_at, moov_size = top[b"moov"]
+    moov = bytearray(mp4[moov_at:moov_at + moov_size])
+
+    def shift(start, end):
+        for kind, at, size in boxes(moov, start, end):
+            if kind in (b"trak", b"mdia", b"minf", b"stbl"):
+                shift(at + 8, at + size)
+            elif kind == b"stco":
+                count = struct.unpack(">I", moov[at + 12:at + 16])[0]
+                for k in range(count):
+                    pos = at + 16 + 4 * k
+                    moov[pos:pos + 4] = struct.pack(">I", struct.unpack(">I", moov[pos:pos + 4])[0] + moov_size)
+
+    shift(8, moov_size)
+    mdat_at = top[b"mdat"][0]
+    return mp4[:mdat_at] + bytes(moov) + mp4[mdat_at:moov_at] + mp4[moov_at + moov_size:]
+
+
+def frames_opencv_reads(path) -> tuple[int, int]:
+    """(frames the header claims, frames that decode), straight from OpenCV."""
+    cap = cv2.VideoCapture(str(path))
+    claimed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    return claimed, count
+
+
+def test_whole_clip_processed_without_notes(clip, detect):
+    report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=5)
+    assert report.frames_read == 40 and report.frames_detected == 8 and report.notes == []
+    assert report.mp4[4:8] == b"ftyp"
+    assert {row["frame"] % 5 for row in report.rows} == {0}
+
+
+def test_truncated_faststart_clip_processed_as_far_as_it_decodes(clip, detect, tmp_path):
+    cut = faststart(clip)[: len(clip) // 2]
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(cut)
+    claimed, decodable = frames_opencv_reads(path)
+    assert claimed == 40 and 0 < decodable < 40
+    report = process_video(cut, "cut.mp4", detect, PARAMS, every_n=5)
+    assert report.frames_read == decodable
+    assert report.notes == [f"the header claims 40 frames but only {decodable} could be decoded: the file is "
+                            "truncated or damaged; those frames were processed"]
+    assert report.mp4
+
+
+@pytest.mark.parametrize("kind", ["cut in half (index at the end)", "garbage"])
+def test_undecodable_video_names_the_file(clip, detect, kind):
+    data = clip[: len(clip) // 2] if kind.startswith("cut") else b"\x00\x01" * 4096
+    with pytest.raises(VideoError, match=r"^broken\.mp4: OpenCV cannot decode this video: it is damaged, truncated"):
+        process_video(data, "broken.mp4", detect, PARAMS)
+
+
+def test_refused_before_anything_is_written(clip, detect, tmp_path, monkeypatch):
+    # No temp dir can be made: a refusal that came after writing the upload would be a FileNotFoundError.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
+    with pytest.raises(VideoError, match=r"^empty\.mp4: file is empty \(0 bytes\)$"):
+        process_video(b"", "empty.mp4", detect, PARAMS)
+    with pytest.raises(VideoError, match=rf"^big\.mp4: file is {len(clip):,} bytes, more than the limit of "
+                                         rf"{len(clip) - 1:,} \(OBJDET_MAX_FILE_BYTES\)$"):
+        process_video(clip, "big.mp4", detect, PARAMS, max_bytes=len(clip) - 1)
+
+
+def test_default_byte_limit_follows_the_pixel_limit(clip, detect):
+    # Without max_bytes the image file limit applies: 3 bytes a pixel + 16 MiB, here 16 MiB + 921,600 bytes.
+    report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=40, max_pixels=640 * 480)
+    assert report.frames_read == 40
+    with pytest.raises(VideoError, match=r"^long\.mp4: file is 17,698,817 bytes, more than the limit of 17,698,816"):
+        process_video(b"\0" * (16 * 2**20 + 921_601), "long.mp4", detect, PARAMS, max_pixels=640 * 480)
+
+
+def test_frames_over_the_pixel_limit_refused(clip, detect):
+    with pytest.raises(VideoError, match=r"^clip\.mp4: frames are 640x480 = 307,200 pixels, more than the limit "
+                                         r"of 307,199 \(OBJDET_MAX_IMAGE_PIXELS\)$"):
+        process_video(clip, "clip.mp4", detect, PARAMS, max_pixels=640 * 480 - 1)
+
+
+def test_big_frames_made_with_videowriter_refused(detect, tmp_path):
+    path = tmp_path / "wide.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (4000, 3000))
+    assert writer.isOpened()
+    frame = np.full((3000, 4000, 3), 128, np.uint8)
+    for _ in range(2):
+        writer.write(frame)
+    writer.release()
+    with pytest.raises(VideoError, match=r"^wide\.avi: frames are 4000x3000 = 12,000,000 pixels, more than the "
+                                         r"limit of 10,000,000"):
+        process_video(path.read_bytes(), "wide.avi", detect, PARAMS, max_pixels=10_000_000)
+
