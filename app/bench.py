@@ -51,6 +51,7 @@ def _time(fn) -> float:
 
 
 def run_bench(args, settings: Settings) -> int:
+    from .detectors.base import ModelLoadError
     from .registry import BUILD_COUNT, get_detector
 
     images = [Path(p) for p in args.images] or _default_images()
@@ -68,7 +69,11 @@ def run_bench(args, settings: Settings) -> int:
             model_settings, source = (_ssd_settings(settings, Path(tmp)) if model == "ssd"
                                       else (settings, str(settings.yolo_weights)))
             t0 = time.perf_counter()
-            detector = get_detector(model, model_settings)
+            try:
+                detector = get_detector(model, model_settings)
+            except ModelLoadError as exc:  # a damaged or mismatched model file: one message, no traceback
+                print(f"error: {model}: {exc}", file=sys.stderr)
+                return 1
             build_ms = (time.perf_counter() - t0) * 1000.0
             raw_calls = [_raw_call(detector, image, params) for image in arrays]
             for image, raw_call in zip(arrays, raw_calls):  # warm-up
