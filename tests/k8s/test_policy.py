@@ -572,6 +572,12 @@ def test_routes_and_autoscalers_reference_real_targets(render: Render) -> None:
         refs = policy["spec"].get("targetRefs") or []
         assert refs and all(t["group"] == "gateway.networking.k8s.io" and t["kind"] == "HTTPRoute"
                             and (_ns(policy), t["name"]) in routes for t in refs), f"{_name(policy)} -> {refs}"
+    for policy in render.of_kind("BackendTrafficPolicy"):
+        # CEL rules of the CRD that JSON schema does not run (x-kubernetes-validations).
+        lb = policy["spec"].get("loadBalancer")
+        if lb:
+            assert (lb["type"] == "ConsistentHash") == ("consistentHash" in lb), f"{_name(policy)}: loadBalancer"
+        assert not ("requestBuffer" in policy["spec"] and policy["spec"].get("httpUpgrade")), _name(policy)
     for hpa in render.of_kind("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
         target = render.get(ref["kind"], ref["name"])
