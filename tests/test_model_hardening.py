@@ -1,0 +1,219 @@
+"""Bad model files and settings give one clear message naming the file and the cause (issue 8:
+items 5b, 11, 12 and the model-side kinds beyond the list). Real files, real torch.load, real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app import registry
+from app.config import Settings
+from app.detectors.base import ModelLoadError
+from app.labels import MAX_NAMES_BYTES, read_names
+from app.weights import MISSING, OK, check_file, missing_reason
+from conftest import REPO
+
+
+def run_cli(args, env: dict) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
+    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def flipped_yolo(yolo_dir, tmp_path) -> Path:
+    """The real Yolo-Fastest files in a folder, the .weights with one bit flipped (same size, same name)."""
+    for f in yolo_dir.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    data = bytearray((tmp_path / "yolo-fastest-1.1.weights").read_bytes())
+    data[5000] ^= 0x01
+    (tmp_path / "yolo-fastest-1.1.weights").write_bytes(bytes(data))
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [["detect", "--model", "yolo"], ["bench", "--model", "yolo", "--repeat", "1"]])
+def test_detect_and_bench_refuse_a_manifest_name_with_another_hash(flipped_yolo, images_dir, command):
+    target = flipped_yolo / "yolo-fastest-1.1.weights"
+    actual = hashlib.sha256(target.read_bytes()).hexdigest()
+    proc = run_cli([*command, str(images_dir / "astronaut.png")],
+                   {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(flipped_yolo)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    err = proc.stderr
+    assert f"yolo weights file {target} does not match the weights manifest entry" in err
+    assert "expected sha256 1c445c42bbd6df63edea2cc69f99667b5650d663ca11e34b116240740cd42890" in err
+    assert f"actual {actual}" in err and "weights fetch" in err
+    assert proc.stdout.strip() == ""  # no detections from the damaged file
+
+
+def test_official_ssd_name_on_another_state_dict_is_refused(tmp_path):
+    pytest.importorskip("torch")
+    from ssd_weights import make_state_dict
+
+    path = make_state_dict("ssdlite320_mobilenet_v3_large",
+                           tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth")
+    settings = Settings.from_env({"OBJDET_MODELS": "ssd", "OBJDET_WEIGHTS_DIR": str(tmp_path)})
+    with pytest.raises(ModelLoadError, match=rf"ssd weights file {path} does not match .* expected sha256 a79551df, "
+                                             r"actual [0-9a-f]{64}\. .*give your own file a name"):
+        registry.build_detector("ssd", settings)
+
+
+def test_manifest_check_hashes_once_per_unchanged_file(yolo_dir, tmp_path):
+    path = tmp_path / "coco.names"
+    path.write_bytes((yolo_dir / "coco.names").read_bytes())
+    first = registry.checked_file(path, "names")
+    assert first.state == OK and registry.checked_file(path, "names") is first  # cached, not hashed again
+    path.write_bytes(path.read_bytes() + b"x\n")  # changed (size, mtime): checked again
+    assert registry.checked_file(path, "names").state == "corrupt"
+
+
+def test_names_file_not_utf8_names_the_file(tmp_path):
+    names = tmp_path / "latin1.names"
+    names.write_bytes("person\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf"{names}: names file is not UTF-8 text \(byte 0xe9 at offset 10\)"):
+        read_names(names)
+
+
+def test_names_file_of_10_mb_is_refused_without_reading_it(tmp_path):
+    names = tmp_path / "huge.names"
+    with open(names, "wb") as fh:
+        fh.truncate(10 * 2**20)  # sparse: 10 MB of NULs
+    with pytest.raises(ValueError, match=rf"{names}: names file is larger than {MAX_NAMES_BYTES:,} bytes"):
+        read_names(names)
+
+
+def test_names_problems_surface_through_the_detector(tmp_path):
+    pytest.importorskip("onnx")
+    import numpy as np
+
+    from app.detectors.yolo import YoloDetector
+    from onnx_models import build_yolo_onnx
+
+    model = build_yolo_onnx(tmp_path / "m.onnx", np.zeros((1, 5, 85), np.float32), 64)
+    names = tmp_path / "bad.names"
+    names.write_bytes(b"\xff\xfe\x00x")
+    with pytest.raises(ModelLoadError, match=rf"YOLO names {names}: names file is not UTF-8 .*OBJDET_YOLO_NAMES"):
+        YoloDetector(model, names=names, input_size=64)
+    with pytest.raises(ModelLoadError, match=rf"YOLO names {tmp_path}: is a directory, not a names file"):
+        YoloDetector(model, names=tmp_path, input_size=64)
+
+
+def test_ssd_weights_pointing_at_a_directory(tmp_path):
+    pytest.importorskip("torch")
+    from app.detectors.ssd import load_state_dict
+
+    with pytest.raises(ModelLoadError, match=rf"SSD weights {tmp_path}: is a directory, not a state dict file"):
+        load_state_dict(tmp_path)
+    status = registry.model_status("ssd", Settings.from_env({"OBJDET_SSD_WEIGHTS": str(tmp_path)}), load=False)
+    assert status.state == MISSING and f"weights {tmp_path} (is a directory, not a file)" in status.message
+
+
+class RunsCode:
+    """Pickles as a call to os.system: what a malicious .pth carries. It is never loaded here."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_not_loaded_and_says_why(tmp_path):
+    torch = pytest.importorskip("torch")
+    from app.detectors.ssd import load_state_dict
+
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(3), "payload": RunsCode(marker)}, path)
+    with pytest.raises(ModelLoadError) as err:
+        load_state_dict(path)
+    msg = str(err.value)
+    assert msg.startswith(f"SSD weights {path}: not a plain state dict: it contains Python objects (it references "
+                          "posix.system)")
+    assert "loading them could run code, so it was NOT loaded" in msg and msg.endswith("at that file")
+    assert not marker.exists()
+
+
+def test_zip_bomb_state_dict_is_refused_before_torch_inflates_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    from app.detectors.ssd import SSDDetector, max_state_bytes
+
+    small = tmp_path / "small.pth"
+    torch.save({"weight": torch.zeros(4)}, small)
+    bomb = tmp_path / "bomb.pth"
+    limit = max_state_bytes("ssdlite320_mobilenet_v3_large")
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(info.filename, src.read(info))
+        with out.open("small/data/1", "w", force_zip64=True) as fh:  # compresses ~1000:1
+            chunk = bytes(1 << 20)
+            for _ in range(limit // len(chunk) + 2):
+                fh.write(chunk)
+    assert bomb.stat().st_size < limit // 100
+    with pytest.raises(ModelLoadError, match=rf"SSD weights {bomb}: its entries unpack to [\d,]+ bytes, more than "
+                                             rf"the {limit:,} .*zip bomb.*NOT loaded"):
+        SSDDetector("ssdlite320_mobilenet_v3_large", bomb, device="cpu")
+
+
+def test_architecture_sizes_match_torchvision():
+    pytest.importorskip("torch")
+    from torchvision.models import detection
+
+    from app.detectors.ssd import ARCH_PARAMETERS
+
+    for arch, count in ARCH_PARAMETERS.items():
+        model = getattr(detection, arch)(weights=None, weights_backbone=None)
+        assert sum(t.numel() for t in model.state_dict().values()) == count, arch
+
+
+def test_missing_reasons(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert missing_reason(tmp_path) == "is a directory, not a file"
+    assert missing_reason(tmp_path / "absent.pth") == "not found"
+    assert missing_reason(tmp_path / "no" / "such" / "x.pth") == f"folder {tmp_path / 'no'} does not exist"
+    assert missing_reason(afile / "x.pth") == f"{afile} is a file, not a folder"
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert missing_reason(tmp_path / "dangling") == f"is a broken symbolic link to {tmp_path / 'gone'}"
+
+
+def test_verify_reports_symlinks_leaving_the_folder_and_a_bad_weights_dir(yolo_dir, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in yolo_dir.iterdir():
+        (models / f.name).symlink_to(f)  # e.g. a volume pointing at a host path
+    env = {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(models)}
+    proc = run_cli(["weights", "verify"], env)
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if "yolo-fastest-1.1.weights" in l)
+    assert f"symbolic link to {yolo_dir / 'yolo-fastest-1.1.weights'}, outside its folder" in line and " OK " in line
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    proc = run_cli(["weights", "verify"], {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(afile)})
+    assert proc.returncode == 1 and f"OBJDET_WEIGHTS_DIR={afile} is a file, not a folder" in proc.stderr
+    assert f"{afile} is a file, not a folder" in proc.stdout  # and each file says why it is missing
+    proc = run_cli(["weights", "verify"], {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(tmp_path / "none")})
+    assert proc.returncode == 1 and f"OBJDET_WEIGHTS_DIR={tmp_path / 'none'} does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("quote", ["", '"', "'"])
+def test_environment_values_with_spaces_and_quotes(tmp_path, quote):
+    q = quote
+    env = {name: f"  {q}{value}{q} " for name, value in {
+        "OBJDET_MODELS": "ssd, yolo", "OBJDET_REQUIRED_MODELS": "yolo", "OBJDET_SSD_ARCH": "ssd300_vgg16",
+        "OBJDET_WEIGHTS_DIR": str(tmp_path), "OBJDET_YOLO_WEIGHTS": str(tmp_path / "y.weights"),
+        "OBJDET_YOLO_NAMES": str(tmp_path / "my.names"), "OBJDET_DEVICE": "CPU", "OBJDET_NUM_THREADS": "3",
+        "OBJDET_MAX_IMAGE_PIXELS": "1000", "OBJDET_WEIGHTS_MODE": "fetch", "OBJDET_YOLO_INPUT_SIZE": "320",
+    }.items()}
+    s = Settings.from_env(env)
+    assert s.models == ("ssd", "yolo") and s.required_models == ("yolo",) and s.ssd_arch == "ssd300_vgg16"
+    assert s.weights_dir == tmp_path and s.ssd_weights == tmp_path / "ssd300_vgg16_coco-b556d3b4.pth"
+    assert s.yolo_weights == tmp_path / "y.weights" and s.yolo_config == tmp_path / "y.cfg"
+    assert s.yolo_names == tmp_path / "my.names" and s.device == "cpu" and s.num_threads == 3
+    assert s.max_image_pixels == 1000 and s.weights_mode == "fetch" and s.yolo_input_size == 320
+    assert Settings.from_env({"OBJDET_REQUIRED_MODELS": f"{q}{q}"}).required_models == ()
