@@ -228,9 +228,10 @@ def yolo_format(path: Path) -> str:
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")  # which cgroup (v2) this process is in
 
 
-def cpu_budget(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/self/cgroup")) -> tuple[int, str]:
+def cpu_budget(cgroup_root: Path | None = None, self_cgroup: Path | None = None) -> tuple[int, str]:
     """(CPUs this process may use, where the figure comes from): the smallest of the cgroup CPU
     quota (a Kubernetes CPU limit is a CFS quota, not an affinity), the affinity and the CPU count.
     A fractional quota rounds up; the result is at least 1."""
@@ -242,14 +243,14 @@ def cpu_budget(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/
             best = (affinity, "CPU affinity")
     except (AttributeError, OSError):  # not Linux
         pass
-    for quota, period in _cgroup_quotas(Path(cgroup_root), Path(self_cgroup)):
+    for quota, period in _cgroup_quotas(Path(cgroup_root or CGROUP_ROOT), Path(self_cgroup or SELF_CGROUP)):
         cpus = max(1, -(-quota // period))
         if cpus < best[0]:
             best = (cpus, f"cgroup quota {quota}/{period}")
     return best
 
 
-def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+def available_cpus(cgroup_root: Path | None = None) -> int:
     """CPUs this process may use, at least 1 (see ``cpu_budget``)."""
     return cpu_budget(cgroup_root)[0]
 

@@ -68,3 +68,53 @@ def test_readme_documents_every_variable_in_one_table():
     text = README.read_text()
     rows = re.findall(r"^\| `(OBJDET_[A-Z_]+)` \|", text, re.M)
     assert sorted(rows) == sorted(ENV_VARS), "README's configuration table and app/config.py disagree"
+
+
+def fake_cgroup(root: Path, files: dict[str, str]) -> Path:
+    """Real files in the layout the kernel uses, in a temp folder (the parser reads them as it would /sys)."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def own_cgroup(root: Path, line: str) -> Path:
+    path = root / "self-cgroup"
+    path.write_text(line)
+    return path
+
+
+@pytest.mark.parametrize("files,self_line,want", [
+    ({"cpu.max": "200000 100000\n"}, "0::/\n", (2, "cgroup quota 200000/100000")),
+    ({"cpu.max": "150000 100000\n"}, "0::/\n", (2, "cgroup quota 150000/100000")),  # 1.5 CPUs round up
+    ({"cpu.max": "50000 100000\n"}, "0::/\n", (1, "cgroup quota 50000/100000")),  # at least 1
+    ({"cpu.max": "max 100000\n"}, "0::/\n", None),  # no limit
+    ({"kubepods/pod1/cpu.max": "100000 100000\n"}, "0::/kubepods/pod1\n", (1, "cgroup quota 100000/100000")),
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, "", (1, "cgroup quota 100000/100000")),
+    ({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, "", None),  # v1: none
+    ({"cpu.max": "banana\n"}, "0::/\n", None),  # malformed: ignored
+    ({}, "", None),  # no cgroup files at all
+])
+def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
+    import os
+
+    from app.config import cpu_budget
+
+    root = fake_cgroup(tmp_path / "cg", files)
+    got = cpu_budget(root, own_cgroup(tmp_path, self_line))
+    unlimited = len(os.sched_getaffinity(0))
+    if want is None or want[0] >= unlimited:  # the quota only wins when it is the smallest
+        assert got[0] == unlimited and got[1] in ("CPU affinity", "CPU count")
+    else:
+        assert got == want
+
+
+def test_num_threads_default_and_inference_slots_follow_the_budget(tmp_path, monkeypatch):
+    from app import config, registry
+
+    monkeypatch.setattr(config, "CGROUP_ROOT", fake_cgroup(tmp_path / "cg", {"cpu.max": "100000 100000\n"}))
+    monkeypatch.setattr(config, "SELF_CGROUP", own_cgroup(tmp_path, "0::/\n"))
+    assert config.cpu_budget() == (1, "cgroup quota 100000/100000")
+    settings = Settings.from_env({})
+    assert settings.num_threads == 1
+    assert registry.inference_slot_count(Settings.from_env({"OBJDET_NUM_THREADS": "1"})) == 1

@@ -69,3 +69,60 @@ def test_invalid_configuration_exits_2(yolo_env):
     proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "OBJDET_DEVICE='npu'" in proc.stderr
+
+
+@pytest.fixture
+def broken_yolo(yolo_dir, tmp_path):
+    """Yolo-Fastest weights cut in half, under a name that is not in the manifest (the size check refuses it)."""
+    half = tmp_path / "half.weights"
+    data = (yolo_dir / "yolo-fastest-1.1.weights").read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    return {"OBJDET_YOLO_WEIGHTS": str(half), "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+            "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+
+
+def test_broken_optional_model_is_reported_while_the_other_serves(broken_yolo, ssd_file):
+    env = {**broken_yolo, "OBJDET_MODELS": "ssd,yolo", "OBJDET_REQUIRED_MODELS": "",
+           "OBJDET_SSD_WEIGHTS": str(ssd_file), "OBJDET_NUM_THREADS": "1"}
+    server = Server(env)
+    try:
+        server.wait_healthy()
+        text = server.text()
+        assert "ssd: loaded and warmed" in text
+        yolo_line = next(line for line in text.splitlines() if line.startswith("[objdet] yolo:"))
+        assert "yolo: failed (optional" in yolo_line and broken_yolo["OBJDET_YOLO_WEIGHTS"] in yolo_line
+        assert "692,134 bytes too short" in yolo_line
+        cpu_line = next(line for line in text.splitlines() if "[objdet] CPUs: " in line)
+        assert "1 threads per inference" in cpu_line and "inferences at once" in cpu_line
+        assert health(server.base + "/") == 200
+    finally:
+        server.stop()
+
+
+def test_broken_required_model_exits_1_with_the_paragraph(broken_yolo):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
+    env.update(broken_yolo, OBJDET_MODELS="yolo", STREAMLIT_SERVER_PORT="1")
+    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    err = " ".join(proc.stderr.split())
+    assert "objdet: cannot start: required model 'yolo' is failed." in err
+    assert f"{broken_yolo['OBJDET_YOLO_WEIGHTS']} is 692,134 bytes, 692,134 bytes too short" in err
+    assert "CPUs: " in err
+
+
+def test_weights_dir_that_is_a_file_is_reported_at_start_up(yolo_env, tmp_path):
+    import os
+
+    afile = tmp_path / "models"
+    afile.write_text("not a folder")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
+    env.update(OBJDET_MODELS="ssd,yolo", OBJDET_WEIGHTS_DIR=str(afile), STREAMLIT_SERVER_PORT="1")
+    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == 1
+    err = " ".join(proc.stderr.split())
+    assert f"warning: OBJDET_WEIGHTS_DIR={afile} is a file, not a folder" in err
+    assert f"{afile} is a file, not a folder" in err.split("cannot start", 1)[1]
