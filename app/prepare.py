@@ -4,8 +4,9 @@ It runs as the pod's init container, so the server container never starts (and n
 on a volume that is not ready:
 
 - ``fetch`` downloads what is missing with :func:`app.weights.fetch` (locked, verified, idempotent:
-  verified files are skipped), retrying until the deadline; then it waits like ``verify`` for what
-  it cannot download (custom files, which are not in the manifest).
+  verified files are skipped; a partial download resumes), retrying failed downloads at each poll
+  until the deadline, and waits like ``verify`` for what it cannot download (custom files, which
+  are not in the manifest). The deadline bounds each download too (see MIN_ATTEMPT_S).
 - ``verify`` downloads nothing: it polls every few seconds, logging each missing, corrupt or
   unverified file, until every file of every REQUIRED model is present and verified.
 
@@ -28,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from .config import Settings
 from .weights import (CORRUPT, MANIFEST, MISSING, OK, UNVERIFIED, FetchError, FileCheck, check_file,
@@ -36,6 +37,9 @@ from .weights import (CORRUPT, MANIFEST, MISSING, OK, UNVERIFIED, FetchError, Fi
 
 EXIT_READY, EXIT_NOT_READY = 0, 1
 POLL_S = 5.0
+# A download attempt gets the time left to the deadline, but at least this much (a deadline of 0 still
+# means one real attempt), so fetch mode may overrun OBJDET_WEIGHTS_WAIT_S by up to this.
+MIN_ATTEMPT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,7 @@ def _ready(state: str) -> bool:
 
 
 def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: float = POLL_S,
-            out: TextIO | None = None, url_base: str | None = None,
-            clock: Callable[[], float] = time.monotonic) -> int:
+            out: TextIO | None = None, url_base: str | None = None) -> int:
     """Make the files ready (see the module docstring); 0 when every required file is ready, else 1.
 
     ``url_base`` is passed to :func:`app.weights.fetch` (a mirror; tests point it at loopback).
@@ -80,7 +83,7 @@ def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: f
         raise ValueError(f"mode must be fetch or verify, not {mode!r}")
     dest = Path(dest)
     files = wanted_files(settings, dest)
-    deadline = clock() + max(0, wait_s)
+    deadline = time.monotonic() + max(0, wait_s)
     required = ", ".join(settings.required_models) or "none"
     _say(out, f"weights prepare: mode {mode}, volume {dest}, deadline {wait_s} s, required models: {required}")
     checker = _Checker()
@@ -88,7 +91,8 @@ def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: f
     while True:
         poll += 1
         if mode == "fetch":
-            fatal = _fetch_missing(files, checker, url_base, out)
+            attempt_s = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
+            fatal = _fetch_missing(files, checker, url_base, attempt_s, out)
             if fatal:
                 _say(out, fatal)
                 return EXIT_NOT_READY
@@ -98,7 +102,7 @@ def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: f
             _report_final(files, checks, out)
             _say(out, "weights prepare: ready")
             return EXIT_READY
-        remaining = deadline - clock()
+        remaining = deadline - time.monotonic()
         others = [w for w in files if w not in blocking and checks[w].state != OK]
         _say(out, f"poll {poll}: waiting for " + "; ".join(_describe(w, checks[w]) for w in blocking)
              + (" | not waited for: " + "; ".join(_describe(w, checks[w]) for w in others) if others else "")
@@ -110,10 +114,11 @@ def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: f
 
 
 class _Checker:
-    """check_file with memory: a file verified once is not hashed again while its size and mtime stay."""
+    """check_file with memory: a file is hashed again only when its size or mtime changed (polling
+    every few seconds must not re-read a 136 MB file each time)."""
 
     def __init__(self) -> None:
-        self._verified: dict[Path, tuple[tuple[int, int], FileCheck]] = {}
+        self._seen: dict[Path, tuple[tuple[int, int], FileCheck]] = {}
 
     def __call__(self, w: Wanted) -> FileCheck:
         try:
@@ -121,16 +126,17 @@ class _Checker:
             stamp = (st.st_size, st.st_mtime_ns)
         except OSError:
             stamp = None
-        known = self._verified.get(w.path)
+        known = self._seen.get(w.path)
         if stamp is not None and known and known[0] == stamp:
             return known[1]
         check = check_file(w.path, role=w.role)
-        if check.state == OK and stamp is not None:
-            self._verified[w.path] = (stamp, check)
+        if stamp is not None:
+            self._seen[w.path] = (stamp, check)
         return check
 
 
-def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None, out: TextIO) -> str | None:
+def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None, attempt_s: float,
+                   out: TextIO) -> str | None:
     """One download attempt for every manifest file not yet verified; a fatal message or None.
 
     A failed download (network, HTTP error, bad hash) is logged and retried at the next poll (a
@@ -144,7 +150,8 @@ def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None,
                     "mount the weights volume read-write (components/weights-fetch does), and the volume must "
                     "be writable for uid 10001 (the pod's fsGroup).")
         try:
-            for name, what in fetch([w.path.name], w.path.parent, progress=out, url_base=url_base):
+            for name, what in fetch([w.path.name], w.path.parent, progress=out, url_base=url_base,
+                                    deadline_s=attempt_s):
                 _say(out, f"{name}: {what} -> {w.path}")
         except (FetchError, OSError) as exc:
             _say(out, f"{'error' if w.required else 'warning (optional model)'}: {exc}")
