@@ -144,9 +144,9 @@ def missing_reason(path: Path) -> str:
         if folder.exists():
             if not folder.is_dir():
                 return f"{folder} is a file, not a folder"
-            return "not found" if child == path else f"folder {child} does not exist"
+            return "file not found" if child == path else f"folder {child} does not exist"
         child = folder
-    return "not found"
+    return "file not found"
 
 
 def link_note(path: Path) -> str:

@@ -175,7 +175,7 @@ def test_missing_reasons(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     assert missing_reason(tmp_path) == "is a directory, not a file"
-    assert missing_reason(tmp_path / "absent.pth") == "not found"
+    assert missing_reason(tmp_path / "absent.pth") == "file not found"
     assert missing_reason(tmp_path / "no" / "such" / "x.pth") == f"folder {tmp_path / 'no'} does not exist"
     assert missing_reason(afile / "x.pth") == f"{afile} is a file, not a folder"
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
@@ -217,3 +217,15 @@ def test_environment_values_with_spaces_and_quotes(tmp_path, quote):
     assert s.yolo_names == tmp_path / "my.names" and s.device == "cpu" and s.num_threads == 3
     assert s.max_image_pixels == 1000 and s.weights_mode == "fetch" and s.yolo_input_size == 320
     assert Settings.from_env({"OBJDET_REQUIRED_MODELS": f"{q}{q}"}).required_models == ()
+
+
+def test_yolo_weights_that_are_a_directory_or_under_a_missing_folder(tmp_path):
+    from app.detectors.yolo import YoloDetector
+
+    folder = tmp_path / "model.weights"
+    folder.mkdir()
+    with pytest.raises(ModelLoadError, match=rf"YOLO weights {folder}: is a directory, not a file\. Fetch"):
+        YoloDetector(folder)
+    deep = tmp_path / "gone" / "model.onnx"
+    with pytest.raises(ModelLoadError, match=rf"YOLO weights {deep}: folder {tmp_path / 'gone'} does not exist"):
+        YoloDetector(deep)

@@ -23,6 +23,7 @@ from torchvision.models import detection as tv_detection
 from ..config import SSD_ARCHS
 from ..labels import COCO_CATEGORIES
 from ..result import DetectParams, Detection, DetectionResult
+from ..weights import missing_reason
 from .base import DetectorMixin, ModelLoadError, RawOutput, ms_since
 
 BUILDERS = {
@@ -79,8 +80,8 @@ def load_state_dict(path: Path, max_bytes: int | None = None) -> dict:
         raise ModelLoadError(f"SSD weights {path}: is a directory, not a state dict file. Point OBJDET_SSD_WEIGHTS "
                              "at the .pth file inside it")
     if not path.is_file():
-        raise ModelLoadError(f"SSD weights {path}: file not found. Fetch them with `python -m app weights fetch` "
-                             "or point OBJDET_SSD_WEIGHTS at a state dict")
+        raise ModelLoadError(f"SSD weights {path}: {missing_reason(path)}. Fetch them with `python -m app weights "
+                             "fetch` or point OBJDET_SSD_WEIGHTS at a state dict")
     if max_bytes is not None:
         check_archive_size(path, max_bytes)
     try:

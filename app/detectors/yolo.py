@@ -21,6 +21,7 @@ from ..config import yolo_format
 from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
 from ..result import DetectParams, Detection, DetectionResult
+from ..weights import missing_reason
 from .base import DetectorMixin, ModelLoadError, RawOutput, clip_boxes, ms_since
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
@@ -65,7 +66,7 @@ class YoloDetector(DetectorMixin):
         if num_threads:
             cv2.setNumThreads(num_threads)
         if not self.weights.is_file():
-            raise ModelLoadError(f"YOLO weights {self.weights}: file not found. Fetch them with "
+            raise ModelLoadError(f"YOLO weights {self.weights}: {missing_reason(self.weights)}. Fetch them with "
                                  "`python -m app weights fetch` or point OBJDET_YOLO_WEIGHTS at a model file")
         try:
             self.labels = read_names(names) if names is not None else COCO80
@@ -107,8 +108,8 @@ class YoloDetector(DetectorMixin):
                 "to the .onnx file")
         config = Path(config) if config is not None else self.weights.with_suffix(".cfg")
         if not config.is_file():
-            raise ModelLoadError(f"YOLO config {config}: file not found (Darknet needs the .cfg beside the "
-                                 ".weights, or OBJDET_YOLO_CONFIG)")
+            raise ModelLoadError(f"YOLO config {config}: {missing_reason(config)} (Darknet needs the .cfg beside "
+                                 "the .weights, or OBJDET_YOLO_CONFIG)")
         self.config = config
         try:
             check_weights_size(self.weights, config)
