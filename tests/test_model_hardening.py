@@ -229,3 +229,15 @@ def test_yolo_weights_that_are_a_directory_or_under_a_missing_folder(tmp_path):
     deep = tmp_path / "gone" / "model.onnx"
     with pytest.raises(ModelLoadError, match=rf"YOLO weights {deep}: folder {tmp_path / 'gone'} does not exist"):
         YoloDetector(deep)
+
+
+def test_verify_reports_a_darknet_size_mismatch_of_custom_files(yolo_dir, tmp_path):
+    data = (yolo_dir / "yolo-fastest-1.1.weights").read_bytes()
+    (tmp_path / "mine.weights").write_bytes(data[:-400])
+    (tmp_path / "mine.cfg").write_bytes((yolo_dir / "yolo-fastest-1.1.cfg").read_bytes())
+    env = {"OBJDET_MODELS": "yolo", "OBJDET_YOLO_WEIGHTS": str(tmp_path / "mine.weights")}
+    proc = run_cli(["weights", "verify"], env)
+    assert proc.returncode == 1
+    assert f"mismatch   {tmp_path / 'mine.weights'} is 1,383,868 bytes, 400 bytes too short" in proc.stdout
+    (tmp_path / "mine.weights").write_bytes(data)
+    assert run_cli(["weights", "verify"], env).returncode == 0
