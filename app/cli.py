@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--mode", choices=("fetch", "verify"), help="default: OBJDET_WEIGHTS_MODE")
     pr.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
     pr.add_argument("--wait", type=int, metavar="SECONDS", help="deadline (default OBJDET_WEIGHTS_WAIT_S)")
+    pr.add_argument("--mirror", help="fetch mode: download from this base URL instead of the upstream addresses")
     wsub.add_parser("list", help="print the manifest")
 
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
@@ -256,7 +257,7 @@ def cmd_weights(args, settings: Settings) -> int:
         from .prepare import prepare
 
         return prepare(settings, mode=args.mode or settings.weights_mode, dest=args.dest or settings.weights_dir,
-                       wait_s=settings.weights_wait_s if args.wait is None else args.wait)
+                       wait_s=settings.weights_wait_s if args.wait is None else args.wait, url_base=args.mirror)
     names = list(MANIFEST) if args.all else (args.names or default_names(settings))
     unknown = [n for n in names if n not in MANIFEST]
     if unknown:
