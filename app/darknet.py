@@ -90,6 +90,8 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> list[Section]:
 def parse_cfg(path: Path) -> list[Section]:
     """``parse_cfg_text`` of a file, read with a size bound; errors name the file."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a directory, or a FIFO that would block the read forever
+        raise DarknetError(f"{path}: is not a regular file; not a Darknet .cfg")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_CFG_BYTES + 1)

@@ -55,6 +55,8 @@ def read_names(path: Path) -> tuple[str, ...]:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path}: is a directory, not a names file")
+    if path.exists() and not path.is_file():  # a FIFO would block the read forever
+        raise ValueError(f"{path}: is not a regular file (a FIFO, socket or device), not a names file")
     try:
         with open(path, "rb") as fh:
             data = fh.read(MAX_NAMES_BYTES + 1)

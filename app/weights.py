@@ -137,6 +137,8 @@ def missing_reason(path: Path) -> str:
     path = Path(path)
     if path.is_dir():
         return "is a directory, not a file"
+    if path.exists():
+        return "is not a regular file (a FIFO, socket or device)"
     if path.is_symlink():
         return f"is a broken symbolic link to {os.readlink(path)}"
     child = path

@@ -241,3 +241,51 @@ def test_verify_reports_a_darknet_size_mismatch_of_custom_files(yolo_dir, tmp_pa
     assert f"mismatch   {tmp_path / 'mine.weights'} is 1,383,868 bytes, 400 bytes too short" in proc.stdout
     (tmp_path / "mine.weights").write_bytes(data)
     assert run_cli(["weights", "verify"], env).returncode == 0
+
+
+def test_fifos_never_block_a_model_load(tmp_path):
+    """A FIFO named like a model file would hang a plain read forever: each is refused by type."""
+    from app.darknet import DarknetError, parse_cfg
+
+    for name in ("model.weights", "coco.names", "model.cfg"):
+        os.mkfifo(tmp_path / name)
+    assert missing_reason(tmp_path / "model.weights") == "is not a regular file (a FIFO, socket or device)"
+    assert check_file(tmp_path / "model.weights").state == MISSING
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'coco.names'}: is not a regular file"):
+        read_names(tmp_path / "coco.names")
+    with pytest.raises(DarknetError, match=rf"{tmp_path / 'model.cfg'}: is not a regular file"):
+        parse_cfg(tmp_path / "model.cfg")
+
+
+@pytest.fixture(scope="module")
+def seeded_ssd(tmp_path_factory) -> Path:
+    pytest.importorskip("torch")
+    from ssd_weights import make_state_dict
+
+    return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("pth") / "seeded.pth")
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("empty", r"the file is empty \(0 bytes\)"),
+    ("text", r"not a torch state dict: its pickle data cannot be read \(Unsupported operand 123\); the file is "
+             r"damaged or not a \.pth\."),
+    ("half", r"not a loadable torch state dict \(PytorchStreamReader failed reading zip archive: failed finding "
+             r"central directory\); the file is truncated, damaged or not a \.pth\. Re-fetch"),
+    ("few-bytes-short", r"not a loadable torch state dict \(.*\); the file is truncated"),
+    ("list", r"holds a list, not a state dict of tensors"),
+])
+def test_damaged_or_foreign_pth_files_are_one_whole_message(seeded_ssd, tmp_path, kind, message):
+    import torch
+
+    from app.detectors.ssd import load_state_dict
+
+    data = seeded_ssd.read_bytes()
+    path = tmp_path / f"{kind}.pth"
+    if kind == "list":
+        torch.save([1, 2, 3], path)
+    else:
+        path.write_bytes({"empty": b"", "text": b'{"weights": [1, 2]}', "half": data[: len(data) // 2],
+                          "few-bytes-short": data[:-10]}[kind])
+    with pytest.raises(ModelLoadError, match=rf"^SSD weights {path}: {message}") as err:
+        load_state_dict(path)
+    assert "\n" not in str(err.value) and "If you are seeing" not in str(err.value)  # no cut torch paragraph

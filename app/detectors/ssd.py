@@ -84,27 +84,41 @@ def load_state_dict(path: Path, max_bytes: int | None = None) -> dict:
                              "fetch` or point OBJDET_SSD_WEIGHTS at a state dict")
     if max_bytes is not None:
         check_archive_size(path, max_bytes)
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"SSD weights {path}: the file is empty (0 bytes). Re-fetch with "
+                             "`python -m app weights fetch`")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if not found and "Weights only load failed" not in str(exc):
-            raise ModelLoadError(f"SSD weights {path}: damaged pickle data ({str(exc)[:200]}). Re-fetch with "
+        if not found:
+            raise ModelLoadError(f"SSD weights {path}: not a torch state dict: its pickle data cannot be read "
+                                 f"({_torch_reason(str(exc))}); the file is damaged or not a .pth. Re-fetch with "
                                  "`python -m app weights fetch`") from None
-        what = f" (it references {found.group(1)})" if found else ""
-        raise ModelLoadError(f"SSD weights {path}: not a plain state dict: it contains Python objects{what} that "
-                             "only a full unpickle could build, and loading them could run code, so it was NOT "
-                             "loaded. Save the weights with torch.save(model.state_dict(), path) and point "
-                             "OBJDET_SSD_WEIGHTS at that file") from None
+        raise ModelLoadError(f"SSD weights {path}: not a plain state dict: it contains Python objects (it "
+                             f"references {found.group(1)}) that only a full unpickle could build, and loading "
+                             "them could run code, so it was NOT loaded. Save the weights with "
+                             "torch.save(model.state_dict(), path) and point OBJDET_SSD_WEIGHTS at that file") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"SSD weights {path}: not a loadable torch state dict ({first[:200]}). "
-                             "Re-fetch with `python -m app weights fetch`") from None
+        raise ModelLoadError(f"SSD weights {path}: not a loadable torch state dict ({_torch_reason(str(exc)) or type(exc).__name__}); "
+                             "the file is truncated, damaged or not a .pth. Re-fetch with `python -m app weights "
+                             "fetch`") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # training checkpoints wrap the state dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"SSD weights {path}: holds a {type(state).__name__}, not a state dict of tensors")
     return state
+
+
+def _torch_reason(text: str) -> str:
+    """The informative part of a torch.load error, as one whole sentence (torch's own are paragraphs)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return (rest or (lines[i + 1] if i + 1 < len(lines) else ""))[:200]
+    first = lines[0] if lines else ""
+    return first.split(". ", 1)[0].rstrip(".")[:200]
 
 
 class SSDDetector(DetectorMixin):
