@@ -136,3 +136,26 @@ def test_big_frames_made_with_videowriter_refused(detect, tmp_path):
                                          r"limit of 10,000,000"):
         process_video(path.read_bytes(), "wide.avi", detect, PARAMS, max_pixels=10_000_000)
 
+
+
+@pytest.mark.parametrize("side", [40000, 16000])
+def test_frames_claiming_a_huge_size_refused(detect, tmp_path, side):
+    """An MJPG AVI whose every JPEG frame header claims side x side pixels (the data holds 64x48):
+    FFmpeg refuses 40000x40000 itself; 16000x16000 is within FFmpeg's limit but does not decode."""
+    import resource
+
+    path = tmp_path / "small.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for _ in range(3):
+        writer.write(np.full((48, 64, 3), 100, np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\xff\xc0")
+    assert at > 0
+    while at >= 0:
+        data[at + 5:at + 9] = struct.pack(">HH", side, side)
+        at = data.find(b"\xff\xc0", at + 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(VideoError, match=r"^huge\.avi: OpenCV cannot decode this video"):
+        process_video(bytes(data), "huge.avi", detect, PARAMS)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 768 MB frame
