@@ -43,3 +43,17 @@ def test_tag_stays_inside_for_boxes_at_the_edge():
     img = np.zeros((100, 120, 3), np.uint8)
     out = annotate(img, result(120, 100, [Detection("person", 1, 0.5, (0.0, 0.0, 120.0, 100.0))]))
     assert out.shape == img.shape and out[5:15, 5:40].any()
+
+
+def test_result_json_carries_the_image_warnings():
+    import json
+
+    from app.exports import result_json
+
+    det = Detection("cup", 41, 0.91234, (1.0, 2.0, 3.0, 4.0))
+    plain = json.loads(result_json(result(10, 8, [det]), "a.tiff"))
+    assert "warnings" not in plain and plain["file"] == "a.tiff"
+    warned = json.loads(result_json(result(10, 8, [det]), "a.tiff", {"conf": 0.3},
+                                    ["multi-page TIFF with 3 pages: only page 1 is used"]))
+    assert warned["warnings"] == ["multi-page TIFF with 3 pages: only page 1 is used"]
+    assert warned["params"] == {"conf": 0.3} and warned["detections"][0]["box"] == [1.0, 2.0, 3.0, 4.0]
