@@ -159,3 +159,9 @@ def test_bad_darknet_files_give_a_clear_error(yolo_dir, tmp_path):
     broken_cfg.write_text("[net]\nwidth=320\nheight=320\n[convolutional]\nfilters=banana\n")
     with pytest.raises(ModelLoadError, match="broken.cfg"):
         YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", broken_cfg)
+
+
+@needs_cv4
+def test_layout_known_right_after_loading(detector):
+    """The constructor runs one warm-up forward (issue 8, item 8): no image is needed to know the layout."""
+    assert detector.layout == "darknet"
