@@ -57,3 +57,13 @@ def test_result_json_carries_the_image_warnings():
                                     ["multi-page TIFF with 3 pages: only page 1 is used"]))
     assert warned["warnings"] == ["multi-page TIFF with 3 pages: only page 1 is used"]
     assert warned["params"] == {"conf": 0.3} and warned["detections"][0]["box"] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_rescaled_maps_a_working_copy_back_and_clips():
+    det = Detection("cup", 41, 0.9, (10.0, 20.0, 300.0, 150.0))
+    small = DetectionResult("m", (300, 150), [det], {"inference": 1.0})
+    big = small.rescaled(4.0, (1198, 600))
+    assert big.image_size == (1198, 600) and big.timings_ms == {"inference": 1.0}
+    assert big.detections[0].box == (40.0, 80.0, 1198.0, 600.0)  # 1200 clipped to the width
+    assert (big.detections[0].label, big.detections[0].score) == ("cup", 0.9)
+    assert small.rescaled(1.0, (300, 150)) is small
