@@ -233,6 +233,10 @@ elif command -v docker >/dev/null 2>&1; then
     # shellcheck disable=SC2086 # E2E_BUILD_ARGS is a list of words on purpose
     docker build -t "$IMAGE" ${E2E_BUILD_ARGS:-} "$ROOT"
 fi
+if command -v docker >/dev/null 2>&1 && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    # The image as the Dockerfile builds it by default (CPU torch): the size docs/container.md cannot measure offline.
+    log "image $IMAGE: $(docker image inspect --format '{{.Size}}' "$IMAGE") bytes (docker image inspect)"
+fi
 
 # --- 2. cluster (a fresh one: an old cluster of the same name is deleted) -----------------------------------
 if [[ $TOOL == kind ]]; then
