@@ -378,3 +378,18 @@ def test_pixel_gate_peak_within_budget_and_one_always_proceeds():
         t.join(30)
     assert sorted(worked) == [6] * 8 and gate.in_use == 0
     assert gate.peak == 11  # two 6-pixel holders at once (12 > budget) never happened
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_large_image_copied_in_strips_matches_pillow(mode):
+    """Above GATED_DECODE_PIXELS the array is filled strip by strip: the pixels must be Pillow's own."""
+    side = 2100
+    assert side * side > GATED_DECODE_PIXELS
+    base = noise(side // 10, side // 10).resize((side, side), Image.NEAREST)
+    im = base.convert(mode) if mode != "RGBA" else base.convert("RGBA")
+    data = encode(im, "PNG")
+    expected = np.asarray(Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
+                          .convert("RGB")) if mode == "RGBA" else np.asarray(im.convert("RGB"))
+    arr = load_image(data, "big.png")
+    assert arr.flags.writeable and arr.flags.c_contiguous
+    assert np.array_equal(arr, expected)
