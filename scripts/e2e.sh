@@ -69,7 +69,7 @@ cannot() { log "CANNOT RUN: $*"; exit 2; }
 
 pick_tool() {
     if [[ -n ${E2E_TOOL:-} ]]; then
-        [[ $E2E_TOOL == kind || $E2E_TOOL == minikube ]] || cannot "E2E_TOOL=$E2E_TOOL: use kind or minikube"
+        [[ $E2E_TOOL == kind || $E2E_TOOL == minikube ]] || { cannot "E2E_TOOL=$E2E_TOOL: use kind or minikube" >&2; }
         echo "$E2E_TOOL"
     elif command -v kind >/dev/null 2>&1; then
         echo kind
