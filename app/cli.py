@@ -33,6 +33,8 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .weights import DEFAULT_DEADLINE_S, DEFAULT_MIN_RATE, RATE_WINDOW_S
+
     p = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -54,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
     f.add_argument("--all", action="store_true", help="every file in the manifest")
     f.add_argument("--mirror", help="fetch from this base URL instead of the upstream addresses")
+    f.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
+                   help=f"give up after this long in all (default {DEFAULT_DEADLINE_S:.0f})")
+    f.add_argument("--min-rate", type=int, default=DEFAULT_MIN_RATE, metavar="BYTES_PER_S",
+                   help=f"give up when fewer bytes a second than this arrive over {RATE_WINDOW_S:.0f} s "
+                        f"(default {DEFAULT_MIN_RATE})")
     wsub.add_parser("verify", help="check the configured files against the manifest")
     pr = wsub.add_parser("prepare", help="make the weights volume ready before the server starts (init "
                                          "container): OBJDET_WEIGHTS_MODE=fetch downloads what is missing, "
@@ -267,7 +274,9 @@ def cmd_weights(args, settings: Settings) -> int:
         return EXIT_OK
     dest = args.dest or settings.weights_dir
     try:
-        for name, what in fetch(names, dest, url_base=args.mirror):
+        if args.deadline <= 0 or args.min_rate < 0:
+            raise UsageError("--deadline must be above 0 and --min-rate at least 0")
+        for name, what in fetch(names, dest, url_base=args.mirror, deadline_s=args.deadline, min_rate=args.min_rate):
             print(f"{name}: {what} -> {Path(dest) / name}")
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -80,7 +80,8 @@ ENV_VARS: dict[str, EnvVar] = {
         EnvVar("OBJDET_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS), "integer >= 1",
                "Images with more pixels are refused before they are decoded (decompression bombs)."),
         EnvVar("OBJDET_MAX_FILE_BYTES", "3 bytes per allowed pixel + 16 MiB (136,777,216)", "integer >= 1",
-               "Image files larger than this are refused before they are read (checked from the file size)."),
+               "Image files larger than this are refused before they are read (checked from the file size); "
+               "video uploads larger than this are refused before they are written to disk."),
         EnvVar("OBJDET_WEIGHTS_DIR", "`models/` in the repository", "directory",
                "Where default weight file names are looked for and where `weights fetch` writes."),
         EnvVar("OBJDET_WEIGHTS_MODE", "verify", " / ".join(f"`{m}`" for m in WEIGHTS_MODES),

@@ -255,3 +255,22 @@ def test_ctrl_c_during_fetch_is_one_line_and_leaves_a_resumable_part(tmp_path):
         assert again.returncode == 0, again.stderr
         assert srv.requests[-1][1] == f"bytes={len(kept)}-"
     assert (tmp_path / "yolo-fastest-1.1.weights").read_bytes() == data
+
+
+def test_cli_min_rate_and_deadline_flags_reach_the_download(tmp_path):
+    """``weights fetch --min-rate`` / ``--deadline``: a trickling mirror is given up on by the CLI's own
+    limits (the real weights file from a loopback server), and nonsense limits are usage errors."""
+    src = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared")) / "assets/weights/yolo-fastest-1.1"
+    weights_file = src / "yolo-fastest-1.1.weights"
+    if not weights_file.exists():
+        pytest.skip(f"{weights_file} absent (set OBJDET_SHARED_DIR)")
+    with Server({"yolo-fastest-1.1.weights": weights_file.read_bytes()}) as srv:
+        srv.trickle = (4096, 0.05)  # ~80 KB/s: passes the default floor, not a 10 MB/s one nor a 1 s deadline
+        proc = run_cli(["weights", "fetch", "yolo-fastest-1.1.weights", "--dest", str(tmp_path),
+                        "--mirror", srv.url, "--deadline", "1"])
+        assert proc.returncode == 1 and "ran past its deadline" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "yolo-fastest-1.1.weights").exists()
+    for flags in (["--deadline", "0"], ["--min-rate", "-1"]):
+        bad = run_cli(["weights", "fetch", "coco.names", "--dest", str(tmp_path), *flags])
+        assert bad.returncode == 2 and "--deadline must be above 0" in bad.stderr, bad.stderr
