@@ -6,6 +6,8 @@
 #   bash scripts/e2e.sh                        # everything, then delete the cluster (GitHub Actions runs this)
 #   bash scripts/e2e.sh --print-plan           # what it would do with this machine's tools and settings; no changes
 #   bash scripts/e2e.sh --render-overlay DIR   # write the second apply's overlay into DIR and exit (tests use it)
+#   bash scripts/e2e.sh --detect URL           # only the browser step, against a running app (tests use it)
+#   bash scripts/e2e.sh --timeline POD.json EVENTS.json   # only the timeline printer
 #
 # It needs a machine that can run a cluster (Docker for kind; a minikube driver), network for the image build and
 # for the init container's weights download (fetch mode), and: kubectl, kind or minikube, docker (kind; minikube
@@ -37,7 +39,8 @@
 #   E2E_SKIP_BUILD=1  use an image of the right tag that is already in the local Docker
 #   E2E_TIMEOUT     seconds for each rollout (default 900: the first includes the weights download)
 #   E2E_HOST_PORT   host port that kind maps to the node port (default 30007)
-#   E2E_PYTHON, E2E_CHROMIUM, E2E_IMAGE_FILE (default ../shared/assets/images/coffee.png), E2E_ARTIFACTS
+#   E2E_PYTHON, E2E_CHROMIUM, E2E_IMAGE_FILE (default ../shared/assets/images/coffee.png), E2E_ARTIFACTS,
+#   E2E_DETECT_TIMEOUT_S (each wait of the browser step, default 180)
 # Exit status: 0 pass, 1 fail, 2 cannot run here (a tool is missing).
 set -euo pipefail
 
@@ -150,6 +153,67 @@ write_overlay() {
     fi
 }
 
+# detect_cup URL: a headless Chromium opens the app at URL, uploads the test image and waits for a `cup` cell.
+detect_cup() {
+    "$PYTHON" - "$1" "$IMAGE_FILE" "$ARTIFACTS" "${E2E_CHROMIUM:-}" <<'EOF'
+import os, re, sys, time
+from playwright.sync_api import sync_playwright
+
+url, image, artifacts, chromium = sys.argv[1:5]
+wait_ms = int(os.environ.get("E2E_DETECT_TIMEOUT_S", "180")) * 1000  # model load + first inference on 1 CPU
+chromium = chromium or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        for attempt in range(30):  # the NodePort answers once kube-proxy has programmed it
+            try:
+                page.goto(url, wait_until="domcontentloaded", timeout=30_000)
+                break
+            except Exception as exc:  # noqa: BLE001 - connection refused/reset while the route settles
+                print(f"[e2e] GET {url}: {str(exc).splitlines()[0]} (retrying)", flush=True)
+                time.sleep(2)
+        page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=wait_ms)
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(image)
+        page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=wait_ms)
+        cups = page.locator("[data-testid='stDataFrame'] [role='gridcell']").filter(has_text=re.compile(r"^cup$"))
+        cups.first.wait_for(state="attached", timeout=wait_ms)
+        print(f"[e2e] 'cup' in {cups.count()} result cell(s)", flush=True)
+    finally:
+        os.makedirs(artifacts, exist_ok=True)
+        page.screenshot(path=os.path.join(artifacts, "e2e-coffee.png"), full_page=True)
+        browser.close()
+EOF
+}
+
+# print_timeline POD.json EVENTS.json: the pod's way to Ready in time order; exit 1 if any container restarted.
+print_timeline() {
+    "$HELPER_PYTHON" - "$1" "$2" <<'EOF'
+import json, sys
+pod, events = (json.load(open(p)) for p in sys.argv[1:3])
+rows = [(pod["metadata"]["creationTimestamp"], "pod created")]
+status = pod["status"]
+for c in status.get("conditions", []):
+    rows.append((c.get("lastTransitionTime") or "", f"condition {c['type']}={c['status']}"))
+for kind in ("initContainerStatuses", "containerStatuses"):
+    for c in status.get(kind, []):
+        for state, info in c.get("state", {}).items():
+            if info.get("startedAt"):
+                rows.append((info["startedAt"], f"{kind[:-8]} {c['name']} started (restarts {c['restartCount']})"))
+            if info.get("finishedAt"):
+                rows.append((info["finishedAt"], f"{kind[:-8]} {c['name']} {state}: {info.get('reason', '')}"))
+for e in events["items"]:
+    when = e.get("lastTimestamp") or e.get("eventTime") or e["metadata"]["creationTimestamp"]
+    rows.append((when or "", f"event {e['reason']}: {e.get('message', '')[:110]}"))
+for when, what in sorted(rows):
+    print(f"  {when}  {what}")
+restarts = sum(c["restartCount"] for c in status.get("containerStatuses", []) + status.get("initContainerStatuses", []))
+print(f"  restarts: {restarts}")
+sys.exit(1 if restarts else 0)  # a pod that needed restarts to turn Ready is what the init container prevents
+EOF
+}
+
 # --- modes that change nothing -------------------------------------------------------------------------------
 MODE=run
 case ${1:-} in
@@ -162,6 +226,17 @@ case ${1:-} in
         write_overlay "$2" "$OVERLAY" "$tool" "${values[@]}"
         echo "$2/kustomization.yaml"
         exit 0
+        ;;
+    --detect)  # only the browser step, against any URL of the app (tests run it against a local server)
+        [[ -n ${2:-} ]] || { echo "usage: $0 --detect URL" >&2; exit 64; }
+        [[ -f $IMAGE_FILE ]] || cannot "test image not found: $IMAGE_FILE"
+        detect_cup "$2"
+        exit
+        ;;
+    --timeline)  # only the timeline, from saved `kubectl get pod -o json` and `kubectl get events -o json`
+        [[ -n ${3:-} ]] || { echo "usage: $0 --timeline POD.json EVENTS.json" >&2; exit 64; }
+        print_timeline "$2" "$3"
+        exit
         ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     '') ;;
@@ -313,62 +388,12 @@ endpoints=$(kn get endpointslices -l "kubernetes.io/service-name=$SERVICE" \
 [[ -n ${endpoints// /} ]] || die "service $SERVICE has no endpoints (selector or readiness)"
 log "service $SERVICE endpoints: $endpoints"
 log "browser: $URL (the Service's NodePort) <- $(basename "$IMAGE_FILE")"
-"$PYTHON" - "$URL" "$IMAGE_FILE" "$ARTIFACTS" "${E2E_CHROMIUM:-}" <<'EOF' || die "no cup detected through the Service"
-import os, re, sys, time
-from playwright.sync_api import sync_playwright
-
-url, image, artifacts, chromium = sys.argv[1:5]
-chromium = chromium or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
-with sync_playwright() as p:
-    browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    try:
-        for attempt in range(30):  # the NodePort answers once kube-proxy has programmed it
-            try:
-                page.goto(url, wait_until="domcontentloaded", timeout=30_000)
-                break
-            except Exception as exc:  # noqa: BLE001 - connection refused/reset while the route settles
-                print(f"[e2e] GET {url}: {str(exc).splitlines()[0]} (retrying)", flush=True)
-                time.sleep(2)
-        page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=120_000)
-        page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(image)
-        page.locator("[data-testid='stDataFrame']").first.wait_for(timeout=180_000)
-        cups = page.locator("[data-testid='stDataFrame'] [role='gridcell']").filter(has_text=re.compile(r"^cup$"))
-        cups.first.wait_for(state="attached", timeout=180_000)
-        print(f"[e2e] 'cup' in {cups.count()} result cell(s)", flush=True)
-    finally:
-        os.makedirs(artifacts, exist_ok=True)
-        page.screenshot(path=os.path.join(artifacts, "e2e-coffee.png"), full_page=True)
-        browser.close()
-EOF
+detect_cup "$URL" || die "no cup detected through the Service"
 log "detected a cup through the Service (screenshot: ${ARTIFACTS/#$ROOT\//}/e2e-coffee.png)"
 
 # --- 6. readiness timeline -----------------------------------------------------------------------------------
 log "readiness timeline of $POD"
 kn get pod "$POD" -o json >"$WORK/pod.json"
 kn get events --field-selector "involvedObject.name=$POD" -o json >"$WORK/events.json"
-"$HELPER_PYTHON" - "$WORK/pod.json" "$WORK/events.json" <<'EOF' || die "the pod restarted on its way to Ready"
-import json, sys
-pod, events = (json.load(open(p)) for p in sys.argv[1:3])
-rows = [(pod["metadata"]["creationTimestamp"], "pod created")]
-status = pod["status"]
-for c in status.get("conditions", []):
-    rows.append((c.get("lastTransitionTime") or "", f"condition {c['type']}={c['status']}"))
-for kind in ("initContainerStatuses", "containerStatuses"):
-    for c in status.get(kind, []):
-        for state, info in c.get("state", {}).items():
-            if info.get("startedAt"):
-                rows.append((info["startedAt"], f"{kind[:-8]} {c['name']} started (restarts {c['restartCount']})"))
-            if info.get("finishedAt"):
-                rows.append((info["finishedAt"], f"{kind[:-8]} {c['name']} {state}: {info.get('reason', '')}"))
-for e in events["items"]:
-    when = e.get("lastTimestamp") or e.get("eventTime") or e["metadata"]["creationTimestamp"]
-    rows.append((when or "", f"event {e['reason']}: {e.get('message', '')[:110]}"))
-for when, what in sorted(rows):
-    print(f"  {when}  {what}")
-restarts = sum(c["restartCount"] for c in status.get("containerStatuses", []) + status.get("initContainerStatuses", []))
-print(f"  restarts: {restarts}")
-sys.exit(1 if restarts else 0)  # a pod that needed restarts to turn Ready is what the init container prevents
-EOF
+print_timeline "$WORK/pod.json" "$WORK/events.json" || die "the pod restarted on its way to Ready"
 log "PASS in $(($(date +%s) - START))s"

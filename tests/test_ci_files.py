@@ -219,3 +219,87 @@ def test_e2e_without_a_cluster_tool_says_it_cannot_run(tmp_path):
     proc = e2e(E2E_TOOL="", PATH=str(empty))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "CANNOT RUN: neither kind nor minikube is installed" in proc.stdout
+
+
+# --- the e2e's browser step and timeline, run for real without a cluster ----------------------------------------
+
+@pytest.fixture(scope="module")
+def yolo_server(yolo_dir):
+    from serving import Server
+
+    env = {"OBJDET_MODELS": "yolo",
+           "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+           "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+           "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+    srv = Server(env, base_path="object-detection")  # the overlay's base path, as the NodePort serves it
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def needs_chromium():
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium; .ci/run does it)")
+    pytest.importorskip("playwright.sync_api")
+
+
+@pytest.mark.browser
+@pytest.mark.server
+def test_detect_step_finds_the_cup_on_a_real_server(yolo_server, images_dir, tmp_path):
+    """The e2e's own browser code against `python -m app serve` on loopback (in the e2e: the NodePort)."""
+    needs_chromium()
+    proc = e2e("--detect", yolo_server.base + "/", E2E_IMAGE_FILE=str(images_dir / "coffee.png"),
+               E2E_ARTIFACTS=str(tmp_path), E2E_DETECT_TIMEOUT_S="90")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"'cup' in [1-9]\d* result cell", proc.stdout)
+    assert (tmp_path / "e2e-coffee.png").stat().st_size > 10_000
+
+
+@pytest.mark.browser
+@pytest.mark.server
+def test_detect_step_fails_without_a_cup(yolo_server, images_dir, tmp_path):
+    """rocket.jpg has no cup (Yolo-Fastest finds nothing in it): the step must fail, not pass vacuously."""
+    needs_chromium()
+    proc = e2e("--detect", yolo_server.base + "/", E2E_IMAGE_FILE=str(images_dir / "rocket.jpg"),
+               E2E_ARTIFACTS=str(tmp_path), E2E_DETECT_TIMEOUT_S="20")
+    assert proc.returncode != 0, proc.stdout
+
+
+def pod_doc(init_restarts: int = 0, restarts: int = 0) -> dict:
+    return {
+        "metadata": {"name": "objdet-7c9d-abcde", "creationTimestamp": "2026-01-01T10:00:00Z"},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T10:00:01Z"},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-01-01T10:00:40Z"},
+                {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T10:01:05Z"},
+            ],
+            "initContainerStatuses": [{"name": "weights", "restartCount": init_restarts, "state": {"terminated": {
+                "startedAt": "2026-01-01T10:00:03Z", "finishedAt": "2026-01-01T10:00:39Z", "reason": "Completed"}}}],
+            "containerStatuses": [{"name": "objdet", "restartCount": restarts,
+                                   "state": {"running": {"startedAt": "2026-01-01T10:00:41Z"}}}],
+        },
+    }
+
+
+def test_timeline_is_in_time_order_and_fails_on_restarts(tmp_path):
+    import json
+
+    events = {"items": [{"reason": "Pulled", "message": "Container image objdet:dev already present",
+                         "lastTimestamp": "2026-01-01T10:00:02Z", "metadata": {"creationTimestamp": "x"}}]}
+    (tmp_path / "events.json").write_text(json.dumps(events))
+    (tmp_path / "pod.json").write_text(json.dumps(pod_doc()))
+    proc = e2e("--timeline", str(tmp_path / "pod.json"), str(tmp_path / "events.json"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("  2026")]
+    assert [line[0] for line in lines] == sorted(line[0] for line in lines)
+    text = proc.stdout
+    assert text.index("event Pulled") < text.index("initContainer weights started") < \
+        text.index("initContainer weights terminated: Completed") < text.index("condition Ready=True")
+    assert "restarts: 0" in text
+    for init_restarts, restarts in ((1, 0), (0, 2)):
+        (tmp_path / "pod.json").write_text(json.dumps(pod_doc(init_restarts, restarts)))
+        proc = e2e("--timeline", str(tmp_path / "pod.json"), str(tmp_path / "events.json"))
+        assert proc.returncode == 1 and f"restarts: {init_restarts + restarts}" in proc.stdout
