@@ -193,9 +193,10 @@ def test_default_change_needs_a_new_weights_file_the_app_knows():
     assert out.returncode != 0
     proc = e2e("--print-plan")
     assert proc.returncode == 0, proc.stderr
-    weights_dir = dict(line.split("=", 1) for line in (REPO / "overlays" / "minikube" / "config.env").read_text()
-                       .splitlines() if "=" in line and not line.startswith("#")).get("OBJDET_WEIGHTS_DIR")
-    assert weights_dir, "overlays/minikube sets OBJDET_WEIGHTS_DIR"
+    config = next(d for d in render(REPO / "overlays" / "minikube") if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"].startswith("objdet-config"))
+    weights_dir = config["data"].get("OBJDET_WEIGHTS_DIR")
+    assert weights_dir, "the rendered ConfigMap sets OBJDET_WEIGHTS_DIR"
     assert f"OBJDET_SSD_WEIGHTS={weights_dir.rstrip('/')}/{SSD_DEFAULT_FILES['ssd300_vgg16']}" in proc.stdout
     assert "OBJDET_SSD_ARCH=ssd300_vgg16" in proc.stdout and "OBJDET_MODELS=ssd,yolo" in proc.stdout
 
