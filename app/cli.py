@@ -77,6 +77,24 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
 
+    bt = sub.add_parser("batch", help="detect over a folder, list or glob, sharded and resumable; "
+                                      "`batch merge DIR` combines the parts (docs/batch.md)")
+    bt.add_argument("input", metavar="INPUT", help="folder (walked recursively), text file of paths, or glob; "
+                                                   "or `merge`, then DIR")
+    bt.add_argument("merge_dir", nargs="?", type=Path, metavar="DIR", help="with `merge`: the output folder")
+    bt.add_argument("--output", type=Path, help="folder for part-K-of-N.jsonl, its summary and annotated/")
+    bt.add_argument("--model", choices=("ssd", "yolo", "all"), default="all")
+    bt.add_argument("--shard", metavar="K/N", help="this shard of N, K from 0 (default: JOB_COMPLETION_INDEX "
+                                                   "and BATCH_SHARD_COUNT, else 0/1)")
+    bt.add_argument("--conf", type=float, default=0.3)
+    bt.add_argument("--iou", type=float, default=0.45)
+    bt.add_argument("--classes", default="")
+    bt.add_argument("--max-det", type=int, default=100)
+    bt.add_argument("--annotate", action="store_true", help="write annotated PNGs under OUTPUT/annotated/")
+    bt.add_argument("--workers", type=_positive_int, help="images in flight (default: OBJDET_NUM_THREADS)")
+    bt.add_argument("--input", dest="list_input", metavar="INPUT",
+                    help="with `merge`: list INPUT again to name the images no part records")
+
     sub.add_parser("serve", help="load models, then run the Streamlit app (health 200 = models ready)")
     return p
 
@@ -107,6 +125,10 @@ def _run(args) -> int:
             from .bench import run_bench
 
             return run_bench(args, settings)
+        if args.command == "batch":
+            from .batch import cmd_batch
+
+            return cmd_batch(args, settings)
         if args.command == "serve":
             from .server import serve
 
@@ -136,7 +158,7 @@ def _models(choice: str, settings: Settings) -> list[str]:
 
 def cmd_detect(args, settings: Settings) -> int:
     from .detectors.base import ModelLoadError
-    from .images import WORK_SIDE, ImageError, load_image, working_copy
+    from .images import ImageError
     from .registry import get_detector
 
     params = _params(args)
@@ -164,13 +186,7 @@ def cmd_detect(args, settings: Settings) -> int:
         entry: dict = {"file": path}
         warnings: list[str] = []
         try:
-            image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes,
-                               warnings=warnings)
-            # The networks run on a copy of at most WORK_SIDE pixels a side: memory follows that, not the input.
-            small, factor = working_copy(image, WORK_SIDE)
-            size = (image.shape[1], image.shape[0])
-            results = {m: detector.detect(small, params).rescaled(factor, size) for m, detector in detectors.items()}
-            del small
+            image, results = detect_file(path, detectors, params, settings, warnings)
             entry["results"] = [r.to_dict() for r in results.values()]
             if args.out:
                 entry["annotated"] = _write_annotated(args.out, path, image, results, out_problem)
@@ -191,6 +207,25 @@ def cmd_detect(args, settings: Settings) -> int:
         print(f"{failed} of {len(report)} files failed", file=sys.stderr)
     sys.stdout.flush()  # a closed pipe (`| head`) raises here, inside main's handler, not at exit
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def detect_file(path, detectors: dict, params, settings: Settings, warnings: list[str] | None = None,
+                slot=None):
+    """Load one image file and run every detector on it: ``(image, {model: result})``, boxes in the
+    original's pixels. ``detect`` and ``batch`` share it; ``slot`` (a context manager, e.g.
+    ``registry.inference_slots``) is held around the network runs only. Raises ``ImageError``."""
+    from contextlib import nullcontext
+
+    from .images import WORK_SIDE, load_image, working_copy
+
+    image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes,
+                       warnings=warnings)
+    # The networks run on a copy of at most WORK_SIDE pixels a side: memory follows that, not the input.
+    small, factor = working_copy(image, WORK_SIDE)
+    size = (image.shape[1], image.shape[0])
+    with slot if slot is not None else nullcontext():
+        results = {m: detector.detect(small, params).rescaled(factor, size) for m, detector in detectors.items()}
+    return image, results
 
 
 class AnnotatedNotWritten(Exception):
