@@ -2,14 +2,21 @@
 
 Run locally with ``streamlit run app/streamlit_app.py``; in containers ``python -m app serve`` loads
 the models first and then runs this same script. Detectors come from ``st.cache_resource`` over the
-process-wide registry (built once per process, shared by all sessions). Each image runs through the
-network once, at the lowest threshold; moving a slider only re-decodes and redraws.
+process-wide registry (built once per process, shared by all sessions).
+
+Memory is bounded per process, not per session (issue 8): an upload is decoded once into a working copy
+(longer side ``WORK_SIDE``, what the networks see) and a display copy (longer side ``DISPLAY_SIDE``, what
+the page shows); the full-resolution array is dropped at once. Both copies and each network output live
+in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte budget;
+what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels. A
+slider move decodes nothing and runs no network: it only re-thresholds and redraws.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -19,15 +26,19 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
-import pandas as pd  # noqa: E402 - after the path fix
+import numpy as np  # noqa: E402 - after the path fix
+import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
+from streamlit.runtime.scriptrunner import get_script_run_ctx  # noqa: E402
 
+from app import images as image_io  # noqa: E402 - load_image looked up per call (tests count decodes)
 from app.annotate import annotate, to_png  # noqa: E402
 from app.config import ConfigError, Settings  # noqa: E402
 from app.detectors.base import RawOutput  # noqa: E402
 from app.exports import frames_csv, result_csv, result_json  # noqa: E402
-from app.images import ImageError, load_image  # noqa: E402
+from app.images import ImageError  # noqa: E402
 from app.labels import vocabulary  # noqa: E402
+from app.memory import CACHE, start_janitor  # noqa: E402
 from app.registry import get_detector, inference_slots, model_status  # noqa: E402
 from app.result import DetectParams, DetectionResult  # noqa: E402
 from app.video import VideoError, process_video  # noqa: E402
@@ -35,8 +46,25 @@ from app.video import VideoError, process_video  # noqa: E402
 MODEL_TITLES = {"ssd": "SSD (torchvision)", "yolo": "YOLO (OpenCV DNN)"}
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
-RAW_CACHE_SIZE = 24  # network outputs kept per session (an SSD output is about 1.2 MB)
-DECODED_CACHE_BYTES = 256 * 2**20  # decoded images kept per session, so a slider move decodes nothing
+WORK_SIDE = image_io.WORK_SIDE  # longer side of the copy the networks see (both resize to <= 416 anyway)
+DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (what Streamlit keeps per session)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An upload decoded once: the working copy for the networks, the display copy for the page, and
+    what maps both back to the original (``x_original = x_copy * factor``)."""
+
+    working: np.ndarray
+    working_factor: float
+    display: np.ndarray
+    display_factor: float
+    original_size: tuple[int, int]  # width, height
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return self.display.shape[1], self.display.shape[0]
 
 
 @st.cache_resource(show_spinner="Loading models (once per process)…")
@@ -95,52 +123,67 @@ def setup_guide(settings: Settings, statuses: dict) -> None:
 2. **Or point the app at your own files** with environment variables, then restart:
    `OBJDET_SSD_WEIGHTS`, `OBJDET_SSD_ARCH`, `OBJDET_YOLO_WEIGHTS`, `OBJDET_YOLO_CONFIG`,
    `OBJDET_YOLO_NAMES` (see README, "Configuration").
-3. **In Kubernetes** the weights live on the `object-detection-model-weights` volume: run the
-   weights-loader Job or copy them in (see docs).
+3. **In Kubernetes** the weights live on the `objdet-weights` volume: the pod's init container
+   (`python -m app weights prepare`) fills or checks it (see README, "Deploy").
 
 The sidebar's **Model status** shows each file, its checksum state and the command that fixes it.
 """)
 
 
-def _bounded(cache: dict, key, value, fits) -> None:
-    """Insert, then drop the oldest entries until ``fits(cache)``."""
-    cache[key] = value
-    while len(cache) > 1 and not fits(cache):
-        cache.pop(next(iter(cache)))
+def session_id() -> str | None:
+    """This script run's Streamlit session (the owner recorded on cache entries), None outside one."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
 
 
-def decode_once(name: str, data: bytes, settings: Settings):
-    """(digest, RGB array) of an upload, decoded once per session; an ``ImageError`` is remembered too."""
+def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
+    """Decode the upload (through ``load_image``, which bounds concurrent large decodes), keep a working
+    and a display copy, drop the full-resolution array. A refusal is returned, not raised, so it is
+    cached like an image."""
+    notes: list[str] = []
+    try:
+        full = image_io.load_image(data, name, max_pixels=settings.max_image_pixels,
+                                   max_bytes=settings.max_file_bytes, warnings=notes)
+    except ImageError as exc:
+        return exc
+    height, width = full.shape[:2]
+    working, working_factor = image_io.working_copy(full, WORK_SIDE)
+    if working is not full:
+        CACHE.note_freed(full.nbytes)  # the janitor trims the heap after a large transient
+    del full
+    display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
+    return PreparedImage(working, working_factor, display, working_factor * display_factor, (width, height),
+                         tuple(notes))
+
+
+def decode_once(name: str, data: bytes, settings: Settings) -> tuple[str, PreparedImage]:
+    """(digest, prepared image) of an upload, decoded once per process whatever the number of sessions
+    that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name)."""
     digest = hashlib.sha256(data).hexdigest()
-    cache: dict = st.session_state.setdefault("decoded_images", {})
-    if digest not in cache:
-        try:
-            value = load_image(data, name, max_pixels=settings.max_image_pixels)
-        except ImageError as exc:
-            value = exc
-        _bounded(cache, digest, value, lambda c: sum(getattr(v, "nbytes", 0) for v in c.values())
-                 <= DECODED_CACHE_BYTES)
-    value = cache[digest]
+    key = ("image", digest, settings.max_image_pixels, settings.max_file_bytes, WORK_SIDE, DISPLAY_SIDE)
+    value = CACHE.get_or_compute(key, lambda: prepare(name, data, settings), owner=session_id())
     if isinstance(value, ImageError):
         raise ImageError(name, value.reason)
     return digest, value
 
 
-def forward_once(model: str, digest: str, image, settings: Settings) -> RawOutput:
-    """The network output for (model, image), computed once per session and image."""
-    cache: dict = st.session_state.setdefault("raw_outputs", {})
-    key = (model, digest)
-    if key not in cache:
+def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Settings) -> RawOutput:
+    """The network output for (model, image) on the working copy, computed once per process."""
+
+    def run() -> RawOutput:
         detector = get_detector(model, settings)
         with inference_slots(settings):
-            raw = detector.forward(image)
-        _bounded(cache, key, raw, lambda c: len(c) <= RAW_CACHE_SIZE)
-    return cache[key]
+            return detector.forward(prepared.working)
+
+    return CACHE.get_or_compute(("raw", model, settings, digest), run, owner=session_id())
 
 
-def show_result(name: str, model: str, image, result: DetectionResult, params: DetectParams) -> None:
+def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult,
+                params: DetectParams) -> None:
+    """One model's column; ``result`` is in the original's pixels, the picture is the display copy."""
     st.markdown(f"**{MODEL_TITLES[model]}**")
-    annotated = annotate(image, result)
+    display_w, display_h = prepared.display_size
+    annotated = annotate(prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size))
     st.image(annotated, caption=f"{name} · {model}", width="stretch")
     total_ms = sum(result.timings_ms.values())
     c1, c2 = st.columns(2)
@@ -166,28 +209,38 @@ def show_result(name: str, model: str, image, result: DetectionResult, params: D
                        "application/json", key=f"json-{model}-{name}", on_click="ignore")
     d3.download_button("CSV", lambda: result_csv(result), f"{stem}.{model}.csv", "text/csv",
                        key=f"csv-{model}-{name}", on_click="ignore")
+    width, height = result.image_size
+    if (display_w, display_h) != (width, height):
+        st.caption(f"PNG: the annotated picture at display size {display_w}x{display_h}; table, JSON and CSV "
+                   f"boxes are in the original's pixels ({width}x{height}).")
 
 
 def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings) -> None:
     try:
-        digest, image = decode_once(name, data, settings)
+        digest, prepared = decode_once(name, data, settings)
     except ImageError as exc:
         st.error(str(exc))
         return
     st.subheader(name)
     columns = st.columns(1 + len(models))
+    width, height = prepared.original_size
+    display_w, display_h = prepared.display_size
     with columns[0]:
         st.markdown("**Original**")
-        st.image(image, caption=f"{image.shape[1]}x{image.shape[0]}", width="stretch")
+        shown = "" if (display_w, display_h) == (width, height) else f" (shown at {display_w}x{display_h})"
+        st.image(prepared.display, caption=f"{width}x{height}{shown}", width="stretch")
+        for note in prepared.warnings:
+            st.caption(f":material/warning: {name}: {note}")
     for column, model in zip(columns[1:], models):
         with column:
             try:
-                raw = forward_once(model, digest, image, settings)
+                raw = forward_once(model, digest, prepared, settings)
                 result = get_detector(model, settings).decode(raw, params)
             except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
                 st.error(f"{name}: {model}: {exc}")
                 continue
-            show_result(name, model, image, result, params)
+            show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size),
+                        params)
 
 
 def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:
@@ -225,6 +278,7 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
 def main() -> None:
     st.set_page_config(page_title="Object detection: SSD vs YOLO", page_icon="🔎", layout="wide")
     st.title("Object detection: SSD and YOLO")
+    start_janitor()
     settings = settings_or_stop()
     statuses = load_models(repr(settings))
     models, params = sidebar(settings, statuses)

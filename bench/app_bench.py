@@ -1,36 +1,57 @@
-"""The app's benchmark (issue 3): slider latency without inference, memory per session, cold start.
+"""The app's benchmark (issues 3 and 8): slider latency without inference, memory under concurrent sessions,
+cold start.
 
-    .venv/bin/python bench/app_bench.py [--sessions 8]
+    .venv/bin/python bench/app_bench.py [--sessions 8] [--arena both|default|2] [--no-slider]
 
-1. Slider change -> new table through streamlit.testing (AppTest), models cached: median rerun time
+1. Memory (issue 8, item 2): one `python -m app serve` process with SSDlite and Yolo-Fastest-1.1 loaded;
+   N concurrent headless-Chromium sessions (one browser process, one small page per browser context) each
+   upload the largest image the default limits allow (a 6320x6320 PNG, just under 40 MP, patterns plus a
+   pasted real photo) and wait for both models' tables; then every page closes. VmRSS and VmHWM of the
+   server are sampled from /proc every 100 ms. Reported: idle RSS (models loaded), peak RSS while the
+   sessions ran, RSS after the pages closed and a settle time. Run without MALLOC_ARENA_MAX and with
+   MALLOC_ARENA_MAX=2 (``--arena``). Target: peak < 75 % of the Deployment's 2Gi limit (1536 MiB), after
+   close within 15 % of idle.
+2. Cold start: process start -> /_stcore/health 200 (first server run).
+3. Slider change -> new table through streamlit.testing (AppTest), models cached: median rerun time
    and the number of network calls it made (must be 0).
-2. Memory: resident memory (VmRSS) of one `python -m app serve` process with SSDlite and
-   Yolo-Fastest-1.1 loaded, after one browser session detected on an image, then after N concurrent
-   headless-Chromium sessions each detected on an image.
-3. Cold start: process start -> /_stcore/health 200.
 Without official SSD weights, seeded random SSDlite weights stand in (same architecture and memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from serving import Server  # noqa: E402
+
+def _from_tests(module: str):
+    """A helper module of tests/ (the server runner, the seeded SSD weights) loaded by file path, so the
+    bench shares them without putting tests/ on sys.path."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{module}", REPO / "tests" / f"{module}.py")
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+Server = _from_tests("serving").Server
 
 SHARED = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared"))
 YOLO = SHARED / "assets" / "weights" / "yolo-fastest-1.1"
 COFFEE = SHARED / "assets" / "images" / "coffee.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+LIMIT_MIB = 2048  # the Deployment's memory limit (base/deployment.yaml: 2Gi)
+BIG_SIDE = 6320  # 6320 x 6320 = 39,942,400 pixels: just under the 40 MP default of OBJDET_MAX_IMAGE_PIXELS
 
 
 def env_for(ssd: Path) -> dict:
@@ -39,11 +60,147 @@ def env_for(ssd: Path) -> dict:
             "OBJDET_YOLO_CONFIG": str(YOLO / "yolo-fastest-1.1.cfg"), "OBJDET_YOLO_NAMES": str(YOLO / "coco.names")}
 
 
-def rss_mb(pid: int) -> float:
+def make_big_pngs(folder: Path, count: int, side: int = BIG_SIDE) -> list[Path]:
+    """``count`` highly compressible PNGs of side x side pixels: gradients and stripes with the coffee
+    photo enlarged (nearest neighbour, x5) in the middle, so both networks find objects in it. Each
+    carries a different stamp in a corner, so every session uploads its own image (no sharing)."""
+    import cv2
+    import numpy as np
+
+    rows = np.arange(side, dtype=np.uint16)
+    image = np.empty((side, side, 3), np.uint8)
+    image[..., 0] = (rows[:, None] // 8 % 256).astype(np.uint8)
+    image[..., 1] = (rows[None, :] // 16 % 256).astype(np.uint8)
+    image[..., 2] = np.where((rows[:, None] // 64 + rows[None, :] // 64) % 2 == 0, 200, 40).astype(np.uint8)
+    photo = cv2.imread(str(COFFEE), cv2.IMREAD_COLOR)  # BGR, as imwrite expects
+    photo = cv2.resize(photo, None, fx=5, fy=5, interpolation=cv2.INTER_NEAREST)
+    top, left = (side - photo.shape[0]) // 2, (side - photo.shape[1]) // 2
+    image[top:top + photo.shape[0], left:left + photo.shape[1]] = photo
+    paths = []
+    for index in range(count):
+        image[:32, :32] = (index * 29) % 256
+        path = folder / f"big-{side}x{side}-{index}.png"
+        if not cv2.imwrite(str(path), image, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
+            raise RuntimeError(f"cannot write {path}")
+        paths.append(path)
+    return paths
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS since the process started) of ``pid``, in KiB."""
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    return memory_kib(pid)["VmRSS"] / 1024
+
+
+class Sampler(threading.Thread):
+    """Samples the server's VmRSS every 100 ms; ``peak_mib`` is the largest since the last ``reset``."""
+
+    def __init__(self, pid: int, period_s: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.period_s = pid, period_s
+        self.peak_kib = 0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.period_s):
+            try:
+                rss = memory_kib(self.pid)["VmRSS"]
+            except (OSError, KeyError):
+                return
+            self.peak_kib = max(self.peak_kib, rss)
+            self.samples += 1
+
+    def reset(self) -> None:
+        self.peak_kib = 0
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def settle_rss(pid: int, seconds: float) -> float:
+    """RSS after ``seconds`` of quiet (the smallest of the last few samples: allocator noise aside)."""
+    time.sleep(max(0.0, seconds - 2))
+    samples = []
+    for _ in range(5):
+        samples.append(rss_mib(pid))
+        time.sleep(0.4)
+    return min(samples)
+
+
+def run_sessions(base: str, images: list[Path], timeout_ms: int = 600_000) -> float:
+    """One page per image (one browser, one context each) uploads it, all at about the same time; returns the
+    seconds until every page shows both models' tables. Closes everything before returning."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        try:
+            contexts = [browser.new_context(viewport={"width": 900, "height": 700}) for _ in images]
+            pages = [c.new_page() for c in contexts]
+            for page in pages:
+                page.goto(base + "/", wait_until="domcontentloaded", timeout=120_000)
+            for page in pages:
+                page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=120_000)
+            t0 = time.monotonic()
+            for page, image in zip(pages, images):  # each call returns once the file is handed over
+                page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(image))
+            for page in pages:
+                page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=timeout_ms)
+            wall = time.monotonic() - t0
+            for context in contexts:
+                context.close()
+        finally:
+            browser.close()
+    return wall
+
+
+def memory_bench(env: dict, images: list[Path], settle_s: float, arena: str | None) -> dict:
+    """One server run: idle, peak during N sessions, after they closed (see the module docstring)."""
+    env = dict(env)
+    if arena:
+        env["MALLOC_ARENA_MAX"] = arena
+    t0 = time.monotonic()
+    server = Server(env)
+    try:
+        server.wait_healthy(timeout=600)
+        cold = time.monotonic() - t0
+        pid = server.proc.pid
+        idle = settle_rss(pid, 5)
+        sampler = Sampler(pid)
+        sampler.start()
+        try:
+            wall = run_sessions(server.base, images)
+            peak = sampler.peak_mib
+            after = settle_rss(pid, settle_s)
+        finally:
+            sampler.stop()
+        hwm = memory_kib(pid)["VmHWM"] / 1024
+    finally:
+        server.stop()
+    tag, sessions = f"arena={arena or 'default'}", len(images)
+    return {f"{tag} cold_start_s": round(cold, 1),
+            f"{tag} rss_idle_mib": round(idle),
+            f"{tag} rss_peak_{sessions}_sessions_mib": round(peak),
+            f"{tag} peak_pct_of_2Gi": round(peak / LIMIT_MIB * 100, 1),
+            f"{tag} vmhwm_mib": round(hwm),
+            f"{tag} rss_after_close_{settle_s:g}s_mib": round(after),
+            f"{tag} after_close_vs_idle_pct": round((after - idle) / idle * 100, 1),
+            f"{tag} {sessions}_sessions_wall_s": round(wall, 1),
+            f"{tag} samples": sampler.samples}
 
 
 def slider_bench(env: dict, repeats: int = 15) -> dict:
@@ -77,74 +234,34 @@ def slider_bench(env: dict, repeats: int = 15) -> dict:
             "slider_rerun_median_ms": round(statistics.median(times), 1), "reruns": repeats}
 
 
-def session(browser, base: str) -> None:
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(base + "/", wait_until="domcontentloaded", timeout=120_000)
-    page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=120_000)
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(COFFEE))
-    page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=300_000)
-    return page
-
-
-def server_bench(env: dict, sessions: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    t0 = time.monotonic()
-    server = Server(env)
-    try:
-        server.wait_healthy(timeout=600)
-        cold = time.monotonic() - t0
-        pid = server.proc.pid
-        loaded = rss_mb(pid)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-            pages = [session(browser, server.base)]
-            time.sleep(1)
-            one = rss_mb(pid)
-            import concurrent.futures  # noqa: F401 - pages share one Playwright thread: open them in turn
-            t1 = time.monotonic()
-            for page in pages:
-                page.close()
-            pages = []
-            # N sessions at once: start all uploads, then wait for every table
-            for _ in range(sessions):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(server.base + "/", wait_until="domcontentloaded", timeout=120_000)
-                pages.append(page)
-            for page in pages:
-                page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=120_000)
-                page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(COFFEE))
-            for page in pages:
-                page.locator("[data-testid='stDataFrame']").nth(1).wait_for(timeout=300_000)
-            concurrent_s = time.monotonic() - t1
-            time.sleep(1)
-            many = rss_mb(pid)
-            browser.close()
-        return {"cold_start_s": round(cold, 2), "rss_models_loaded_mb": round(loaded, 1),
-                "rss_one_session_mb": round(one, 1), f"rss_{sessions}_sessions_mb": round(many, 1),
-                "growth_vs_one_session_pct": round((many - one) / one * 100, 1),
-                f"{sessions}_sessions_wall_s": round(concurrent_s, 1)}
-    finally:
-        server.stop()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--arena", choices=["both", "default", "2"], default="both",
+                        help="run without MALLOC_ARENA_MAX, with MALLOC_ARENA_MAX=2, or both (default)")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after the pages close")
+    parser.add_argument("--image", type=Path, help="every session uploads this image (shared) instead of its own "
+                                                   "generated 6320x6320 PNG")
+    parser.add_argument("--no-slider", action="store_true", help="skip the AppTest slider benchmark")
     args = parser.parse_args()
     if not YOLO.exists():
         print(f"needs the shared assets at {SHARED} (OBJDET_SHARED_DIR)", file=sys.stderr)
         return 2
+    report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        from ssd_weights import make_state_dict
-
-        ssd = make_state_dict("ssdlite320_mobilenet_v3_large", Path(tmp) / "ssdlite-seed0.pth")
+        ssd = _from_tests("ssd_weights").make_state_dict("ssdlite320_mobilenet_v3_large",
+                                                         Path(tmp) / "ssdlite-seed0.pth")
         env = env_for(ssd)
-        report = server_bench(env, args.sessions)
-        report.update(slider_bench(env))
+        images = [args.image] * args.sessions if args.image else make_big_pngs(Path(tmp), args.sessions)
+        report["images"] = f"{len(set(images))} distinct, {images[0].name} {images[0].stat().st_size / 2**20:.1f} MiB"
+        arenas = {"both": [None, "2"], "default": [None], "2": ["2"]}[args.arena]
+        for arena in arenas:
+            report.update(memory_bench(env, images, args.settle, arena))
+        if not args.no_slider:
+            report.update(slider_bench(env))
     width = max(len(k) for k in report)
     for key, value in report.items():
-        print(f"{key:{width}}  {value}")
+        print(f"{key:{width}}  {value}", flush=True)
     return 0
 
 
