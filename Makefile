@@ -11,12 +11,13 @@ export OBJDET_SHARED_DIR ?= $(SHARED)
 PIP_FLAGS := --disable-pip-version-check --no-input --progress-bar off
 REQS := $(PYTHON) scripts/requirements_from_pyproject.py
 
-.PHONY: run test test-fast test-cv5 install weights bench image-test e2e clean
+.PHONY: run test test-fast test-cv5 lint format install weights bench image-test e2e clean
 
 run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
 	OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" $(PY) -m app serve
 
-test: install $(CV5)/.installed $(TOOLS)/.installed  ## every test: engine, app, browser, kustomize gate, OpenCV 5
+test: install $(CV5)/.installed $(TOOLS)/.installed  ## lint, then every test: engine, app, browser, kustomize gate, OpenCV 5
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 	EXPECT_OPENCV_MAJOR=4 $(PY) -m pytest
 	$(MAKE) test-cv5
 
@@ -26,6 +27,12 @@ test-cv5: $(CV5)/.installed  ## the YOLO/ONNX tests under OpenCV 5 (no torch in 
 
 test-fast: install  ## engine tests only
 	$(PY) -m pytest tests -m "not browser and not server" --ignore=tests/k8s
+
+lint: install  ## ruff: the rules and line length in pyproject.toml, and the formatting check
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: install  ## apply ruff's safe fixes and its formatting (then review the diff)
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
 install: $(VENV)/.installed
 

@@ -34,7 +34,7 @@ def annotate(image: np.ndarray, result: DetectionResult) -> np.ndarray:
     font, text_thick, box_thick = text_scale(width, height)
     for det in result.detections:
         colour = class_colour(det.label)
-        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        x1, y1, x2, y2 = (round(v) for v in det.box)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, box_thick, cv2.LINE_8)
         text = f"{det.label} {det.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, FONT, font, text_thick)

@@ -10,14 +10,17 @@ medians and their ratio are printed. Without an SSD weights file, seeded random 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from .config import REPO_ROOT, Settings
+from .detectors.base import ModelLoadError, ms_since
 from .images import ImageError, load_image
 from .result import DetectParams
 
@@ -25,8 +28,6 @@ DEFAULT_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 
 def _default_images() -> list[Path]:
-    import os
-
     shared = Path(os.environ.get("OBJDET_SHARED_DIR", REPO_ROOT.parent / "shared"))
     return [shared / "assets" / "images" / name for name in DEFAULT_IMAGES]
 
@@ -47,11 +48,10 @@ def _ssd_settings(settings: Settings, tmp: Path) -> tuple[Settings, str]:
 def _time(fn) -> float:
     t0 = time.perf_counter()
     fn()
-    return (time.perf_counter() - t0) * 1000.0
+    return ms_since(t0)
 
 
 def run_bench(args, settings: Settings) -> int:
-    from .detectors.base import ModelLoadError
     from .registry import BUILD_COUNT, get_detector
 
     images = [Path(p) for p in args.images] or _default_images()
@@ -74,20 +74,20 @@ def run_bench(args, settings: Settings) -> int:
             except ModelLoadError as exc:  # a damaged or mismatched model file: one message, no traceback
                 print(f"error: {model}: {exc}", file=sys.stderr)
                 return 1
-            build_ms = (time.perf_counter() - t0) * 1000.0
-            raw_calls = [_raw_call(detector, image, params) for image in arrays]
-            for image, raw_call in zip(arrays, raw_calls):  # warm-up
+            build_ms = ms_since(t0)
+            raw_calls = [detector.baseline(image, params) for image in arrays]
+            for image, raw_call in zip(arrays, raw_calls, strict=True):  # warm-up
                 raw_call()
                 detector.detect(image, params)
             raw_ms, pipe_ms = [], []
             for _ in range(args.repeat):
-                for image, raw_call in zip(arrays, raw_calls):
+                for image, raw_call in zip(arrays, raw_calls, strict=True):
                     raw_ms.append(_time(raw_call))
-                    pipe_ms.append(_time(lambda: detector.detect(image, params)))
+                    pipe_ms.append(_time(partial(detector.detect, image, params)))
             raw_med, pipe_med = statistics.median(raw_ms), statistics.median(pipe_ms)
             report["models"][model] = {
                 "weights": source,
-                "input_size": getattr(detector, "input_size", None) or 320,
+                "input_size": detector.input_size,
                 "build_ms": round(build_ms, 1),
                 "constructions": BUILD_COUNT.get(model, 0),
                 "raw_median_ms": round(raw_med, 3),
@@ -105,18 +105,3 @@ def run_bench(args, settings: Settings) -> int:
             print(f"{model:6} {r['raw_median_ms']:14.2f} {r['pipeline_median_ms']:12.2f} {r['ratio']:7.3f} "
                   f"{r['constructions']:7d}  {r['weights']}")
     return 0
-
-
-def _raw_call(detector, image, params):
-    """The framework alone on input that is already prepared."""
-    if detector.name == "yolo":
-        blob, _ = detector.preprocess(image)
-        net, names = detector.net, detector.output_names
-
-        def call():
-            net.setInput(blob)
-            net.forward(names)
-
-        return call
-    tensor = detector.to_tensor(image)
-    return lambda: detector.raw_call(tensor, params)

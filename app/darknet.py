@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .textfile import read_bounded
+
 MAX_CFG_BYTES = 1 << 20  # real cfgs are ~10 KB; a bigger file is not a network description
 FLOAT_BYTES = 4
 
@@ -90,15 +92,10 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> list[Section]:
 def parse_cfg(path: Path) -> list[Section]:
     """``parse_cfg_text`` of a file, read with a size bound; errors name the file."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a directory, or a FIFO that would block the read forever
-        raise DarknetError(f"{path}: is not a regular file; not a Darknet .cfg")
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_CFG_BYTES + 1)
-    except OSError as exc:
-        raise DarknetError(f"{path}: cannot read the .cfg ({exc.strerror or exc})") from None
-    if len(data) > MAX_CFG_BYTES:
-        raise DarknetError(f"{path}: larger than {MAX_CFG_BYTES:,} bytes; not a Darknet .cfg")
+        data = read_bounded(path, MAX_CFG_BYTES, "Darknet .cfg", "real ones are about 10 KB")
+    except ValueError as exc:
+        raise DarknetError(str(exc)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

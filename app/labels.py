@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# torchvision's COCO category list (torchvision.models.detection._meta._COCO_CATEGORIES):
+from .textfile import read_bounded
+
+# torchvision's COCO category list (torchvision.models._meta._COCO_CATEGORIES):
 # 91 entries indexed by the COCO category id, "N/A" for the ids COCO left unused.
 # Kept here so YOLO runs need no torch; tests/test_labels.py checks it equals torchvision's own list.
 COCO_CATEGORIES = (
@@ -52,19 +54,8 @@ def read_names(path: Path) -> tuple[str, ...]:
     A file that is Darknet's COCO list (80 names, all of them COCO names in either spelling)
     is mapped to torchvision's spellings; any other file is used as given.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory, not a names file")
-    if path.exists() and not path.is_file():  # a FIFO would block the read forever
-        raise ValueError(f"{path}: is not a regular file (a FIFO, socket or device), not a names file")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_NAMES_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read names file ({exc.strerror or exc})") from None
-    if len(data) > MAX_NAMES_BYTES:
-        raise ValueError(f"{path}: names file is larger than {MAX_NAMES_BYTES:,} bytes; expected one class name "
-                         "per line (is this the right file?)")
+    data = read_bounded(path, MAX_NAMES_BYTES, "names file",
+                        "expected one class name per line (is this the right file?)")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

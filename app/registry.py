@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import weights
+from .catalog import family
 from .config import Settings
+from .cpus import available_cpus
 from .detectors.base import Detector, ModelLoadError
 from .weights import CORRUPT, MISSING, FileCheck, check_file
 
@@ -62,21 +64,14 @@ def refuse_corrupt_files(model: str, settings: Settings) -> None:
 
 
 def build_detector(model: str, settings: Settings) -> Detector:
-    """A new detector for ``model`` (``ssd`` or ``yolo``); raises ``ModelLoadError`` with the fix."""
+    """A new detector for ``model`` (a family of ``app.catalog``); raises ``ModelLoadError`` with the fix."""
+    fam = family(model)
     refuse_corrupt_files(model, settings)
-    if model == "ssd":
-        try:
-            from .detectors.ssd import SSDDetector
-        except ImportError as exc:
-            raise ModelLoadError(f"SSD needs torch and torchvision ({exc}); install the `ssd` extra "
-                                 "(`pip install .[ssd]`) or set OBJDET_MODELS=yolo") from None
-        return SSDDetector(settings.ssd_arch, settings.ssd_weights, settings.device, settings.num_threads)
-    if model == "yolo":
-        from .detectors.yolo import YoloDetector
-
-        return YoloDetector(settings.yolo_weights, settings.yolo_config, settings.yolo_names,
-                            settings.yolo_input_size, settings.num_threads)
-    raise ValueError(f"unknown model {model!r}")
+    try:
+        detector_class = fam.detector_class()
+    except ImportError as exc:
+        raise ModelLoadError(f"{fam.label} cannot be imported ({exc}); {fam.install_hint}") from None
+    return detector_class.from_settings(settings)
 
 
 def get_detector(model: str, settings: Settings) -> Detector:
@@ -111,7 +106,7 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
     files = [checked_file(path, role) for role, path in settings.model_files(model).items()]
     missing = [f for f in files if f.state == MISSING]
     corrupt = [f for f in files if f.state == CORRUPT]
-    env = {"ssd": "OBJDET_SSD_WEIGHTS", "yolo": "OBJDET_YOLO_WEIGHTS"}[model]
+    env = family(model).weights_env
     fetch_fix = (f"run `python -m app weights fetch --dest {settings.weights_dir}` "
                  f"or point {env} (and the other OBJDET_{model.upper()}_* variables) at your files")
     if missing:
@@ -137,8 +132,6 @@ _slots: dict[int, threading.BoundedSemaphore] = {}
 
 def inference_slot_count(settings: Settings) -> int:
     """(CPUs this process may use: cgroup quota, affinity, count) // (threads per inference), at least 1."""
-    from .config import available_cpus
-
     return max(1, available_cpus() // max(1, settings.num_threads))
 
 

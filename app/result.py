@@ -24,6 +24,11 @@ class DetectParams:
         if self.classes is not None:
             object.__setattr__(self, "classes", frozenset(self.classes) or None)
 
+    def to_dict(self) -> dict:
+        """The parameters as JSON documents record them (``detect --json``, the page's JSON download)."""
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+                "classes": sorted(self.classes) if self.classes else None}
+
 
 @dataclass(frozen=True)
 class Detection:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings, cpu_budget
+from .config import Settings
+from .cpus import cpu_budget
 from .registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
 from .weights import weights_dir_problem
 

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, TextIO
 
+from .catalog import published_files
 from .config import Settings
-
-_YOLO_FASTEST = "https://raw.githubusercontent.com/dog-qiuqiu/Yolo-Fastest/master/ModelZoo/yolo-fastest-1.1_coco/"
-
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -38,7 +36,6 @@ class ManifestEntry:
     url: str
     sha256: str
     model: str  # which model family uses it
-    group: str  # files fetched together (a Darknet model needs cfg + weights + names)
     size: int | None = None
 
     @property
@@ -46,29 +43,9 @@ class ManifestEntry:
         return len(self.sha256) < 64
 
 
+# Every family's published files (app/catalog.py), by file name.
 MANIFEST: dict[str, ManifestEntry] = {
-    e.name: e
-    for e in (
-        ManifestEntry("ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
-                      "https://download.pytorch.org/models/ssdlite320_mobilenet_v3_large_coco-a79551df.pth",
-                      "a79551df", "ssd", "ssdlite320_mobilenet_v3_large"),
-        ManifestEntry("ssd300_vgg16_coco-b556d3b4.pth",
-                      "https://download.pytorch.org/models/ssd300_vgg16_coco-b556d3b4.pth",
-                      "b556d3b4", "ssd", "ssd300_vgg16"),
-        ManifestEntry("yolo-fastest-1.1.cfg", _YOLO_FASTEST + "yolo-fastest-1.1.cfg",
-                      "f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70", "yolo", "yolo-fastest-1.1", 9685),
-        ManifestEntry("yolo-fastest-1.1.weights", _YOLO_FASTEST + "yolo-fastest-1.1.weights",
-                      "1c445c42bbd6df63edea2cc69f99667b5650d663ca11e34b116240740cd42890", "yolo", "yolo-fastest-1.1",
-                      1384268),
-        ManifestEntry("yolo-fastest-1.1-xl.cfg", _YOLO_FASTEST + "yolo-fastest-1.1-xl.cfg",
-                      "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3", "yolo", "yolo-fastest-1.1-xl",
-                      9696),
-        ManifestEntry("yolo-fastest-1.1-xl.weights", _YOLO_FASTEST + "yolo-fastest-1.1-xl.weights",
-                      "fac5fb41786c1f38f04972a658443b189f48720d7d117f9a044100e98a35b0c5", "yolo", "yolo-fastest-1.1-xl",
-                      3693964),
-        ManifestEntry("coco.names", _YOLO_FASTEST + "coco.names",
-                      "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84", "yolo", "coco.names", 625),
-    )
+    name: ManifestEntry(f.name, f.url, f.sha256, model, f.size) for name, (model, f) in published_files().items()
 }
 
 OK, MISSING, CORRUPT, UNVERIFIED = "OK", "missing", "corrupt", "unverified"
@@ -267,7 +244,7 @@ def _fetch_one(entry: ManifestEntry, url: str, dest: Path, progress: TextIO | No
             raise FetchError(f"{entry.name}: {target} is a symbolic link to {os.path.realpath(target)} that does "
                              "not hold the published file; fetch does not replace links: remove the link or "
                              "fetch into another folder")
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             try:
                 return _download(entry, url, dest, target, part, progress, limits)
             except _RangeRefused:
@@ -294,12 +271,13 @@ def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Pa
             os.replace(part, target)
             _fsync_dir(dest)
             return "fetched"
-    request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})
+    # S310 (URL schemes): the URL is a manifest https address or a --mirror that check_mirror limits to http(s).
+    request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})  # noqa: S310
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     received = offset
     try:
-        with urllib.request.urlopen(request, timeout=limits.socket_timeout()) as response:
+        with urllib.request.urlopen(request, timeout=limits.socket_timeout()) as response:  # noqa: S310 - as above
             if offset and response.status != 206:  # server ignored Range: start again
                 offset = received = 0
                 digest = hashlib.sha256()

@@ -39,7 +39,6 @@ class Server:
         full.update(STREAMLIT_SERVER_PORT=str(self.port), STREAMLIT_SERVER_ADDRESS="127.0.0.1")
         if base_path:
             full["STREAMLIT_SERVER_BASE_URL_PATH"] = base_path
-        self.log = open(os.devnull, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=REPO, env=full,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.output: list[str] = []
@@ -87,4 +86,3 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()

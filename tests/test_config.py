@@ -98,7 +98,7 @@ def own_cgroup(root: Path, line: str) -> Path:
 def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
     import os
 
-    from app.config import cpu_budget
+    from app.cpus import cpu_budget
 
     root = fake_cgroup(tmp_path / "cg", files)
     got = cpu_budget(root, own_cgroup(tmp_path, self_line))
@@ -110,11 +110,11 @@ def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
 
 
 def test_num_threads_default_and_inference_slots_follow_the_budget(tmp_path, monkeypatch):
-    from app import config, registry
+    from app import cpus, registry
 
-    monkeypatch.setattr(config, "CGROUP_ROOT", fake_cgroup(tmp_path / "cg", {"cpu.max": "100000 100000\n"}))
-    monkeypatch.setattr(config, "SELF_CGROUP", own_cgroup(tmp_path, "0::/\n"))
-    assert config.cpu_budget() == (1, "cgroup quota 100000/100000")
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", fake_cgroup(tmp_path / "cg", {"cpu.max": "100000 100000\n"}))
+    monkeypatch.setattr(cpus, "SELF_CGROUP", own_cgroup(tmp_path, "0::/\n"))
+    assert cpus.cpu_budget() == (1, "cgroup quota 100000/100000")
     settings = Settings.from_env({})
     assert settings.num_threads == 1
     assert registry.inference_slot_count(Settings.from_env({"OBJDET_NUM_THREADS": "1"})) == 1

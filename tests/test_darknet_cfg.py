@@ -52,8 +52,8 @@ def test_parser_sections_comments_and_whitespace():
 @pytest.mark.parametrize("text,message", [
     ("", r"x\.cfg: no sections: an empty file or not a Darknet \.cfg"),
     ("\n# only comments\n", r"x\.cfg: no sections"),
-    ("[convolutional]\nfilters=8\n", r"x\.cfg: the first section is \[convolutional\] at line 1; a Darknet \.cfg "
-                                     r"starts with \[net\]"),
+    ("[convolutional]\nfilters=8\n", (r"x\.cfg: the first section is \[convolutional\] at line 1; a Darknet \.cfg "
+                                      r"starts with \[net\]")),
     ("width=320\n[net]\n", r"x\.cfg: line 1: option 'width=320' before the first \[section\]"),
     ("[net]\nthis is not an option\n", r"x\.cfg: line 2: 'this is not an option' is neither"),
     ("[net\n", r"x\.cfg: line 1: '\[net' is not a \[section\] header"),
@@ -70,9 +70,9 @@ def test_cfg_files_that_are_not_text_or_too_big(tmp_path):
         parse_cfg(binary)
     huge = tmp_path / "huge.cfg"
     huge.write_bytes(b"[net]\n" + b"#" * (1 << 20))
-    with pytest.raises(DarknetError, match=rf"{huge}: larger than 1,048,576 bytes"):
+    with pytest.raises(DarknetError, match=rf"{huge}: Darknet \.cfg is larger than 1,048,576 bytes"):
         parse_cfg(huge)
-    with pytest.raises(DarknetError, match=rf"{tmp_path / 'absent.cfg'}: cannot read the \.cfg"):
+    with pytest.raises(DarknetError, match=rf"{tmp_path / 'absent.cfg'}: cannot read the Darknet \.cfg"):
         parse_cfg(tmp_path / "absent.cfg")
 
 

@@ -7,7 +7,6 @@ Static checks run everywhere (no engine needed). The image itself is built and r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -87,12 +86,11 @@ def env_pairs(items) -> dict[str, str]:
 
 
 def app_env_vars() -> dict:
-    """ENV_VARS of app/config.py, loaded by path (stdlib only): the app's own list, no copy of it."""
-    spec = importlib.util.spec_from_file_location("_objdet_config", REPO / "app" / "config.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module.ENV_VARS
+    """ENV_VARS of app/config.py (stdlib only: it and app/catalog.py import no third-party module): the
+    app's own list, no copy of it."""
+    from app.config import ENV_VARS
+
+    return ENV_VARS
 
 
 def runtime_stage():

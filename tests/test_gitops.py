@@ -216,9 +216,9 @@ def rendered_kinds() -> set[tuple[str, str, str]]:
         found |= {(d["apiVersion"].rpartition("/")[0], d["kind"], d["metadata"]["name"]) for d in docs}
     for path in sorted((REPO / "components").glob("*/*.yaml")):
         for d in yaml.safe_load_all(path.read_text()):
-            if d and "kind" in d and not d["apiVersion"].startswith("kustomize.config.k8s.io/") and "metadata" in d:
-                if d["kind"] not in {"Component"} and "spec" in d:
-                    found.add((d["apiVersion"].rpartition("/")[0], d["kind"], d["metadata"]["name"]))
+            if (d and "kind" in d and not d["apiVersion"].startswith("kustomize.config.k8s.io/") and "metadata" in d
+                    and d["kind"] not in {"Component"} and "spec" in d):
+                found.add((d["apiVersion"].rpartition("/")[0], d["kind"], d["metadata"]["name"]))
     return found
 
 

@@ -65,7 +65,7 @@ def test_bad_files_refused_by_name_while_the_good_ones_run(yolo_cli, images_dir,
     cut.write_bytes(data[: len(data) // 2] + b"\xff\xd9")  # Pillow alone decodes this grey-filled, exit 0
     coffee, chelsea = str(images_dir / "coffee.png"), str(images_dir / "chelsea.png")
     files = [coffee, "/dev/zero", str(fifo), str(tmp_path), str(sparse), str(cut), chelsea]
-    doc, proc = detect_json(files, yolo_cli, expect_rc=1)
+    doc, _ = detect_json(files, yolo_cli, expect_rc=1)
     assert [e["file"] for e in doc["images"]] == files
     errors = {e["file"]: e.get("error") for e in doc["images"]}
     assert errors["/dev/zero"] == "/dev/zero: is a character device, not an image file: refused without reading it"
@@ -133,8 +133,8 @@ def test_out_folder_not_writable(yolo_cli, images_dir, tmp_path):
         out.mkdir()
         out.chmod(0o555)
     coffee, chelsea = str(images_dir / "coffee.png"), str(images_dir / "chelsea.png")
-    doc, proc = detect_json(["--out", str(out), coffee, chelsea], yolo_cli, expect_rc=1)
-    for entry, stem in zip(doc["images"], ("coffee", "chelsea")):
+    doc, _ = detect_json(["--out", str(out), coffee, chelsea], yolo_cli, expect_rc=1)
+    for entry, stem in zip(doc["images"], ("coffee", "chelsea"), strict=True):
         assert entry["error"] == (f"{entry['file']}: annotated image not written: cannot write "
                                   f"{out / (stem + '.yolo.png')} (Permission denied)")
         assert entry["results"][0]["detections"]
@@ -184,7 +184,7 @@ def test_normal_image_results_are_those_of_the_full_image(yolo_cli, detector, im
     params = DetectParams(conf=0.3, iou=0.45, max_det=100)
     names = ["coffee.png", "astronaut.png", "chelsea.png"]
     doc, _ = detect_json([str(images_dir / n) for n in names], yolo_cli, expect_rc=0)
-    for name, entry in zip(names, doc["images"]):
+    for name, entry in zip(names, doc["images"], strict=True):
         image = load_image(images_dir / name)
         assert max(image.shape[:2]) <= WORK_SIDE
         direct = detector.detect(image, params).to_dict()
@@ -204,7 +204,7 @@ def test_big_image_detections_map_back_to_the_original(yolo_cli, detector, image
         cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
         paths.append(str(path))
     doc, _ = detect_json(paths, yolo_cli, expect_rc=0)
-    for name, entry in zip(names, doc["images"]):
+    for name, entry in zip(names, doc["images"], strict=True):
         small = load_image(images_dir / name)
         height, width = small.shape[:2]
         result = entry["results"][0]
@@ -212,14 +212,14 @@ def test_big_image_detections_map_back_to_the_original(yolo_cli, detector, image
         expected = detector.detect(small, params).detections
         got = result["detections"]
         assert [d["label"] for d in got] == [d.label for d in expected], name
-        for g, e in zip(got, expected):
+        for g, e in zip(got, expected, strict=True):
             assert np.allclose(np.array(g["box"]) / 8, e.box, atol=5.0), (name, g, e)  # original pixels
     # astronaut: 4096 -> a 2048 working copy that is exactly the 4x upscale, so the boxes are exactly 2x its own
     four = cv2.resize(load_image(images_dir / "astronaut.png"), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST)
     direct = detector.detect(four, params).detections
     got = doc["images"][0]["results"][0]["detections"]
     assert [d["label"] for d in got] == [d.label for d in direct]
-    for g, e in zip(got, direct):
+    for g, e in zip(got, direct, strict=True):
         assert np.allclose(g["box"], np.array(e.box) * 2, atol=0.02)
         assert g["score"] == round(e.score, 5)
 

@@ -160,15 +160,19 @@ def test_zip_bomb_state_dict_is_refused_before_torch_inflates_it(tmp_path):
         SSDDetector("ssdlite320_mobilenet_v3_large", bomb, device="cpu")
 
 
-def test_architecture_sizes_match_torchvision():
+def test_catalog_architectures_match_torchvision():
+    """Each SSD record of the catalog (builder, parameter count, first-level head key and anchors)
+    against the torchvision model itself."""
     pytest.importorskip("torch")
     from torchvision.models import detection
 
-    from app.detectors.ssd import ARCH_PARAMETERS
+    from app.catalog import SSD_ARCHS
 
-    for arch, count in ARCH_PARAMETERS.items():
-        model = getattr(detection, arch)(weights=None, weights_backbone=None)
-        assert sum(t.numel() for t in model.state_dict().values()) == count, arch
+    for arch in SSD_ARCHS.values():
+        state = getattr(detection, arch.builder)(weights=None, weights_backbone=None).state_dict()
+        assert sum(t.numel() for t in state.values()) == arch.parameters, arch.name
+        key, anchors = arch.first_level
+        assert state[key].ndim == 4 and state[key].shape[0] == 91 * anchors, arch.name
 
 
 def test_missing_reasons(tmp_path):
@@ -190,7 +194,7 @@ def test_verify_reports_symlinks_leaving_the_folder_and_a_bad_weights_dir(yolo_d
     env = {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(models)}
     proc = run_cli(["weights", "verify"], env)
     assert proc.returncode == 0, proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if "yolo-fastest-1.1.weights" in l)
+    line = next(row for row in proc.stdout.splitlines() if "yolo-fastest-1.1.weights" in row)
     assert f"symbolic link to {yolo_dir / 'yolo-fastest-1.1.weights'}, outside its folder" in line and " OK " in line
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -267,10 +271,10 @@ def seeded_ssd(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("kind,message", [
     ("empty", r"the file is empty \(0 bytes\)"),
-    ("text", r"not a torch state dict: its pickle data cannot be read \(Unsupported operand 123\); the file is "
-             r"damaged or not a \.pth\."),
-    ("half", r"not a loadable torch state dict \(PytorchStreamReader failed reading zip archive: failed finding "
-             r"central directory\); the file is truncated, damaged or not a \.pth\. Re-fetch"),
+    ("text", (r"not a torch state dict: its pickle data cannot be read \(Unsupported operand 123\); the file is "
+              r"damaged or not a \.pth\.")),
+    ("half", (r"not a loadable torch state dict \(PytorchStreamReader failed reading zip archive: failed finding "
+              r"central directory\); the file is truncated, damaged or not a \.pth\. Re-fetch")),
     ("few-bytes-short", r"not a loadable torch state dict \(.*\); the file is truncated"),
     ("list", r"holds a list, not a state dict of tensors"),
 ])

@@ -63,7 +63,7 @@ def test_class_filter_then_cap(ssd, ssdlite_weights, images_dir):
     cats = detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
     labels = [cats[i] for i in full["labels"].tolist()]
     wanted = {labels[0], labels[-1]}
-    expect = [(lab, float(s)) for lab, s in zip(labels, full["scores"].tolist()) if lab in wanted][:7]
+    expect = [(lab, float(s)) for lab, s in zip(labels, full["scores"].tolist(), strict=True) if lab in wanted][:7]
     got = ssd.detect(load_image(path), DetectParams(conf=0.3, iou=0.45, classes=frozenset(wanted), max_det=7))
     assert [(d.label, pytest.approx(d.score, rel=1e-5)) for d in got.detections] == \
         [(lab, pytest.approx(s, rel=1e-5)) for lab, s in expect]
@@ -126,7 +126,7 @@ def test_not_a_state_dict(tmp_path):
     torch.save(torch.zeros(3), tensor_file)
     with pytest.raises(ModelLoadError, match="not a state dict"):
         SSDDetector(ARCH, tensor_file, device="cpu")
-    with pytest.raises(ModelLoadError, match="file not found.*weights fetch"):
+    with pytest.raises(ModelLoadError, match=r"file not found.*weights fetch"):
         SSDDetector(ARCH, tmp_path / "absent.pth", device="cpu")
 
 
@@ -145,6 +145,6 @@ def test_cuda_requested_without_cuda(ssdlite_weights):
 def test_labels_module_matches_torchvision():
     from app.labels import COCO80, COCO_CATEGORIES
 
-    assert COCO_CATEGORIES == tuple(detection.SSD300_VGG16_Weights.COCO_V1.meta["categories"])
+    assert tuple(detection.SSD300_VGG16_Weights.COCO_V1.meta["categories"]) == COCO_CATEGORIES
     assert len(COCO80) == 80 and "N/A" not in COCO80
     assert torchvision.__version__

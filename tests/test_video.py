@@ -88,8 +88,8 @@ def test_truncated_faststart_clip_processed_as_far_as_it_decodes(clip, detect, t
     assert claimed == 40 and 0 < decodable < 40
     report = process_video(cut, "cut.mp4", detect, PARAMS, every_n=5)
     assert report.frames_read == decodable
-    assert report.notes == [f"the header claims 40 frames but only {decodable} could be decoded: the file is "
-                            "truncated or damaged; those frames were processed"]
+    assert report.notes == [(f"the header claims 40 frames but only {decodable} could be decoded: the file is "
+                             "truncated or damaged; those frames were processed")]
     assert report.mp4
 
 

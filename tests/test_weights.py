@@ -89,9 +89,9 @@ class Server:
 def manifest(monkeypatch):
     entries = {
         "good.bin": ManifestEntry("good.bin", "https://example.invalid/good.bin",
-                                  hashlib.sha256(PAYLOAD).hexdigest(), "yolo", "t", len(PAYLOAD)),
+                                  hashlib.sha256(PAYLOAD).hexdigest(), "yolo", len(PAYLOAD)),
         "prefix-only.pth": ManifestEntry("prefix-only.pth", "https://example.invalid/prefix-only.pth",
-                                         hashlib.sha256(PAYLOAD[::-1]).hexdigest()[:8], "ssd", "t"),
+                                         hashlib.sha256(PAYLOAD[::-1]).hexdigest()[:8], "ssd"),
     }
     monkeypatch.setattr(weights, "MANIFEST", entries)
     return entries
@@ -126,16 +126,14 @@ def test_interrupted_download_resumes_with_range(manifest, tmp_path):
 
 
 def test_corrupt_download_rejected_and_not_left(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD[:-1] + b"X"}) as srv:
-        with pytest.raises(FetchError, match="corrupt: expected sha256"):
-            fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
+    with Server({"good.bin": PAYLOAD[:-1] + b"X"}) as srv, pytest.raises(FetchError, match="corrupt: expected sha256"):
+        fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     assert list(tmp_path.iterdir()) == [tmp_path / ".good.bin.lock"]
 
 
 def test_404_names_the_url_and_gives_no_resume_advice(manifest, tmp_path):
-    with Server({}) as srv:
-        with pytest.raises(FetchError) as err:
-            fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
+    with Server({}) as srv, pytest.raises(FetchError) as err:
+        fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     msg = str(err.value)
     assert f"good.bin: not found at {srv.url}/good.bin (HTTP 404)" in msg and "resume" not in msg
     assert not (tmp_path / "good.bin").exists() and not (tmp_path / ".good.bin.part").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -98,7 +99,7 @@ def test_params_filter_cap_and_decode_without_network(detector, images_dir):
     raw = detector.forward(image)
     low = detector.decode(raw, DetectParams(conf=0.0, iou=0.45))  # OpenCV's region layer already zeroes < 0.2
     assert len(low.detections) >= 2
-    assert all(a.score >= b.score for a, b in zip(low.detections, low.detections[1:]))
+    assert all(a.score >= b.score for a, b in pairwise(low.detections))
     only_cups = detector.decode(raw, DetectParams(conf=0.0, classes=frozenset({"cup"})))
     assert only_cups.detections and {d.label for d in only_cups.detections} == {"cup"}
     capped = detector.decode(raw, DetectParams(conf=0.0, max_det=1))
@@ -153,11 +154,11 @@ def test_darknet_on_opencv5_says_what_to_do(yolo_dir):
 def test_bad_darknet_files_give_a_clear_error(yolo_dir, tmp_path):
     from app.detectors.yolo import YoloDetector
 
-    with pytest.raises(ModelLoadError, match="yolo-fastest-1.1.cfg: file not found"):
+    with pytest.raises(ModelLoadError, match=r"yolo-fastest-1\.1\.cfg: file not found"):
         YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", tmp_path / "yolo-fastest-1.1.cfg")
     broken_cfg = tmp_path / "broken.cfg"
     broken_cfg.write_text("[net]\nwidth=320\nheight=320\n[convolutional]\nfilters=banana\n")
-    with pytest.raises(ModelLoadError, match="broken.cfg"):
+    with pytest.raises(ModelLoadError, match=r"broken\.cfg"):
         YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", broken_cfg)
 
 

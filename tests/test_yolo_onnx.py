@@ -65,7 +65,7 @@ def test_v5_layout_decodes_and_maps_letterbox_back(tmp_path, width, height):
     result = det.detect(image(width, height), DetectParams(conf=0.3, iou=0.45))
     assert det.layout == "v5"
     assert [(d.label, round(d.score, 4)) for d in result.detections] == [("cup", 0.72), ("person", 0.57)]
-    for d, want in zip(result.detections, (objects[0][0], objects[2][0])):
+    for d, want in zip(result.detections, (objects[0][0], objects[2][0]), strict=True):
         assert d.box == pytest.approx(want, abs=1.0)
 
 

@@ -1,4 +1,4 @@
-"""The interface both model families implement.
+"""The interface every model family implements: one base class, ``Detector``.
 
 A detection is split in two so the app can move sliders without running the network again:
 ``forward`` (preprocess + inference, the expensive part) returns a ``RawOutput``; ``decode``
@@ -9,12 +9,17 @@ A detection is split in two so the app can move sliders without running the netw
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..result import DetectParams, DetectionResult
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 
 class ModelLoadError(RuntimeError):
@@ -31,36 +36,46 @@ class RawOutput:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-class Detector(Protocol):
-    name: str
-    labels: tuple[str, ...]
-
-    def forward(self, image: np.ndarray) -> RawOutput: ...
-
-    def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult: ...
-
-    def detect(self, image: np.ndarray, params: DetectParams | None = None) -> DetectionResult: ...
-
-
-class DetectorMixin:
-    """``detect`` = ``forward`` + ``decode``, and the unknown-class check shared by both families."""
+class Detector(ABC):
+    """What every family implements (``forward``, ``decode``, ``baseline``, ``from_settings``); ``detect``
+    and the unknown-class check are shared. The registry builds one with ``from_settings``."""
 
     name: str
     labels: tuple[str, ...]
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings) -> Detector:
+        """The detector the configuration describes (its family's variables; threads; device)."""
+
+    @abstractmethod
+    def forward(self, image: np.ndarray) -> RawOutput:
+        """Preprocess + inference on an RGB image: the expensive part, independent of ``DetectParams``."""
+
+    @abstractmethod
+    def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
+        """Thresholds, NMS, class filter and cap on a ``forward`` output: cheap, run per slider move."""
+
+    @abstractmethod
+    def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
+        """The raw framework call on input prepared from ``image`` once, for ``python -m app bench``
+        to time against ``detect``: what a user of the framework alone would run."""
 
     def detect(self, image: np.ndarray, params: DetectParams | None = None) -> DetectionResult:
         return self.decode(self.forward(image), params or DetectParams())
 
     def check_classes(self, params: DetectParams) -> None:
+        """``ValueError`` naming the classes of ``params`` this model does not know, and some it does."""
         if params.classes:
             unknown = sorted(set(params.classes) - set(self.labels))
             if unknown:
+                known = list(dict.fromkeys(n for n in self.labels if n not in ("N/A", "__background__")))
                 raise ValueError(f"{self.name}: unknown class {', '.join(unknown)}; this model knows "
-                                 f"{len(set(self.labels) - {'N/A', '__background__'})} classes such as "
-                                 f"{', '.join(list(dict.fromkeys(l for l in self.labels if l not in ('N/A', '__background__')))[:5])}")
+                                 f"{len(known)} classes such as {', '.join(known[:5])}")
 
 
 def ms_since(start: float) -> float:
+    """Milliseconds since ``start`` (a ``time.perf_counter()`` value): the one timing helper."""
     return (time.perf_counter() - start) * 1000.0
 
 

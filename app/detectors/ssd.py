@@ -15,22 +15,20 @@ import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
-import torchvision
 from torchvision.models import detection as tv_detection
 
-from ..config import SSD_ARCHS
+from ..catalog import SSD_ARCHS
 from ..labels import COCO_CATEGORIES
 from ..result import DetectParams, Detection, DetectionResult
 from ..weights import missing_reason
-from .base import DetectorMixin, ModelLoadError, RawOutput, ms_since
+from .base import Detector, ModelLoadError, RawOutput, ms_since
 
-BUILDERS = {
-    "ssdlite320_mobilenet_v3_large": tv_detection.ssdlite320_mobilenet_v3_large,
-    "ssd300_vgg16": tv_detection.ssd300_vgg16,
-}
-assert set(BUILDERS) == set(SSD_ARCHS)
+# The catalog's architectures, each with its torchvision builder.
+BUILDERS = {arch.name: getattr(tv_detection, arch.builder) for arch in SSD_ARCHS.values()}
 
 
 def build_model(arch: str, num_classes: int = 91) -> torch.nn.Module:
@@ -46,15 +44,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-# Parameters + buffers of each architecture with torchvision's 91 COCO classes (tests/test_model_hardening.py
-# checks them against torchvision). They bound how much a state dict may ask torch.load to allocate.
-ARCH_PARAMETERS = {"ssdlite320_mobilenet_v3_large": 3_473_074, "ssd300_vgg16": 35_641_826}
-
-
 def max_state_bytes(arch: str) -> int:
     """Largest uncompressed state dict accepted for ``arch``: 8x its float32 size (room for float64 and a
-    bigger custom head) plus 64 MiB. A zip whose entries declare more is a zip bomb, not a state dict."""
-    return 8 * 4 * ARCH_PARAMETERS[arch] + 64 * 2**20
+    bigger custom head) plus 64 MiB, from the catalog's parameter count (which bounds how much a state dict
+    may ask torch.load to allocate). A zip whose entries declare more is a zip bomb, not a state dict."""
+    return 8 * 4 * SSD_ARCHS[arch].parameters + 64 * 2**20
 
 
 def check_archive_size(path: Path, limit: int) -> None:
@@ -121,8 +115,12 @@ def _torch_reason(text: str) -> str:
     return first.split(". ", 1)[0].rstrip(".")[:200]
 
 
-class SSDDetector(DetectorMixin):
+class SSDDetector(Detector):
     """A torchvision SSD model built once; ``forward`` is safe to call from several threads."""
+
+    @classmethod
+    def from_settings(cls, settings) -> SSDDetector:
+        return cls(settings.ssd_arch, settings.ssd_weights, settings.device, settings.num_threads)
 
     def __init__(self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None,
                  name: str = "ssd"):
@@ -141,9 +139,10 @@ class SSDDetector(DetectorMixin):
         if result is not None:
             raise ModelLoadError(result)
         self.model = model.eval().to(self.device)
+        self.input_size = int(model.transform.min_size[0])  # torchvision resizes to this square
         n = num_classes or 91
         # 91 outputs are torchvision's COCO ids; a custom head gets numbered names.
-        self.labels = COCO_CATEGORIES if n == 91 else ("__background__",) + tuple(f"class{i}" for i in range(1, n))
+        self.labels = COCO_CATEGORIES if n == 91 else ("__background__", *(f"class{i}" for i in range(1, n)))
         # postprocess_detections reads thresholds from the model: decode sets them under this lock.
         self._decode_lock = threading.Lock()
 
@@ -159,6 +158,7 @@ class SSDDetector(DetectorMixin):
         height, width = image.shape[:2]
         t0 = time.perf_counter()
         tensor = self.to_tensor(image)
+        preprocess_ms = ms_since(t0)
         t1 = time.perf_counter()
         model = self.model
         images, _ = model.transform([tensor])
@@ -172,7 +172,7 @@ class SSDDetector(DetectorMixin):
             torch.cuda.synchronize(self.device)
         data = {"head": head_outputs, "anchors": anchors, "sizes": images.image_sizes, "original": [(height, width)]}
         return RawOutput(self.name, (width, height), data,
-                         {"preprocess": (t1 - t0) * 1000.0, "inference": ms_since(t1)})
+                         {"preprocess": preprocess_ms, "inference": ms_since(t1)})
 
     @torch.inference_mode()
     def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
@@ -188,7 +188,7 @@ class SSDDetector(DetectorMixin):
         scores = out["scores"].cpu().numpy()
         ids = out["labels"].cpu().numpy()
         detections = []
-        for box, score, cid in zip(boxes, scores, ids):
+        for box, score, cid in zip(boxes, scores, ids, strict=True):
             label = self.labels[int(cid)]
             if params.classes and label not in params.classes:
                 continue
@@ -198,24 +198,23 @@ class SSDDetector(DetectorMixin):
         timings = dict(raw.timings_ms, postprocess=ms_since(t0))
         return DetectionResult(self.name, raw.image_size, detections, timings)
 
-    @torch.inference_mode()
-    def raw_call(self, tensor: torch.Tensor, params: DetectParams) -> list[dict]:
-        """The torchvision model called directly (for the benchmark's baseline)."""
-        with self._decode_lock:
-            m = self.model
-            m.score_thresh, m.nms_thresh, m.detections_per_img = params.conf, params.iou, params.max_det
-            return m([tensor])
+    def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], list[dict]]:
+        """The torchvision model called directly on a ready tensor, built with the call's thresholds."""
+        tensor = self.to_tensor(image)
 
+        @torch.inference_mode()
+        def call() -> list[dict]:
+            with self._decode_lock:
+                m = self.model
+                m.score_thresh, m.nms_thresh, m.detections_per_img = params.conf, params.iou, params.max_det
+                return m([tensor])
 
-FIRST_LEVEL = {  # (classification-head key of the first feature level, anchors at that level)
-    "ssdlite320_mobilenet_v3_large": ("head.classification_head.module_list.0.1.weight", 6),
-    "ssd300_vgg16": ("head.classification_head.module_list.0.weight", 4),
-}
+        return call
 
 
 def _num_classes(state: dict, arch: str) -> int | None:
     """Number of classes (background included) the state dict was trained for, if it is this arch's."""
-    key, anchors = FIRST_LEVEL[arch]
+    key, anchors = SSD_ARCHS[arch].first_level
     if key in state and state[key].ndim == 4 and state[key].shape[0] % anchors == 0:
         return state[key].shape[0] // anchors
     return None
@@ -249,5 +248,3 @@ def _fits(arch: str, state: dict) -> bool:
     own = build_model(arch, num_classes=_num_classes(state, arch) or 91).state_dict()
     return own.keys() == state.keys() and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own)
 
-
-__all__ = ["SSDDetector", "build_model", "load_state_dict", "torchvision"]

@@ -9,20 +9,20 @@ out of the net's buffers. This module does not import torch.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..config import yolo_format
+from ..catalog import yolo_format
 from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
 from ..result import DetectParams, Detection, DetectionResult
 from ..weights import missing_reason
-from .base import DetectorMixin, ModelLoadError, RawOutput, clip_boxes, ms_since
+from .base import Detector, ModelLoadError, RawOutput, clip_boxes, ms_since
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 LETTERBOX_FILL = 114  # the grey Ultralytics pads with
@@ -54,9 +54,13 @@ class OutputMismatch(RuntimeError):
     """The network's outputs do not have the shape its names file implies."""
 
 
-class YoloDetector(DetectorMixin):
+class YoloDetector(Detector):
     """A YOLO network read once by OpenCV; safe to share between threads."""
 
+    @classmethod
+    def from_settings(cls, settings) -> YoloDetector:
+        return cls(settings.yolo_weights, settings.yolo_config, settings.yolo_names, settings.yolo_input_size,
+                   settings.num_threads)
 
     def __init__(self, weights: Path, config: Path | None = None, names: Path | None = None,
                  input_size: int | None = None, num_threads: int | None = None, name: str = "yolo"):
@@ -82,14 +86,15 @@ class YoloDetector(DetectorMixin):
         self.output_names = list(self.net.getUnconnectedOutLayersNames())
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.layout: str | None = None  # darknet / v5 / v8, set by the warm-up below
-        self._warm_up(names)
+        self.layout = self._warm_up(names)  # darknet / v5 / v8: fixed for the detector's life
 
-    def _warm_up(self, names: Path | None) -> None:
-        """One forward on a grey image at load time, so that a model whose outputs do not fit the
-        names (or that OpenCV cannot run) fails here with ``ModelLoadError``, not at the first image."""
+    def _warm_up(self, names: Path | None) -> str:
+        """One run on a grey image at load time: it finds the output layout, and a model whose outputs
+        do not fit the names (or that OpenCV cannot run) fails here with ``ModelLoadError``, not at
+        the first image."""
         try:
-            self.forward(np.full((self.input_size, self.input_size, 3), LETTERBOX_FILL, np.uint8))
+            blob, _ = self.preprocess(np.full((self.input_size, self.input_size, 3), LETTERBOX_FILL, np.uint8))
+            return self._find_layout(self.run_net(blob))
         except OutputMismatch as exc:
             raise ModelLoadError(f"{exc} ({len(self.labels)} names from "
                                  f"{names if names is not None else 'the built-in COCO list'})") from None
@@ -170,41 +175,68 @@ class YoloDetector(DetectorMixin):
                 return [np.concatenate(outs)]  # Darknet's YOLO layers: one copy that joins them
             return [np.array(o, copy=True) for o in outs]
 
+    def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
+        """``net.forward`` on a blob prepared once (thresholds do not enter the network)."""
+        blob, _ = self.preprocess(image)
+        blob = blob.copy()  # the per-thread buffer is reused by the next preprocess
+        net, names = self.net, self.output_names
+
+        def call():
+            with self._lock:
+                net.setInput(blob)
+                return net.forward(names)
+
+        return call
+
     def forward(self, image: np.ndarray) -> RawOutput:
         height, width = image.shape[:2]
         t0 = time.perf_counter()
         blob, mapping = self.preprocess(image)
+        preprocess_ms = ms_since(t0)
         t1 = time.perf_counter()
         outs = self.run_net(blob)
+        inference_ms = ms_since(t1)
         t2 = time.perf_counter()
         rows = self._candidate_rows(outs)
         boxes, scores, class_ids = self._decode_rows(rows, mapping, width, height)
         data = {"boxes": boxes, "scores": scores, "class_ids": class_ids}
         return RawOutput(self.name, (width, height), data,
-                         {"preprocess": (t1 - t0) * 1000.0, "inference": (t2 - t1) * 1000.0,
-                          "candidates": ms_since(t2)})
+                         {"preprocess": preprocess_ms, "inference": inference_ms, "candidates": ms_since(t2)})
 
-    def _candidate_rows(self, outs: list[np.ndarray]) -> np.ndarray:
-        """Rows of (cx, cy, w, h, [obj], class scores...) from the outputs, recognised by shape."""
+    def _layouts(self) -> dict[str, str]:
+        """The output layouts this model's format may have, each with the shape it takes (for messages)."""
         n_cls = len(self.labels)
         if self.format == "darknet":
-            parts = [o.reshape(-1, o.shape[-1]) for o in outs if o.ndim >= 2 and o.shape[-1] == 5 + n_cls]
-            if not parts:
-                raise OutputMismatch(self._shape_error(outs, f"(N, {5 + n_cls}) Darknet YOLO outputs"))
-            self.layout = "darknet"
-            return np.concatenate(parts, axis=0)
-        for o in outs:
-            if o.ndim == 3 and o.shape[0] == 1 and o.shape[2] == 5 + n_cls:
-                self.layout = "v5"
-                return o[0]
-        for o in outs:
-            if o.ndim == 3 and o.shape[0] == 1 and o.shape[1] == 4 + n_cls:
-                self.layout = "v8"
-                return o[0].T
-        raise OutputMismatch(self._shape_error(outs, f"(1, N, {5 + n_cls}) YOLOv5 or (1, {4 + n_cls}, N) YOLOv8"))
+            return {"darknet": f"(N, {5 + n_cls}) Darknet YOLO outputs"}
+        return {"v5": f"(1, N, {5 + n_cls}) YOLOv5", "v8": f"(1, {4 + n_cls}, N) YOLOv8"}
 
-    def _shape_error(self, outs, wanted: str) -> str:
+    def _fits(self, out: np.ndarray, layout: str) -> bool:
+        n_cls = len(self.labels)
+        if layout == "darknet":
+            return out.ndim >= 2 and out.shape[-1] == 5 + n_cls
+        if out.ndim != 3 or out.shape[0] != 1:
+            return False
+        return out.shape[2] == 5 + n_cls if layout == "v5" else out.shape[1] == 4 + n_cls
+
+    def _find_layout(self, outs: list[np.ndarray]) -> str:
+        """The layout of the outputs, recognised by shape (the warm-up calls it once)."""
+        for layout in self._layouts():
+            if any(self._fits(o, layout) for o in outs):
+                return layout
+        raise OutputMismatch(self._shape_error(outs))
+
+    def _candidate_rows(self, outs: list[np.ndarray]) -> np.ndarray:
+        """Rows of (cx, cy, w, h, [obj], class scores...) from the outputs of ``self.layout``."""
+        fitting = [o for o in outs if self._fits(o, self.layout)]
+        if not fitting:
+            raise OutputMismatch(self._shape_error(outs))
+        if self.layout == "darknet":
+            return np.concatenate([o.reshape(-1, o.shape[-1]) for o in fitting], axis=0)
+        return fitting[0][0] if self.layout == "v5" else fitting[0][0].T
+
+    def _shape_error(self, outs) -> str:
         shapes = ", ".join(str(tuple(o.shape)) for o in outs)
+        wanted = " or ".join(self._layouts().values())
         return (f"YOLO model {self.weights}: no output has the shape of {wanted} for {len(self.labels)} classes; "
                 f"outputs are {shapes}. Check OBJDET_YOLO_NAMES (one line per class the model was trained on)")
 
@@ -248,7 +280,7 @@ class YoloDetector(DetectorMixin):
             idx = idx[np.argsort(-scores[idx], kind="stable")][: params.max_det]
             width, height = raw.image_size
             clipped = clip_boxes(boxes[idx], width, height)
-            for box, i in zip(clipped, idx):
+            for box, i in zip(clipped, idx, strict=True):
                 cid = int(class_ids[i])
                 detections.append(Detection(self.labels[cid], cid, float(scores[i]), tuple(float(v) for v in box)))
         timings = {

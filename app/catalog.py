@@ -1,0 +1,186 @@
+"""The model catalog: every fact about each detector family, in one torch-free module.
+
+Modelled on torchvision's ``Weights`` / ``register_model`` (torchvision/models/_api.py): a family is
+registered once, here, with its UI title, its detector class (imported lazily, so a YOLO-only process
+never imports torch), the fix when that import fails, the environment variables it reads, and its
+published files. The weights manifest, the CLI's ``--model`` choices, the page's titles, the
+environment contract (``config.ENV_VARS``) and the registry's dispatch all derive from ``FAMILIES``.
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable the app reads.
+
+    ``deploy_required``: a deployment (the ConfigMap) must set it explicitly, because its
+    default only makes sense in a repository checkout.
+    """
+
+    name: str
+    default: str
+    allowed: str
+    meaning: str
+    deploy_required: bool = False
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A published model file. ``sha256`` is the full digest, or torchvision's published prefix."""
+
+    name: str  # the file name, as written into the weights directory
+    url: str
+    sha256: str
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class SSDArch:
+    """A torchvision SSD architecture: its builder, its official COCO weights and what bounds a state dict."""
+
+    name: str
+    builder: str  # the function's name in torchvision.models.detection
+    weights: ModelFile
+    parameters: int  # parameters + buffers with the 91 COCO classes (tests check them against torchvision)
+    first_level: tuple[str, int]  # (classification-head key of the first feature level, anchors there)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One detector family: everything the CLI, the page, the registry and the weights commands need."""
+
+    name: str  # the value of OBJDET_MODELS and --model
+    title: str  # UI title, e.g. "SSD (torchvision)"
+    label: str  # short label, e.g. "SSD"
+    detector: str  # "module:Class", imported on first build
+    install_hint: str  # the fix when that import fails
+    weights_env: str  # the variable naming its main file (status messages point at it)
+    env_vars: tuple[EnvVar, ...]
+    files: tuple[ModelFile, ...]  # its published files (the weights manifest)
+    model_files: Callable[[Any], dict[str, Path]]  # Settings -> the files it reads, by role
+
+    def detector_class(self) -> type:
+        """The detector class (imports its module: for SSD, torch). Raises ``ImportError``."""
+        module, _, cls = self.detector.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+# --- SSD (torchvision) ---------------------------------------------------------------------------------------
+
+_TORCHVISION = "https://download.pytorch.org/models/"
+
+
+def _torchvision_file(name: str) -> ModelFile:
+    """An official torchvision state dict: the file name carries the sha256 prefix torchvision publishes."""
+    return ModelFile(name, _TORCHVISION + name, name.rsplit("-", 1)[1].split(".")[0])
+
+
+SSD_ARCHS: dict[str, SSDArch] = {
+    a.name: a
+    for a in (
+        SSDArch("ssdlite320_mobilenet_v3_large", "ssdlite320_mobilenet_v3_large",
+                _torchvision_file("ssdlite320_mobilenet_v3_large_coco-a79551df.pth"), 3_473_074,
+                ("head.classification_head.module_list.0.1.weight", 6)),
+        SSDArch("ssd300_vgg16", "ssd300_vgg16", _torchvision_file("ssd300_vgg16_coco-b556d3b4.pth"), 35_641_826,
+                ("head.classification_head.module_list.0.weight", 4)),
+    )
+}
+SSD_DEFAULT_FILES = {a.name: a.weights.name for a in SSD_ARCHS.values()}
+
+# --- YOLO (OpenCV DNN) ---------------------------------------------------------------------------------------
+
+_YOLO_FASTEST = "https://raw.githubusercontent.com/dog-qiuqiu/Yolo-Fastest/master/ModelZoo/yolo-fastest-1.1_coco/"
+YOLO_FILES = (  # the published Darknet models (cfg + weights) and their names file
+    ModelFile("yolo-fastest-1.1.cfg", _YOLO_FASTEST + "yolo-fastest-1.1.cfg",
+              "f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70", 9685),
+    ModelFile("yolo-fastest-1.1.weights", _YOLO_FASTEST + "yolo-fastest-1.1.weights",
+              "1c445c42bbd6df63edea2cc69f99667b5650d663ca11e34b116240740cd42890", 1384268),
+    ModelFile("yolo-fastest-1.1-xl.cfg", _YOLO_FASTEST + "yolo-fastest-1.1-xl.cfg",
+              "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3", 9696),
+    ModelFile("yolo-fastest-1.1-xl.weights", _YOLO_FASTEST + "yolo-fastest-1.1-xl.weights",
+              "fac5fb41786c1f38f04972a658443b189f48720d7d117f9a044100e98a35b0c5", 3693964),
+    ModelFile("coco.names", _YOLO_FASTEST + "coco.names",
+              "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84", 625),
+)
+YOLO_DEFAULT_WEIGHTS = "yolo-fastest-1.1.weights"
+YOLO_FORMATS = {".weights": "darknet", ".onnx": "onnx"}  # the suffix picks the format
+
+
+def yolo_format(path: Path) -> str:
+    """``darknet`` for ``.weights``, ``onnx`` for ``.onnx``; anything else is an error."""
+    suffix = Path(path).suffix.lower()
+    if suffix in YOLO_FORMATS:
+        return YOLO_FORMATS[suffix]
+    raise ValueError(f"{str(path)!r} has suffix {suffix or '(none)'!r}; allowed: .weights (Darknet) or .onnx")
+
+
+def _yolo_files(settings) -> dict[str, Path]:
+    files = {"weights": settings.yolo_weights}
+    if settings.yolo_config is not None:
+        files["config"] = settings.yolo_config
+    if settings.yolo_names is not None:
+        files["names"] = settings.yolo_names
+    return files
+
+
+# --- the registry of families ---------------------------------------------------------------------------------
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "ssd", "SSD (torchvision)", "SSD", "app.detectors.ssd:SSDDetector",
+            "install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo", "OBJDET_SSD_WEIGHTS",
+            (
+                EnvVar("OBJDET_SSD_ARCH", next(iter(SSD_ARCHS)), " / ".join(f"`{a}`" for a in SSD_ARCHS),
+                       "torchvision SSD architecture the state dict belongs to.", True),
+                EnvVar("OBJDET_SSD_WEIGHTS", "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`",
+                       "path to a state dict (`.pth`)",
+                       "SSD weights: the official torchvision COCO file or your own state dict.", True),
+            ),
+            tuple(a.weights for a in SSD_ARCHS.values()),
+            lambda settings: {"weights": settings.ssd_weights},
+        ),
+        Family(
+            "yolo", "YOLO (OpenCV DNN)", "YOLO", "app.detectors.yolo:YoloDetector",
+            "install the project's OpenCV (`pip install .`, opencv-python-headless) or set OBJDET_MODELS=ssd",
+            "OBJDET_YOLO_WEIGHTS",
+            (
+                EnvVar("OBJDET_YOLO_WEIGHTS", f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`",
+                       "path to `.weights` (Darknet) or `.onnx`", "YOLO model file; the suffix picks the format.",
+                       True),
+                EnvVar("OBJDET_YOLO_CONFIG", "the weights path with `.cfg`", "path to a Darknet `.cfg`",
+                       "Darknet network description (Darknet only).", True),
+                EnvVar("OBJDET_YOLO_NAMES", "`coco.names` beside the weights, else the COCO list",
+                       "path to a names file, one per line",
+                       "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used "
+                       "as given.", True),
+                EnvVar("OBJDET_YOLO_INPUT_SIZE", "from the `.cfg` (Darknet), 640 (ONNX)", "multiple of 32, 32-2048",
+                       "Network input size (square)."),
+            ),
+            YOLO_FILES,
+            _yolo_files,
+        ),
+    )
+}
+
+
+def family(name: str) -> Family:
+    """The family called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def published_files() -> Mapping[str, tuple[str, ModelFile]]:
+    """Every published file of every family by file name: (family, file); the weights manifest."""
+    return {f.name: (fam.name, f) for fam in FAMILIES.values() for f in fam.files}
