@@ -3,8 +3,8 @@
 Raw: ``net.forward`` on a ready blob (YOLO); the torchvision model called on a ready tensor with
 the same thresholds (SSD). Pipeline: preprocess + inference + postprocess from a decoded image
 (file decoding excluded). Runs alternate raw / pipeline so that machine noise hits both alike;
-medians and their ratio are printed. Without an SSD weights file, seeded random weights stand in
-(same architecture and cost; see README).
+medians and their ratio are printed. Each family's ``bench_settings`` says which weights are timed:
+without an SSD weights file, seeded random weights stand in (same architecture and cost; see README).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from .catalog import family
 from .config import REPO_ROOT, Settings
 from .detectors.base import ModelLoadError, ms_since
 from .images import ImageError, load_image
@@ -30,19 +30,6 @@ DEFAULT_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 def _default_images() -> list[Path]:
     shared = Path(os.environ.get("OBJDET_SHARED_DIR", REPO_ROOT.parent / "shared"))
     return [shared / "assets" / "images" / name for name in DEFAULT_IMAGES]
-
-
-def _ssd_settings(settings: Settings, tmp: Path) -> tuple[Settings, str]:
-    if settings.ssd_weights.is_file():
-        return settings, str(settings.ssd_weights)
-    import torch
-
-    from .detectors.ssd import build_model
-
-    torch.manual_seed(0)
-    path = tmp / "ssd-random-seed0.pth"
-    torch.save(build_model(settings.ssd_arch).state_dict(), path)
-    return replace(settings, ssd_weights=path), f"seeded random weights ({settings.ssd_arch}; {settings.ssd_weights} absent)"
 
 
 def _time(fn) -> float:
@@ -66,8 +53,12 @@ def run_bench(args, settings: Settings) -> int:
     report = {"images": [str(p) for p in images], "repeat": args.repeat, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            model_settings, source = (_ssd_settings(settings, Path(tmp)) if model == "ssd"
-                                      else (settings, str(settings.yolo_weights)))
+            fam = family(model)
+            try:
+                model_settings, source = fam.detector_class().bench_settings(settings, Path(tmp))
+            except ImportError as exc:
+                print(f"error: {model}: {fam.label} cannot be imported ({exc}); {fam.install_hint}", file=sys.stderr)
+                return 1
             t0 = time.perf_counter()
             try:
                 detector = get_detector(model, model_settings)

@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,8 +41,9 @@ class Detector(ABC):
     """What every family implements (``forward``, ``decode``, ``baseline``, ``from_settings``); ``detect``
     and the unknown-class check are shared. The registry builds one with ``from_settings``."""
 
-    name: str
+    name: str  # the family's name in app/catalog.py (an instance may carry another)
     labels: tuple[str, ...]
+    input_size: int  # the square side the network sees
 
     @classmethod
     @abstractmethod
@@ -60,6 +62,12 @@ class Detector(ABC):
     def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
         """The raw framework call on input prepared from ``image`` once, for ``python -m app bench``
         to time against ``detect``: what a user of the framework alone would run."""
+
+    @classmethod
+    def bench_settings(cls, settings: Settings, folder: Path) -> tuple[Settings, str]:
+        """The settings ``python -m app bench`` times this family with, and what its weights are: the
+        configured files (a family without them may write a stand-in into ``folder``)."""
+        return settings, str(settings.model_files(cls.name)["weights"])
 
     def detect(self, image: np.ndarray, params: DetectParams | None = None) -> DetectionResult:
         return self.decode(self.forward(image), params or DetectParams())

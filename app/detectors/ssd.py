@@ -13,6 +13,7 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 from collections.abc import Callable
@@ -118,9 +119,23 @@ def _torch_reason(text: str) -> str:
 class SSDDetector(Detector):
     """A torchvision SSD model built once; ``forward`` is safe to call from several threads."""
 
+    name = "ssd"
+
     @classmethod
     def from_settings(cls, settings) -> SSDDetector:
         return cls(settings.ssd_arch, settings.ssd_weights, settings.device, settings.num_threads)
+
+    @classmethod
+    def bench_settings(cls, settings, folder: Path):
+        """Without the configured state dict, seeded random weights of the same architecture stand in
+        (same cost: the benchmark times the network, not what it finds)."""
+        if settings.ssd_weights.is_file():
+            return settings, str(settings.ssd_weights)
+        torch.manual_seed(0)
+        path = Path(folder) / "ssd-random-seed0.pth"
+        torch.save(build_model(settings.ssd_arch).state_dict(), path)
+        return (replace(settings, ssd_weights=path),
+                f"seeded random weights ({settings.ssd_arch}; {settings.ssd_weights} absent)")
 
     def __init__(self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None,
                  name: str = "ssd"):

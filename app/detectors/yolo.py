@@ -57,6 +57,8 @@ class OutputMismatch(RuntimeError):
 class YoloDetector(Detector):
     """A YOLO network read once by OpenCV; safe to share between threads."""
 
+    name = "yolo"
+
     @classmethod
     def from_settings(cls, settings) -> YoloDetector:
         return cls(settings.yolo_weights, settings.yolo_config, settings.yolo_names, settings.yolo_input_size,
