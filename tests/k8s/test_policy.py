@@ -912,3 +912,17 @@ def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
         assert cmd[4] == mount_of(c, inp["name"])["mountPath"]
         assert _flag(cmd, "--output") == mount_of(c, out["name"])["mountPath"]
         assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), f"{name}: batch pods reach nothing"
+
+
+def test_documented_batch_helper_pod_is_restricted() -> None:
+    """The helper pod in docs/batch.md (copy images in, merge results) is valid and restricted, and
+    mounts the batch Job's two claims."""
+    doc = (REPO / "docs" / "batch.md").read_text()
+    m = re.search(r"apply -f - <<EOF\n(.*?)\nEOF\n", doc, re.S)
+    assert m, "docs/batch.md: the helper pod heredoc is missing"
+    pod = yaml.safe_load(m.group(1).replace("$IMAGE", "objdet:dev"))
+    for version in ("1.30", kubernetes_validate.latest_version()):
+        kubernetes_validate.validate(pod, version, strict=True)
+    assert not pss_problems(pod), pss_problems(pod)
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {n for k, n in BATCH_OBJECTS if k == "PersistentVolumeClaim"}

@@ -1,0 +1,118 @@
+"""Batch throughput (issue 13): ``python -m app batch``'s worker pool against a plain sequential loop
+over ``detect`` (load -> working copy -> detect, what ``python -m app detect`` does), on the same images.
+
+    .venv/bin/python bench/batch_bench.py [--images 200] [--rounds 3] [--model yolo,ssd]
+
+The images are made from the shared test images: copies, resized variants and JPEG re-encodes. Each
+block (one mode, one model, all images) runs in a fresh process so that neither mode inherits the
+other's process-wide thread settings; blocks alternate (seq, batch, then batch, seq, ...) so that
+load from other processes hits both alike. Models are built before the clock starts in both modes.
+Reported: images/s per block, the median per mode and the ratio of medians. Settings come from the
+environment as for the app (OBJDET_NUM_THREADS: the sequential loop's threads, the batch's CPU budget).
+Without official SSD weights, seeded random SSDlite weights stand in (same architecture and cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared")).resolve()
+YOLO_DIR = SHARED / "assets" / "weights" / "yolo-fastest-1.1"
+
+
+def make_images(dest: Path, count: int) -> None:
+    import cv2
+
+    sources = sorted((SHARED / "assets" / "images").glob("*.*"))
+    variants = [(1.0, ".png", None), (1.0, ".jpg", 90), (0.5, ".jpg", 80), (0.75, ".png", None), (1.5, ".jpg", 85),
+                (1.25, ".jpg", 70), (0.6, ".jpg", 95)]
+    for n in range(count):
+        image = cv2.imread(str(sources[n % len(sources)]))
+        scale, ext, quality = variants[(n // len(sources)) % len(variants)]
+        if scale != 1.0:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        opts = [cv2.IMWRITE_JPEG_QUALITY, quality] if quality else []
+        cv2.imwrite(str(dest / f"img{n:04d}{ext}"), image, opts)
+
+
+def block(mode: str, model: str, images: Path) -> float:
+    """Images/s of one mode over every image, models built before the clock starts."""
+    from app.batch import run_shard
+    from app.cli import detect_file
+    from app.config import Settings
+    from app.registry import get_detector
+    from app.result import DetectParams
+
+    settings, params = Settings.from_env(), DetectParams()
+    if mode == "seq":
+        detectors = {model: get_detector(model, settings)}
+        paths = sorted(images.iterdir())
+        start = time.perf_counter()
+        for path in paths:
+            detect_file(path, detectors, params, settings)
+        return len(paths) / (time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as quiet:
+        summary = run_shard(str(images), Path(out), 0, 1, [model], params, settings, stream=quiet)
+    assert summary["failed"] == 0, summary["failures"]
+    return summary["images_per_s_this_run"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--model", default="yolo,ssd")
+    p.add_argument("--block", choices=("seq", "batch"), help=argparse.SUPPRESS)
+    p.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.block:
+        print(json.dumps({"images_per_s": block(args.block, args.model, args.dir)}))
+        return 0
+    env = {**os.environ, "OBJDET_YOLO_WEIGHTS": str(YOLO_DIR / "yolo-fastest-1.1.weights"),
+           "OBJDET_YOLO_CONFIG": str(YOLO_DIR / "yolo-fastest-1.1.cfg"),
+           "OBJDET_YOLO_NAMES": str(YOLO_DIR / "coco.names"),
+           "OBJDET_DEVICE": os.environ.get("OBJDET_DEVICE", "cpu")}  # a CPU benchmark, also on a GPU machine
+    with tempfile.TemporaryDirectory() as tmp:
+        images = Path(tmp, "images")
+        images.mkdir()
+        make_images(images, args.images)
+        if "ssd" in args.model:
+            sys.path.insert(0, str(REPO / "tests"))
+            from ssd_weights import make_state_dict
+
+            env["OBJDET_SSD_WEIGHTS"] = str(make_state_dict("ssdlite320_mobilenet_v3_large", Path(tmp, "ssd.pth")))
+            env["OBJDET_SSD_ARCH"] = "ssdlite320_mobilenet_v3_large"
+        print(f"{args.images} images, {len(os.sched_getaffinity(0))} CPUs usable, OBJDET_NUM_THREADS="
+              f"{os.environ.get('OBJDET_NUM_THREADS', '(unset)')}, {args.rounds} rounds, blocks alternated")
+        report = {}
+        for model in args.model.split(","):
+            rates: dict[str, list[float]] = {"seq": [], "batch": []}
+            for round_no in range(args.rounds):
+                for mode in (("seq", "batch") if round_no % 2 == 0 else ("batch", "seq")):
+                    proc = subprocess.run([sys.executable, __file__, "--block", mode, "--model", model, "--dir",
+                                           str(images)], env={**env, "OBJDET_MODELS": model},
+                                          capture_output=True, text=True)
+                    if proc.returncode:
+                        sys.exit(f"{model} {mode} block failed:\n{proc.stderr}")
+                    rates[mode].append(json.loads(proc.stdout.splitlines()[-1])["images_per_s"])
+                    print(f"  {model:4} round {round_no} {mode:5} {rates[mode][-1]:7.1f} images/s", flush=True)
+            seq, batch = statistics.median(rates["seq"]), statistics.median(rates["batch"])
+            report[model] = {"seq_images_per_s": round(seq, 1), "batch_images_per_s": round(batch, 1),
+                             "ratio": round(batch / seq, 2), "rounds": rates}
+            print(f"{model}: sequential {seq:.1f} images/s, batch {batch:.1f} images/s, ratio {batch / seq:.2f}x")
+        print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
