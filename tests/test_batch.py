@@ -117,8 +117,10 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(images_dir, env, tmp_p
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(done_before)} already recorded, {len(names) - len(done_before)} to do" in rerun.stderr
     after = records(part)
-    for record in after.values():
-        record.pop("annotated")
+    for name, record in after.items():  # one PNG per model, under the input's folders, decodable
+        assert record.pop("annotated") == [f"annotated/{name}.yolo.png"]
+        png = cv2.imread(str(out / "annotated" / f"{name}.yolo.png"))
+        assert png is not None and png.shape[:2] == (record["image_size"]["height"], record["image_size"]["width"])
     assert after == records(tmp_path / "ref" / "part-0-of-1.jsonl")
     assert sorted(after) == names
     again = run_app(["batch", tmp_path / "in", "--output", out], env)  # nothing left: nothing appended
@@ -136,6 +138,7 @@ def test_bad_files_are_error_lines_and_the_exit_status_says_so(images_dir, env, 
     os.mkfifo(src / "pipe.jpg")
     result = run_app(["batch", src, "--output", tmp_path / "out"], env, timeout=120)
     assert result.returncode == 1, result.stderr
+    assert "batch 0/1: 8 processed in" in result.stderr and "4 failed" in result.stderr  # the log's last line
     got = records(tmp_path / "out" / "part-0-of-1.jsonl")
     assert sorted(got) == sorted([*names, "empty.jpg", "notes.txt", "cut.jpg", "pipe.jpg"])
     assert all("results" in got[n] and "error" not in got[n] for n in names)
