@@ -150,6 +150,7 @@ def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
                   annotate_dir: Path | None) -> dict:
     """The record of one image: sizes, each model's result and timings, or the error."""
     from .cli import detect_file
+    from .detectors.base import ms_since
     from .images import ImageError
 
     record: dict = {"file": item.rel}
@@ -170,7 +171,7 @@ def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
         record["error"] = f"{item.path}: {type(exc).__name__}: {exc}"
     if warnings:
         record["warnings"] = warnings
-    record["total_ms"] = round((time.perf_counter() - start) * 1000.0, 3)
+    record["total_ms"] = round(ms_since(start), 3)
     return record
 
 

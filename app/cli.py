@@ -12,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from .catalog import FAMILIES
 from .config import ConfigError, Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+MODEL_CHOICES = (*FAMILIES, "all")
 
 
 class UsageError(Exception):
@@ -40,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detect", help="detect objects in image files")
     d.add_argument("images", nargs="+", metavar="IMAGE")
-    d.add_argument("--model", choices=("ssd", "yolo", "all"), default="all",
+    d.add_argument("--model", choices=MODEL_CHOICES, default="all",
                    help="which detector (default: all enabled by OBJDET_MODELS)")
     d.add_argument("--conf", type=float, default=0.3, help="score threshold (default 0.3)")
     d.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
     b.add_argument("images", nargs="*", metavar="IMAGE")
-    b.add_argument("--model", choices=("ssd", "yolo", "all"), default="all")
+    b.add_argument("--model", choices=MODEL_CHOICES, default="all")
     b.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
 
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                                                    "or `merge`, then DIR")
     bt.add_argument("merge_dir", nargs="?", type=Path, metavar="DIR", help="with `merge`: the output folder")
     bt.add_argument("--output", type=Path, help="folder for part-K-of-N.jsonl, its summary and annotated/")
-    bt.add_argument("--model", choices=("ssd", "yolo", "all"), default="all")
+    bt.add_argument("--model", choices=MODEL_CHOICES, default="all")
     bt.add_argument("--shard", metavar="K/N", help="this shard of N, K from 0 (default: JOB_COMPLETION_INDEX "
                                                    "and BATCH_SHARD_COUNT, else 0/1)")
     bt.add_argument("--conf", type=float, default=0.3)
@@ -201,7 +203,7 @@ def cmd_detect(args, settings: Settings) -> int:
         if not args.json:
             _print_human(entry)
     if args.json:
-        json.dump({"images": report, "failed": failed, "params": _params_dict(params)}, sys.stdout, indent=2)
+        json.dump({"images": report, "failed": failed, "params": params.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif failed:
         print(f"{failed} of {len(report)} files failed", file=sys.stderr)
@@ -246,11 +248,6 @@ def _write_annotated(out_dir: Path, path: str, image, results, out_problem: str 
             raise AnnotatedNotWritten(f"cannot write {target} ({exc.strerror or exc})") from None
         written.append(str(target))
     return written
-
-
-def _params_dict(params) -> dict:
-    return {"conf": params.conf, "iou": params.iou, "max_det": params.max_det,
-            "classes": sorted(params.classes) if params.classes else None}
 
 
 def _print_human(entry: dict) -> None:

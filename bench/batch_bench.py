@@ -15,6 +15,7 @@ Without official SSD weights, seeded random SSDlite weights stand in (same archi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -87,10 +88,12 @@ def main() -> int:
         images.mkdir()
         make_images(images, args.images)
         if "ssd" in args.model:
-            sys.path.insert(0, str(REPO / "tests"))
-            from ssd_weights import make_state_dict
-
-            env["OBJDET_SSD_WEIGHTS"] = str(make_state_dict("ssdlite320_mobilenet_v3_large", Path(tmp, "ssd.pth")))
+            # tests/ssd_weights.py (seeded weights whose scores spread out) by file path: tests/ stays off sys.path
+            spec = importlib.util.spec_from_file_location("_bench_ssd_weights", REPO / "tests" / "ssd_weights.py")
+            ssd_weights = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(ssd_weights)
+            env["OBJDET_SSD_WEIGHTS"] = str(ssd_weights.make_state_dict("ssdlite320_mobilenet_v3_large",
+                                                                        Path(tmp, "ssd.pth")))
             env["OBJDET_SSD_ARCH"] = "ssdlite320_mobilenet_v3_large"
         print(f"{args.images} images, {len(os.sched_getaffinity(0))} CPUs usable, OBJDET_NUM_THREADS="
               f"{os.environ.get('OBJDET_NUM_THREADS', '(unset)')}, {args.rounds} rounds, blocks alternated")
