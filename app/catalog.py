@@ -66,6 +66,8 @@ class Family:
     env_vars: tuple[EnvVar, ...]
     files: tuple[ModelFile, ...]  # its published files (the weights manifest)
     model_files: Callable[[Any], dict[str, Path]]  # Settings -> the files it reads, by role
+    # Settings -> (what, problem) for files that exist but do not belong together (`weights verify`)
+    file_problems: Callable[[Any], list[tuple[str, str]]] = lambda settings: []
 
     def detector_class(self) -> type:
         """The detector class (imports its module: for SSD, torch). Raises ``ImportError``."""
@@ -131,6 +133,20 @@ def _yolo_files(settings) -> dict[str, Path]:
     return files
 
 
+def _yolo_file_problems(settings) -> list[tuple[str, str]]:
+    """A Darknet ``.weights`` must fit its ``.cfg`` in size (custom files too): OpenCV never checks it."""
+    weights, cfg = settings.yolo_weights, settings.yolo_config
+    if yolo_format(weights) != "darknet" or cfg is None or not (weights.is_file() and cfg.is_file()):
+        return []
+    from .darknet import DarknetError, check_weights_size
+
+    try:
+        check_weights_size(weights, cfg)
+    except DarknetError as exc:
+        return [("size", str(exc))]
+    return []
+
+
 # --- the registry of families ---------------------------------------------------------------------------------
 
 FAMILIES: dict[str, Family] = {
@@ -168,6 +184,7 @@ FAMILIES: dict[str, Family] = {
             ),
             YOLO_FILES,
             _yolo_files,
+            _yolo_file_problems,
         ),
     )
 }

@@ -279,15 +279,10 @@ def cmd_weights(args, settings: Settings) -> int:
             bad += check.state in (MISSING, CORRUPT)
             print(f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
                   f"{check.describe()}")
-        if "yolo" in settings.models and settings.yolo_format == "darknet" and settings.yolo_config is not None \
-                and settings.yolo_weights.is_file() and settings.yolo_config.is_file():
-            from .darknet import DarknetError, check_weights_size
-
-            try:  # the hash says "published file"; this says "these two belong together" (custom files too)
-                check_weights_size(settings.yolo_weights, settings.yolo_config)
-            except DarknetError as exc:
+        for model in settings.models:  # the hash says "published file"; these say "the files belong together"
+            for role, problem in FAMILIES[model].file_problems(settings):
                 bad += 1
-                print(f"yolo  size     mismatch   {exc}")
+                print(f"{model:5} {role:8} {'mismatch':10} {problem}")
         if bad:
             print(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
                   file=sys.stderr)
