@@ -143,12 +143,6 @@ class ByteBudgetCache:
         self.freed_since_trim += entry.nbytes
         self._counts[reason] += 1
 
-    def note_freed(self, nbytes: int) -> None:
-        """Count a large transient the caller just dropped (e.g. a full-resolution decode), so the
-        janitor's next ``trim_if_freed`` hands it back to the OS."""
-        with self._lock:
-            self.freed_since_trim += nbytes
-
     def take_freed(self, threshold: int) -> int:
         """The bytes freed since the last call that returned non-zero, once they reach ``threshold``."""
         with self._lock:

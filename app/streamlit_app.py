@@ -6,9 +6,9 @@ process-wide registry (built once per process, shared by all sessions).
 
 Memory is bounded per process, not per session (issue 8): an upload is decoded once into a working copy
 (longer side ``WORK_SIDE``, what the networks see) and a display copy (longer side ``DISPLAY_SIDE``, what
-the page shows); the full-resolution array is dropped at once. Both copies and each network output live
-in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte budget;
-what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels. A
+the page shows); the full-resolution array is dropped at once, the working copy once every loaded model
+has run on it. The copies and each network output live in ``app.memory.CACHE``, keyed by content digest
+and shared by every session, under one byte budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels. A
 slider move decodes nothing and runs no network: it only re-thresholds and redraws.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -38,7 +38,7 @@ from app.detectors.base import RawOutput  # noqa: E402
 from app.exports import frames_csv, result_csv, result_json  # noqa: E402
 from app.images import ImageError  # noqa: E402
 from app.labels import vocabulary  # noqa: E402
-from app.memory import CACHE, start_janitor  # noqa: E402
+from app.memory import CACHE, malloc_trim, start_janitor  # noqa: E402
 from app.registry import get_detector, inference_slots, model_status  # noqa: E402
 from app.result import DetectParams, DetectionResult  # noqa: E402
 from app.video import VideoError, process_video  # noqa: E402
@@ -53,9 +53,10 @@ DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (wha
 @dataclass(frozen=True)
 class PreparedImage:
     """An upload decoded once: the working copy for the networks, the display copy for the page, and
-    what maps both back to the original (``x_original = x_copy * factor``)."""
+    what maps both back to the original (``x_original = x_copy * factor``). ``working`` becomes None
+    once every loaded model's output for the image is cached (nothing needs it any more)."""
 
-    working: np.ndarray
+    working: np.ndarray | None
     working_factor: float
     display: np.ndarray
     display_factor: float
@@ -148,34 +149,56 @@ def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
         return exc
     height, width = full.shape[:2]
     working, working_factor = image_io.working_copy(full, WORK_SIDE)
-    if working is not full:
-        CACHE.note_freed(full.nbytes)  # the janitor trims the heap after a large transient
+    shrunk = working is not full
     del full
+    if shrunk:  # hand the decoder's freed blocks back now: each session's thread has its own malloc arena
+        malloc_trim()
     display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
     return PreparedImage(working, working_factor, display, working_factor * display_factor, (width, height),
                          tuple(notes))
 
 
-def decode_once(name: str, data: bytes, settings: Settings) -> tuple[str, PreparedImage]:
+def image_key(digest: str, settings: Settings) -> tuple:
+    return ("image", digest, settings.max_image_pixels, settings.max_file_bytes, WORK_SIDE, DISPLAY_SIDE)
+
+
+def raw_key(model: str, digest: str, settings: Settings) -> tuple:
+    return ("raw", model, settings, digest)
+
+
+def decode_once(name: str, data: bytes, settings: Settings, models: list[str]) -> tuple[str, PreparedImage]:
     """(digest, prepared image) of an upload, decoded once per process whatever the number of sessions
-    that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name)."""
+    that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name).
+    Decodes again only when one of ``models`` has no cached output and the working copy was let go."""
     digest = hashlib.sha256(data).hexdigest()
-    key = ("image", digest, settings.max_image_pixels, settings.max_file_bytes, WORK_SIDE, DISPLAY_SIDE)
+    key = image_key(digest, settings)
     value = CACHE.get_or_compute(key, lambda: prepare(name, data, settings), owner=session_id())
     if isinstance(value, ImageError):
         raise ImageError(name, value.reason)
+    if value.working is None and any(raw_key(m, digest, settings) not in CACHE for m in models):
+        value = prepare(name, data, settings)
+        CACHE.put(key, value, owner=session_id())
     return digest, value
+
+
+def release_working_copy(digest: str, prepared: PreparedImage, settings: Settings, loaded: list[str]) -> None:
+    """Keep only the display copy once every loaded model's output is cached: the working copy is the
+    largest entry (12.6 MB at 2048x2048) and no slider, class filter or rerun needs it."""
+    if prepared.working is not None and all(raw_key(m, digest, settings) in CACHE for m in loaded):
+        CACHE.put(image_key(digest, settings), replace(prepared, working=None), owner=session_id())
 
 
 def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Settings) -> RawOutput:
     """The network output for (model, image) on the working copy, computed once per process."""
 
     def run() -> RawOutput:
+        if prepared.working is None:  # only if the output was evicted between decode_once and here
+            raise RuntimeError("the image left the cache meanwhile; rerun the page (R) to decode it again")
         detector = get_detector(model, settings)
         with inference_slots(settings):
             return detector.forward(prepared.working)
 
-    return CACHE.get_or_compute(("raw", model, settings, digest), run, owner=session_id())
+    return CACHE.get_or_compute(raw_key(model, digest, settings), run, owner=session_id())
 
 
 def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult,
@@ -215,9 +238,10 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
                    f"boxes are in the original's pixels ({width}x{height}).")
 
 
-def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings) -> None:
+def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings,
+               loaded: list[str]) -> None:
     try:
-        digest, prepared = decode_once(name, data, settings)
+        digest, prepared = decode_once(name, data, settings, models)
     except ImageError as exc:
         st.error(str(exc))
         return
@@ -241,6 +265,7 @@ def show_image(name: str, data: bytes, models: list[str], params: DetectParams, 
                 continue
             show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size),
                         params)
+    release_working_copy(digest, prepared, settings, loaded)
 
 
 def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:
@@ -282,6 +307,7 @@ def main() -> None:
     settings = settings_or_stop()
     statuses = load_models(repr(settings))
     models, params = sidebar(settings, statuses)
+    loaded = [m for m, status in statuses.items() if status.ok]
     if not models:
         setup_guide(settings, statuses)
         return
@@ -289,11 +315,11 @@ def main() -> None:
     with tab_images:
         uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="images")
         for upload in uploads or []:
-            show_image(upload.name, upload.getvalue(), models, params, settings)
+            show_image(upload.name, upload.getvalue(), models, params, settings, loaded)
     with tab_camera:
         snapshot = st.camera_input("Take a snapshot", key="camera")
         if snapshot is not None:
-            show_image("camera.jpg", snapshot.getvalue(), models, params, settings)
+            show_image("camera.jpg", snapshot.getvalue(), models, params, settings, loaded)
     with tab_video:
         video_tab(models, params, settings)
 

@@ -40,8 +40,10 @@ class Server:
         if base_path:
             full["STREAMLIT_SERVER_BASE_URL_PATH"] = base_path
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=REPO, env=full,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.output: list[str] = []
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.output: list[str] = []  # complete lines read so far
+        self._partial = b""
         self.polls: list[tuple[float, int | None, int]] = []  # (time, status, log lines so far)
 
     @property
@@ -49,15 +51,18 @@ class Server:
         return self.base + "/_stcore/health"
 
     def _drain(self):
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        while sel.select(timeout=0):
-            line = self.proc.stdout.readline()
-            if not line:
+        """Read everything the server has written so far (non-blocking, raw: a buffered readline after
+        select would leave lines in Python's buffer unseen until the next write)."""
+        while True:
+            try:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+            except BlockingIOError:
                 break
-            self.output.append(line)
+            if not chunk:
+                break
+            self._partial += chunk
+        *lines, self._partial = self._partial.split(b"\n")
+        self.output.extend(line.decode("utf-8", "replace") + "\n" for line in lines)
 
     def wait_healthy(self, timeout: float = 240) -> None:
         start = time.monotonic()

@@ -113,8 +113,23 @@ def test_two_sessions_uploading_one_image_share_one_decode_and_one_forward(both_
     assert CACHE.stats()["misses"] == 3  # one image, two network outputs
 
 
+def test_a_model_chosen_later_decodes_again_only_if_the_working_copy_was_let_go(both_env, images_dir, monkeypatch,
+                                                                               decodes):
+    counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
+    at = new_app()
+    at.radio(key="model").set_value("yolo").run()
+    upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
+    entry = next(e for k, e in CACHE._entries.items() if k[0] == "image")
+    assert entry.value.working is not None  # SSD has not run on it yet: the working copy stays
+    at.radio(key="model").set_value("both").run()
+    assert decodes == ["coffee.png"] and {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
+    entry = next(e for k, e in CACHE._entries.items() if k[0] == "image")
+    assert entry.value.working is None  # every loaded model has run: only the display copy is kept
+    assert len(at.dataframe) == 2 and "cup" in table_labels(at, 1)
+
+
 def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(yolo_env, images_dir, decodes,
-                                                                               media_images):
+                                                                               media_images, monkeypatch):
     data, pixels = big_png(images_dir)
     height, width = pixels.shape[:2]
     # golden: the detector called directly on a working copy made here, scaled back by a factor computed here
@@ -127,6 +142,9 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
     expected = [(d.label, [min(max(v * factor, 0), lim) for v, lim in zip(d.box, (width, height, width, height))])
                 for d in golden.detections]
 
+    forward_inputs = []
+    real_forward = detector.forward
+    monkeypatch.setattr(detector, "forward", lambda image: forward_inputs.append(image.shape) or real_forward(image))
     at = new_app()
     upload(at, "huge.png", data)
     table = at.dataframe[0].value
@@ -144,12 +162,16 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
             assert array.nbytes <= display_bytes
     # what the page hands Streamlit to keep for the session: display copies only
     assert media_images and all(max(size) <= DISPLAY_SIDE for size in media_images)
-    # and the process-wide cache holds the working and display copies, not the 105 MB original
+    # the networks ran on the working copy; once both outputs are cached the image entry keeps only the
+    # display copy (the 105 MB original was never kept)
+    assert forward_inputs == [(round(height * scale), WORK_SIDE, 3)]
     entry = next(e for k, e in CACHE._entries.items() if k[0] == "image")
     prepared = entry.value
-    assert max(prepared.working.shape[:2]) == WORK_SIDE and max(prepared.display.shape[:2]) == DISPLAY_SIDE
-    assert entry.nbytes == prepared.working.nbytes + prepared.display.nbytes < pixels.nbytes // 5
+    assert prepared.working is None and max(prepared.display.shape[:2]) == DISPLAY_SIDE
+    assert entry.nbytes == prepared.display.nbytes
     assert prepared.original_size == (width, height)
+    at.slider(key="conf").set_value(0.5).run()  # a rerun needs neither the working copy nor a decode
+    assert decodes == ["huge.png"] and len(forward_inputs) == 1
 
 
 def test_a_failed_model_shows_as_failed_while_the_other_serves(ssd_weights, yolo_dir, images_dir, tmp_path,

@@ -130,7 +130,8 @@ def test_trim_after_enough_was_freed():
     assert cache.freed_since_trim == 4 * MB
     trim_if_freed(cache, threshold=8 * MB)
     assert cache.freed_since_trim == 4 * MB  # below the threshold: no trim yet
-    cache.note_freed(5 * MB)
+    cache.put("b", block(5), owner="s")
+    cache.release(lambda _: False)
     trim_if_freed(cache, threshold=8 * MB)
     assert cache.freed_since_trim == 0
     assert isinstance(malloc_trim(), bool)
