@@ -158,7 +158,7 @@ def run_sessions(base: str, images: list[Path], timeout_ms: int = 600_000) -> fl
             for page in pages:
                 page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=120_000)
             t0 = time.monotonic()
-            for page, image in zip(pages, images):  # each call returns once the file is handed over
+            for page, image in zip(pages, images, strict=True):  # each call returns once the file is handed over
                 page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(image))
             for page in pages:
                 page.locator("[data-testid='stDataFrame']").nth(1).wait_for(state="attached", timeout=timeout_ms)

@@ -52,3 +52,21 @@ def yolo_env(yolo_dir, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+@pytest.fixture(scope="session")
+def ssd_weights(tmp_path_factory):
+    """Seeded SSDlite weights whose scores spread out (tests/ssd_weights.py; imports torch when used)."""
+    from ssd_weights import make_state_dict
+
+    return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("app-ssd") / "ssdlite.pth")
+
+
+@pytest.fixture
+def both_env(yolo_env, ssd_weights, monkeypatch):
+    """Both models enabled: the real Yolo-Fastest files and the seeded SSD weights."""
+    from app.config import Settings
+
+    monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))
+    monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
+    return Settings.from_env()

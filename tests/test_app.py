@@ -19,20 +19,6 @@ from app.registry import get_detector  # noqa: E402
 SCRIPT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
 
 
-@pytest.fixture(scope="session")
-def ssd_weights(tmp_path_factory):
-    from ssd_weights import make_state_dict
-
-    return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("app-ssd") / "ssdlite.pth")
-
-
-@pytest.fixture
-def both_env(yolo_env, ssd_weights, monkeypatch):
-    monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))
-    monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
-    return Settings.from_env()
-
-
 @pytest.fixture(autouse=True)
 def empty_process_cache():
     """The app's cache is process-wide (shared by sessions and so by tests): each test starts empty,

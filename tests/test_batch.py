@@ -88,7 +88,7 @@ def test_three_shard_processes_merge_to_the_unsharded_run(images_dir, env, tmp_p
     # The detections are those of `detect` on the same file, and the CSV has a row per detection.
     some = [n for n in names if merged_records[n]["results"][0]["detections"]][:3]
     single = run_app(["detect", "--json", *[tmp_path / "in" / n for n in some]], env)
-    for name, entry in zip(some, json.loads(single.stdout)["images"]):
+    for name, entry in zip(some, json.loads(single.stdout)["images"], strict=True):
         assert merged_records[name]["results"][0]["detections"] == entry["results"][0]["detections"]
     csv_rows = (tmp_path / "sharded" / "merged.csv").read_text().splitlines()
     assert len(csv_rows) - 1 == sum(len(r["results"][0]["detections"]) for r in merged_records.values())
@@ -206,7 +206,7 @@ def test_merge_reports_missing_parts_images_and_duplicates(tmp_path):
     assert "missing part: " in merged.stderr and "part-1-of-3.jsonl" in merged.stderr
     assert "missing image: z.jpg" in merged.stderr
     assert "duplicate: x.jpg in part-0-of-3.jsonl, part-2-of-3.jsonl" in merged.stderr
-    assert [json.loads(l)["file"] for l in (out / "merged.jsonl").read_text().splitlines()] == ["x.jpg", "y.jpg"]
+    assert [json.loads(line)["file"] for line in (out / "merged.jsonl").read_text().splitlines()] == ["x.jpg", "y.jpg"]
 
     (out / "part-0-of-2.jsonl").write_text("")
     mixed = run_app(["batch", "merge", out], env)

@@ -1,0 +1,318 @@
+"""The Streamlit page: compare the detector families on images, camera snapshots and video.
+
+``app/streamlit_app.py`` is the script Streamlit runs (``streamlit run app/streamlit_app.py`` locally;
+``python -m app serve`` in containers, which loads the models first); it calls ``main()`` here on every
+rerun, so the page is an ordinary module with ordinary imports. Detectors come from
+``st.cache_resource`` over the process-wide registry (built once per process, shared by all sessions).
+
+Memory is bounded per process, not per session (issue 8): an upload is decoded once into a working copy
+(longer side ``WORK_SIDE``, what the networks see) and a display copy (longer side ``DISPLAY_SIDE``, what
+the page shows); the full-resolution array is dropped at once, the working copy once every loaded model
+has run on it. The copies and each network output live in ``app.memory.CACHE``, keyed by content digest
+and shared by every session, under one byte budget; what no live session uses is released. Tables, JSON
+and CSV give boxes in the original's pixels. A slider move decodes nothing and runs no network: it only
+re-thresholds and redraws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from . import images as image_io  # load_image looked up per call (tests count decodes)
+from .annotate import annotate, to_png
+from .catalog import FAMILIES
+from .config import ConfigError, Settings
+from .detectors.base import RawOutput
+from .exports import frames_csv, result_csv, result_json
+from .images import ImageError
+from .labels import vocabulary
+from .memory import CACHE, malloc_trim, start_janitor
+from .registry import get_detector, inference_slots, model_status
+from .result import DetectionResult, DetectParams, detection_rows
+from .video import VideoError, process_video
+
+MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
+TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
+WORK_SIDE = image_io.WORK_SIDE  # longer side of the copy the networks see (both resize to <= 416 anyway)
+DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (what Streamlit keeps per session)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An upload decoded once: the working copy for the networks, the display copy for the page, and
+    what maps both back to the original (``x_original = x_copy * factor``). ``working`` becomes None
+    once every loaded model's output for the image is cached (nothing needs it any more)."""
+
+    working: np.ndarray | None
+    working_factor: float
+    display: np.ndarray
+    display_factor: float
+    original_size: tuple[int, int]  # width, height
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        return self.display.shape[1], self.display.shape[0]
+
+
+@st.cache_resource(show_spinner="Loading models (once per process)…")
+def load_models(_settings: Settings, settings_key: str) -> dict:
+    """Status of every enabled model, building each once per process (shared by all sessions). Cached
+    per ``settings_key`` (the settings' repr); Streamlit does not hash the underscored ``_settings``."""
+    settings = _settings
+    return {m: model_status(m, settings, load=True) for m in settings.models}
+
+
+def settings_or_stop() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        st.error(f"Configuration error: {exc}")
+        st.stop()
+
+
+def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams]:
+    loaded = [m for m, s in statuses.items() if s.ok]
+    st.sidebar.header("Detection")
+    choices = loaded + (["both"] if len(loaded) > 1 else [])
+    labels = {name: family.label for name, family in FAMILIES.items()} | {"both": "Both side by side"}
+    choice = st.sidebar.radio("Model", choices, index=len(choices) - 1 if choices else 0,
+                              format_func=labels.get, key="model") if choices else None
+    conf = st.sidebar.slider("Score threshold", 0.05, 0.95, 0.30, 0.05, key="conf")
+    iou = st.sidebar.slider("NMS IoU", 0.10, 0.95, 0.45, 0.05, key="iou")
+    max_det = st.sidebar.slider("Maximum detections", 1, 300, 100, key="max_det")
+    classes = st.sidebar.multiselect("Classes (empty = all)", vocabulary(), key="classes")
+    st.sidebar.header("Model status")
+    for model, status in statuses.items():
+        icon = {"loaded": ":material/check_circle:", "missing": ":material/warning:"}.get(
+            status.state, ":material/error:")
+        with st.sidebar.expander(f"{MODEL_TITLES[model]}: {status.state}", expanded=not status.ok, icon=icon):
+            for f in status.files:
+                st.markdown(f"**{f.role}** `{f.path}`  \n{f.describe()}")
+            if status.message and not status.ok:
+                st.markdown(f"**Problem:** {status.message}")
+            if status.fix:
+                st.markdown(f"**Fix:** {status.fix}")
+    models = [] if choice is None else (loaded if choice == "both" else [choice])
+    params = DetectParams(conf=conf, iou=iou, classes=frozenset(classes) or None, max_det=max_det)
+    return models, params
+
+
+def setup_guide(settings: Settings, statuses: dict) -> None:
+    st.warning("No model is loaded yet, so there is nothing to detect with. The app is running; "
+               "add weights and reload the page.")
+    model_variables = ", ".join(f"`{v.name}`" for family in FAMILIES.values() for v in family.env_vars)
+    st.markdown(f"""
+### Set-up guide
+
+1. **Fetch the official weights** into `{settings.weights_dir}`:
+   ```bash
+   python -m app weights fetch
+   python -m app weights verify
+   ```
+2. **Or point the app at your own files** with environment variables, then restart:
+   {model_variables} (see README, "Configuration").
+3. **In Kubernetes** the weights live on the `objdet-weights` volume: the pod's init container
+   (`python -m app weights prepare`) fills or checks it (see README, "Deploy").
+
+The sidebar's **Model status** shows each file, its checksum state and the command that fixes it.
+""")
+
+
+def session_id() -> str | None:
+    """This script run's Streamlit session (the owner recorded on cache entries), None outside one."""
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
+    """Decode the upload (through ``load_image``, which bounds concurrent large decodes), keep a working
+    and a display copy, drop the full-resolution array. A refusal is returned, not raised, so it is
+    cached like an image."""
+    notes: list[str] = []
+    try:
+        full = image_io.load_image(data, name, max_pixels=settings.max_image_pixels,
+                                   max_bytes=settings.max_file_bytes, warnings=notes)
+    except ImageError as exc:
+        return exc
+    height, width = full.shape[:2]
+    working, working_factor = image_io.working_copy(full, WORK_SIDE)
+    shrunk = working is not full
+    del full
+    if shrunk:  # hand the decoder's freed blocks back now: each session's thread has its own malloc arena
+        malloc_trim()
+    display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
+    return PreparedImage(working, working_factor, display, working_factor * display_factor, (width, height),
+                         tuple(notes))
+
+
+def image_key(digest: str, settings: Settings) -> tuple:
+    return ("image", digest, settings.max_image_pixels, settings.max_file_bytes, WORK_SIDE, DISPLAY_SIDE)
+
+
+def raw_key(model: str, digest: str, settings: Settings) -> tuple:
+    return ("raw", model, settings, digest)
+
+
+def decode_once(name: str, data: bytes, settings: Settings, models: list[str]) -> tuple[str, PreparedImage]:
+    """(digest, prepared image) of an upload, decoded once per process whatever the number of sessions
+    that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name).
+    Decodes again only when one of ``models`` has no cached output and the working copy was let go."""
+    digest = hashlib.sha256(data).hexdigest()
+    key = image_key(digest, settings)
+    value = CACHE.get_or_compute(key, lambda: prepare(name, data, settings), owner=session_id())
+    if isinstance(value, ImageError):
+        raise ImageError(name, value.reason)
+    if value.working is None and any(raw_key(m, digest, settings) not in CACHE for m in models):
+        value = prepare(name, data, settings)
+        CACHE.put(key, value, owner=session_id())
+    return digest, value
+
+
+def release_working_copy(digest: str, prepared: PreparedImage, settings: Settings, loaded: list[str]) -> None:
+    """Keep only the display copy once every loaded model's output is cached: the working copy is the
+    largest entry (12.6 MB at 2048x2048) and no slider, class filter or rerun needs it."""
+    if prepared.working is not None and all(raw_key(m, digest, settings) in CACHE for m in loaded):
+        CACHE.put(image_key(digest, settings), replace(prepared, working=None), owner=session_id())
+
+
+def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Settings) -> RawOutput:
+    """The network output for (model, image) on the working copy, computed once per process."""
+
+    def run() -> RawOutput:
+        if prepared.working is None:  # only if the output was evicted between decode_once and here
+            raise RuntimeError("the image left the cache meanwhile; rerun the page (R) to decode it again")
+        detector = get_detector(model, settings)
+        with inference_slots(settings):
+            return detector.forward(prepared.working)
+
+    return CACHE.get_or_compute(raw_key(model, digest, settings), run, owner=session_id())
+
+
+def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult,
+                params: DetectParams) -> None:
+    """One model's column; ``result`` is in the original's pixels, the picture is the display copy."""
+    st.markdown(f"**{MODEL_TITLES[model]}**")
+    display_w, display_h = prepared.display_size
+    annotated = annotate(prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size))
+    st.image(annotated, caption=f"{name} · {model}", width="stretch")
+    total_ms = sum(result.timings_ms.values())
+    c1, c2 = st.columns(2)
+    c1.metric("Detections", len(result.detections))
+    c2.metric("Latency", f"{total_ms:.0f} ms")
+    table = pd.DataFrame(detection_rows(result), columns=TABLE_COLUMNS)
+    st.dataframe(table, hide_index=True, width="stretch", key=f"table-{model}-{name}")
+    counts = result.counts()
+    if counts:
+        st.bar_chart(pd.Series(counts, name="count"), horizontal=True)
+    st.caption("Latency per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
+    stem = Path(name).stem
+    params_doc = params.to_dict()
+    # Deferred downloads: the bytes are made when a button is clicked, not on every rerun (a slider
+    # move stays cheap and sessions do not hold encoded copies); clicking does not rerun the page.
+    d1, d2, d3 = st.columns(3)
+    d1.download_button("PNG", lambda: to_png(annotated), f"{stem}.{model}.png", "image/png",
+                       key=f"png-{model}-{name}", on_click="ignore")
+    d2.download_button("JSON", lambda: result_json(result, name, params_doc), f"{stem}.{model}.json",
+                       "application/json", key=f"json-{model}-{name}", on_click="ignore")
+    d3.download_button("CSV", lambda: result_csv(result), f"{stem}.{model}.csv", "text/csv",
+                       key=f"csv-{model}-{name}", on_click="ignore")
+    width, height = result.image_size
+    if (display_w, display_h) != (width, height):
+        st.caption(f"PNG: the annotated picture at display size {display_w}x{display_h}; table, JSON and CSV "
+                   f"boxes are in the original's pixels ({width}x{height}).")
+
+
+def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings,
+               loaded: list[str]) -> None:
+    try:
+        digest, prepared = decode_once(name, data, settings, models)
+    except ImageError as exc:
+        st.error(str(exc))
+        return
+    st.subheader(name)
+    columns = st.columns(1 + len(models))
+    width, height = prepared.original_size
+    display_w, display_h = prepared.display_size
+    with columns[0]:
+        st.markdown("**Original**")
+        shown = "" if (display_w, display_h) == (width, height) else f" (shown at {display_w}x{display_h})"
+        st.image(prepared.display, caption=f"{width}x{height}{shown}", width="stretch")
+        for note in prepared.warnings:
+            st.caption(f":material/warning: {name}: {note}")
+    for column, model in zip(columns[1:], models, strict=True):
+        with column:
+            try:
+                raw = forward_once(model, digest, prepared, settings)
+                result = get_detector(model, settings).decode(raw, params)
+            except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
+                st.error(f"{name}: {model}: {exc}")
+                continue
+            show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size),
+                        params)
+    release_working_copy(digest, prepared, settings, loaded)
+
+
+def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:
+    upload = st.file_uploader("Video", type=VIDEO_TYPES, key="video")
+    c1, c2, c3 = st.columns(3)
+    model = c1.selectbox("Model", models, format_func=MODEL_TITLES.get, key="video_model")
+    every_n = c2.number_input("Detect every Nth frame", 1, 100, 5, key="every_n")
+    budget = c3.number_input("Time budget (s)", 5, 600, 60, key="budget")
+    clicked = st.button("Process video", key="run_video", disabled=upload is None or model is None)
+    if not clicked or upload is None or model is None:
+        return
+    detector = get_detector(model, settings)
+    bar = st.progress(0.0, text="starting")
+
+    def detect(image, p):
+        with inference_slots(settings):
+            return detector.detect(image, p)
+
+    try:
+        report = process_video(upload.getvalue(), upload.name, detect, params, int(every_n), float(budget),
+                               settings.max_image_pixels, progress=lambda f, t: bar.progress(f, text=t))
+    except VideoError as exc:
+        st.error(str(exc))
+        return
+    bar.progress(1.0, text="done")
+    note = " (stopped by the time budget)" if report.stopped_by_budget else ""
+    st.success(f"{upload.name}: {report.frames_read} frames, detection on {report.frames_detected}, "
+               f"{len(report.rows)} detections{note}")
+    stem = Path(upload.name).stem
+    st.download_button("Annotated MP4", report.mp4, f"{stem}.{model}.mp4", "video/mp4", key="mp4")
+    st.download_button("Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv",
+                       key="frames_csv")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Object detection: SSD vs YOLO", page_icon="🔎", layout="wide")
+    st.title("Object detection: SSD and YOLO")
+    start_janitor()
+    settings = settings_or_stop()
+    statuses = load_models(settings, repr(settings))
+    models, params = sidebar(settings, statuses)
+    loaded = [m for m, status in statuses.items() if status.ok]
+    if not models:
+        setup_guide(settings, statuses)
+        return
+    tab_images, tab_camera, tab_video = st.tabs(["Images", "Camera", "Video"])
+    with tab_images:
+        uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="images")
+        for upload in uploads or []:
+            show_image(upload.name, upload.getvalue(), models, params, settings, loaded)
+    with tab_camera:
+        snapshot = st.camera_input("Take a snapshot", key="camera")
+        if snapshot is not None:
+            show_image("camera.jpg", snapshot.getvalue(), models, params, settings, loaded)
+    with tab_video:
+        video_tab(models, params, settings)
