@@ -91,7 +91,7 @@ def list_inputs(spec: str, skip_dir: Path | None = None) -> list[Item]:
                 items[Path(line).as_posix()] = path
     elif glob.has_magic(spec):
         parts = Path(spec).parts
-        fixed = parts[:next(i for i, part in enumerate(parts) if glob.has_magic(part))]
+        fixed = parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))]
         base = Path(*fixed) if fixed else Path(".")
         for match in glob.glob(spec, recursive=True):
             path = Path(match)
@@ -122,20 +122,25 @@ class Progress:
         now = time.monotonic()
         if self.tty:
             filled = int(30 * self.done / max(1, self.total))
-            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
-                              f"{self.rate():.1f} img/s {self.failed} failed")
+            self.stream.write(
+                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+                f"{self.rate():.1f} img/s {self.failed} failed"
+            )
             self.stream.flush()
         elif now - self.last >= PROGRESS_EVERY_S:
             self.last = now
-            self.stream.write(f"{self.label}: {self.done}/{self.total} images, {self.rate():.1f}/s, "
-                              f"{self.failed} failed\n")
+            self.stream.write(
+                f"{self.label}: {self.done}/{self.total} images, {self.rate():.1f}/s, {self.failed} failed\n"
+            )
             self.stream.flush()
 
     def finish(self) -> None:
         if self.tty:
             self.stream.write("\n")
-        self.stream.write(f"{self.label}: {self.done} processed in {time.monotonic() - self.start:.1f} s "
-                          f"({self.rate():.1f} images/s), {self.failed} failed\n")
+        self.stream.write(
+            f"{self.label}: {self.done} processed in {time.monotonic() - self.start:.1f} s "
+            f"({self.rate():.1f} images/s), {self.failed} failed\n"
+        )
         self.stream.flush()
 
 
@@ -146,8 +151,7 @@ def worker_plan(settings: Settings, workers: int | None) -> tuple[int, Settings]
     return workers, dataclasses.replace(settings, num_threads=max(1, settings.num_threads // workers))
 
 
-def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
-                  annotate_dir: Path | None) -> dict:
+def process_image(item: Item, detectors: dict, params, settings: Settings, slot, annotate_dir: Path | None) -> dict:
     """The record of one image: sizes, each model's result and timings, or the error."""
     from .cli import detect_file
     from .detectors.base import ms_since
@@ -188,8 +192,18 @@ def write_annotated(annotate_dir: Path, rel: str, image, results) -> list[str]:
     return written
 
 
-def run_shard(input_spec: str, out_dir: Path, index: int, count: int, models: list[str], params,
-              settings: Settings, workers: int | None = None, annotate: bool = False, stream=sys.stderr) -> dict:
+def run_shard(
+    input_spec: str,
+    out_dir: Path,
+    index: int,
+    count: int,
+    models: list[str],
+    params,
+    settings: Settings,
+    workers: int | None = None,
+    annotate: bool = False,
+    stream=sys.stderr,
+) -> dict:
     """Process the images of shard ``index`` of ``count`` not yet in its part file; return its summary."""
     from .registry import build_detector, inference_slots
 
@@ -210,8 +224,10 @@ def run_shard(input_spec: str, out_dir: Path, index: int, count: int, models: li
     slot = inference_slots(worker_settings)
     annotate_dir = out_dir / "annotated" if annotate else None
     label = f"batch {index}/{count}"
-    stream.write(f"{label}: {len(items)} images in this shard, {len(done)} already recorded, {len(todo)} to do, "
-                 f"{workers} worker(s) x {worker_settings.num_threads} thread(s)\n")
+    stream.write(
+        f"{label}: {len(items)} images in this shard, {len(done)} already recorded, {len(todo)} to do, "
+        f"{workers} worker(s) x {worker_settings.num_threads} thread(s)\n"
+    )
     progress = Progress(label, len(todo), stream)
 
     def task(item: Item) -> dict:
@@ -238,10 +254,17 @@ def run_shard(input_spec: str, out_dir: Path, index: int, count: int, models: li
     finally:
         os.close(fd)
     progress.finish()
-    summary = {"shard": index, "shards": count, "expected": len(items), **summarize(read_part(part)),
-               "processed_this_run": progress.done, "seconds_this_run": round(time.monotonic() - progress.start, 3),
-               "images_per_s_this_run": round(progress.rate(), 3), "workers": workers,
-               "threads_per_worker": worker_settings.num_threads}
+    summary = {
+        "shard": index,
+        "shards": count,
+        "expected": len(items),
+        **summarize(read_part(part)),
+        "processed_this_run": progress.done,
+        "seconds_this_run": round(time.monotonic() - progress.start, 3),
+        "images_per_s_this_run": round(progress.rate(), 3),
+        "workers": workers,
+        "threads_per_worker": worker_settings.num_threads,
+    }
     import json
 
     write_atomic(out_dir / summary_name(index, count), (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
@@ -261,8 +284,17 @@ def cmd_batch(args, settings: Settings) -> int:
     params = _params(args)
     models = _models(args.model, settings)
     try:
-        summary = run_shard(args.input, args.output, index, count, models, params, settings,
-                            workers=args.workers, annotate=args.annotate)
+        summary = run_shard(
+            args.input,
+            args.output,
+            index,
+            count,
+            models,
+            params,
+            settings,
+            workers=args.workers,
+            annotate=args.annotate,
+        )
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -282,8 +314,10 @@ def cmd_merge(args) -> int:
     except PartError as exc:
         raise UsageError(str(exc)) from None
     out = args.merge_dir
-    print(f"{summary['images']} images ({summary['failed']} failed) from {summary['shards']} shard(s) -> "
-          f"{out / 'merged.jsonl'}, {out / 'merged.csv'}, {out / 'summary.json'}")
+    print(
+        f"{summary['images']} images ({summary['failed']} failed) from {summary['shards']} shard(s) -> "
+        f"{out / 'merged.jsonl'}, {out / 'merged.csv'}, {out / 'summary.json'}"
+    )
     problems = 0
     for name in summary["missing_parts"]:
         print(f"missing part: {out / name} (that shard has not run)", file=sys.stderr)

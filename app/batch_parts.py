@@ -47,10 +47,12 @@ def read_part(path: Path, repair: bool = False) -> list[dict]:
         try:
             record = json.loads(raw)
             if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-                raise ValueError("no \"file\" field")
+                raise ValueError('no "file" field')
         except ValueError as exc:
-            raise PartError(f"{path}: line {number} is not a batch record ({exc}); move the file away or "
-                            "delete that line to continue") from None
+            raise PartError(
+                f"{path}: line {number} is not a batch record ({exc}); move the file away or "
+                "delete that line to continue"
+            ) from None
         records.append(record)
     return records
 
@@ -59,7 +61,7 @@ def append_line(fd: int, record: dict) -> None:
     """One line, one write: a reader or a kill never sees half of it (short writes only on a full disk)."""
     view = memoryview((json.dumps(record, separators=(",", ":")) + "\n").encode("utf-8"))
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -100,8 +102,10 @@ def find_parts(out_dir: Path) -> tuple[int, dict[int, Path]]:
     if not found:
         raise PartError(f"{out_dir}: no part-K-of-N.jsonl files (run `python -m app batch INPUT --output {out_dir}`)")
     if len(found) > 1:
-        raise PartError(f"{out_dir}: parts of different shard counts ({', '.join(f'N={n}' for n in sorted(found))}); "
-                        "a folder holds the parts of one run")
+        raise PartError(
+            f"{out_dir}: parts of different shard counts ({', '.join(f'N={n}' for n in sorted(found))}); "
+            "a folder holds the parts of one run"
+        )
     count, parts = next(iter(found.items()))
     return count, parts
 
@@ -137,15 +141,21 @@ def merge(out_dir: Path, expected_files: list[str] | None = None) -> dict:
     for record in records:
         for res in record.get("results", ()):
             size = (res["image_size"]["width"], res["image_size"]["height"])
-            result = DetectionResult(res["model"], size, [Detection(d["label"], d["class_id"], d["score"],
-                                                                    tuple(d["box"])) for d in res["detections"]])
+            result = DetectionResult(
+                res["model"],
+                size,
+                [Detection(d["label"], d["class_id"], d["score"], tuple(d["box"])) for d in res["detections"]],
+            )
             for row in detection_rows(result):
                 writer.writerow({"file": record["file"], "model": res["model"], **{k: row[k] for k in CSV_FIELDS}})
     write_atomic(out_dir / MERGED_CSV, buf.getvalue().encode("utf-8"))
 
-    summary = {"shards": count, "missing_parts": [part_name(k, count) for k in range(count) if k not in parts],
-               **summarize(records),
-               "duplicates": {f: where for f, where in sorted(seen_in.items()) if len(where) > 1}}
+    summary = {
+        "shards": count,
+        "missing_parts": [part_name(k, count) for k in range(count) if k not in parts],
+        **summarize(records),
+        "duplicates": {f: where for f, where in sorted(seen_in.items()) if len(where) > 1},
+    }
     if expected_files is not None:
         missing = sorted(set(expected_files) - set(merged))
         summary["expected"] = len(set(expected_files))

@@ -43,8 +43,9 @@ def run_bench(args, settings: Settings) -> int:
 
     images = [Path(p) for p in args.images] or _default_images()
     try:  # every image or none: figures over fewer images than asked would not compare with other runs
-        arrays = [load_image(p, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
-                  for p in images]
+        arrays = [
+            load_image(p, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes) for p in images
+        ]
     except ImageError as exc:
         print(f"error: {exc}; nothing was timed (give only images that decode)", file=sys.stderr)
         return 1
@@ -93,6 +94,8 @@ def run_bench(args, settings: Settings) -> int:
         print(f"{len(arrays)} images x {args.repeat} runs, alternating raw / pipeline, one process")
         print(f"{'model':6} {'raw median ms':>14} {'pipeline ms':>12} {'ratio':>7} {'builds':>7}  weights")
         for model, r in report["models"].items():
-            print(f"{model:6} {r['raw_median_ms']:14.2f} {r['pipeline_median_ms']:12.2f} {r['ratio']:7.3f} "
-                  f"{r['constructions']:7d}  {r['weights']}")
+            print(
+                f"{model:6} {r['raw_median_ms']:14.2f} {r['pipeline_median_ms']:12.2f} {r['ratio']:7.3f} "
+                f"{r['constructions']:7d}  {r['weights']}"
+            )
     return 0

@@ -88,11 +88,20 @@ def _torchvision_file(name: str) -> ModelFile:
 SSD_ARCHS: dict[str, SSDArch] = {
     a.name: a
     for a in (
-        SSDArch("ssdlite320_mobilenet_v3_large", "ssdlite320_mobilenet_v3_large",
-                _torchvision_file("ssdlite320_mobilenet_v3_large_coco-a79551df.pth"), 3_473_074,
-                ("head.classification_head.module_list.0.1.weight", 6)),
-        SSDArch("ssd300_vgg16", "ssd300_vgg16", _torchvision_file("ssd300_vgg16_coco-b556d3b4.pth"), 35_641_826,
-                ("head.classification_head.module_list.0.weight", 4)),
+        SSDArch(
+            "ssdlite320_mobilenet_v3_large",
+            "ssdlite320_mobilenet_v3_large",
+            _torchvision_file("ssdlite320_mobilenet_v3_large_coco-a79551df.pth"),
+            3_473_074,
+            ("head.classification_head.module_list.0.1.weight", 6),
+        ),
+        SSDArch(
+            "ssd300_vgg16",
+            "ssd300_vgg16",
+            _torchvision_file("ssd300_vgg16_coco-b556d3b4.pth"),
+            35_641_826,
+            ("head.classification_head.module_list.0.weight", 4),
+        ),
     )
 }
 SSD_DEFAULT_FILES = {a.name: a.weights.name for a in SSD_ARCHS.values()}
@@ -101,16 +110,36 @@ SSD_DEFAULT_FILES = {a.name: a.weights.name for a in SSD_ARCHS.values()}
 
 _YOLO_FASTEST = "https://raw.githubusercontent.com/dog-qiuqiu/Yolo-Fastest/master/ModelZoo/yolo-fastest-1.1_coco/"
 YOLO_FILES = (  # the published Darknet models (cfg + weights) and their names file
-    ModelFile("yolo-fastest-1.1.cfg", _YOLO_FASTEST + "yolo-fastest-1.1.cfg",
-              "f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70", 9685),
-    ModelFile("yolo-fastest-1.1.weights", _YOLO_FASTEST + "yolo-fastest-1.1.weights",
-              "1c445c42bbd6df63edea2cc69f99667b5650d663ca11e34b116240740cd42890", 1384268),
-    ModelFile("yolo-fastest-1.1-xl.cfg", _YOLO_FASTEST + "yolo-fastest-1.1-xl.cfg",
-              "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3", 9696),
-    ModelFile("yolo-fastest-1.1-xl.weights", _YOLO_FASTEST + "yolo-fastest-1.1-xl.weights",
-              "fac5fb41786c1f38f04972a658443b189f48720d7d117f9a044100e98a35b0c5", 3693964),
-    ModelFile("coco.names", _YOLO_FASTEST + "coco.names",
-              "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84", 625),
+    ModelFile(
+        "yolo-fastest-1.1.cfg",
+        _YOLO_FASTEST + "yolo-fastest-1.1.cfg",
+        "f6df5775c1e862998cf69046eba9265be3ae84dfe8b2caab7529823f0795bf70",
+        9685,
+    ),
+    ModelFile(
+        "yolo-fastest-1.1.weights",
+        _YOLO_FASTEST + "yolo-fastest-1.1.weights",
+        "1c445c42bbd6df63edea2cc69f99667b5650d663ca11e34b116240740cd42890",
+        1384268,
+    ),
+    ModelFile(
+        "yolo-fastest-1.1-xl.cfg",
+        _YOLO_FASTEST + "yolo-fastest-1.1-xl.cfg",
+        "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3",
+        9696,
+    ),
+    ModelFile(
+        "yolo-fastest-1.1-xl.weights",
+        _YOLO_FASTEST + "yolo-fastest-1.1-xl.weights",
+        "fac5fb41786c1f38f04972a658443b189f48720d7d117f9a044100e98a35b0c5",
+        3693964,
+    ),
+    ModelFile(
+        "coco.names",
+        _YOLO_FASTEST + "coco.names",
+        "634a1132eb33f8091d60f2c346ababe8b905ae08387037aed883953b7329af84",
+        625,
+    ),
 )
 YOLO_DEFAULT_WEIGHTS = "yolo-fastest-1.1.weights"
 YOLO_FORMATS = {".weights": "darknet", ".onnx": "onnx"}  # the suffix picks the format
@@ -153,34 +182,67 @@ FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
         Family(
-            "ssd", "SSD (torchvision)", "SSD", "app.detectors.ssd:SSDDetector",
-            "install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo", "OBJDET_SSD_WEIGHTS",
+            "ssd",
+            "SSD (torchvision)",
+            "SSD",
+            "app.detectors.ssd:SSDDetector",
+            "install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo",
+            "OBJDET_SSD_WEIGHTS",
             (
-                EnvVar("OBJDET_SSD_ARCH", next(iter(SSD_ARCHS)), " / ".join(f"`{a}`" for a in SSD_ARCHS),
-                       "torchvision SSD architecture the state dict belongs to.", True),
-                EnvVar("OBJDET_SSD_WEIGHTS", "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`",
-                       "path to a state dict (`.pth`)",
-                       "SSD weights: the official torchvision COCO file or your own state dict.", True),
+                EnvVar(
+                    "OBJDET_SSD_ARCH",
+                    next(iter(SSD_ARCHS)),
+                    " / ".join(f"`{a}`" for a in SSD_ARCHS),
+                    "torchvision SSD architecture the state dict belongs to.",
+                    True,
+                ),
+                EnvVar(
+                    "OBJDET_SSD_WEIGHTS",
+                    "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`",
+                    "path to a state dict (`.pth`)",
+                    "SSD weights: the official torchvision COCO file or your own state dict.",
+                    True,
+                ),
             ),
             tuple(a.weights for a in SSD_ARCHS.values()),
             lambda settings: {"weights": settings.ssd_weights},
         ),
         Family(
-            "yolo", "YOLO (OpenCV DNN)", "YOLO", "app.detectors.yolo:YoloDetector",
+            "yolo",
+            "YOLO (OpenCV DNN)",
+            "YOLO",
+            "app.detectors.yolo:YoloDetector",
             "install the project's OpenCV (`pip install .`, opencv-python-headless) or set OBJDET_MODELS=ssd",
             "OBJDET_YOLO_WEIGHTS",
             (
-                EnvVar("OBJDET_YOLO_WEIGHTS", f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`",
-                       "path to `.weights` (Darknet) or `.onnx`", "YOLO model file; the suffix picks the format.",
-                       True),
-                EnvVar("OBJDET_YOLO_CONFIG", "the weights path with `.cfg`", "path to a Darknet `.cfg`",
-                       "Darknet network description (Darknet only).", True),
-                EnvVar("OBJDET_YOLO_NAMES", "`coco.names` beside the weights, else the COCO list",
-                       "path to a names file, one per line",
-                       "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used "
-                       "as given.", True),
-                EnvVar("OBJDET_YOLO_INPUT_SIZE", "from the `.cfg` (Darknet), 640 (ONNX)", "multiple of 32, 32-2048",
-                       "Network input size (square)."),
+                EnvVar(
+                    "OBJDET_YOLO_WEIGHTS",
+                    f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`",
+                    "path to `.weights` (Darknet) or `.onnx`",
+                    "YOLO model file; the suffix picks the format.",
+                    True,
+                ),
+                EnvVar(
+                    "OBJDET_YOLO_CONFIG",
+                    "the weights path with `.cfg`",
+                    "path to a Darknet `.cfg`",
+                    "Darknet network description (Darknet only).",
+                    True,
+                ),
+                EnvVar(
+                    "OBJDET_YOLO_NAMES",
+                    "`coco.names` beside the weights, else the COCO list",
+                    "path to a names file, one per line",
+                    "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used "
+                    "as given.",
+                    True,
+                ),
+                EnvVar(
+                    "OBJDET_YOLO_INPUT_SIZE",
+                    "from the `.cfg` (Darknet), 640 (ONNX)",
+                    "multiple of 32, 32-2048",
+                    "Network input size (square).",
+                ),
             ),
             YOLO_FILES,
             _yolo_files,

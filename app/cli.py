@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detect", help="detect objects in image files")
     d.add_argument("images", nargs="+", metavar="IMAGE")
-    d.add_argument("--model", choices=MODEL_CHOICES, default="all",
-                   help="which detector (default: all enabled by OBJDET_MODELS)")
+    d.add_argument(
+        "--model", choices=MODEL_CHOICES, default="all", help="which detector (default: all enabled by OBJDET_MODELS)"
+    )
     d.add_argument("--conf", type=float, default=0.3, help="score threshold (default 0.3)")
     d.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     d.add_argument("--classes", default="", help="comma list of labels to keep, e.g. person,cup")
@@ -58,15 +59,28 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
     f.add_argument("--all", action="store_true", help="every file in the manifest")
     f.add_argument("--mirror", help="fetch from this base URL instead of the upstream addresses")
-    f.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
-                   help=f"give up after this long in all (default {DEFAULT_DEADLINE_S:.0f})")
-    f.add_argument("--min-rate", type=int, default=DEFAULT_MIN_RATE, metavar="BYTES_PER_S",
-                   help=f"give up when fewer bytes a second than this arrive over {RATE_WINDOW_S:.0f} s "
-                        f"(default {DEFAULT_MIN_RATE})")
+    f.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help=f"give up after this long in all (default {DEFAULT_DEADLINE_S:.0f})",
+    )
+    f.add_argument(
+        "--min-rate",
+        type=int,
+        default=DEFAULT_MIN_RATE,
+        metavar="BYTES_PER_S",
+        help=f"give up when fewer bytes a second than this arrive over {RATE_WINDOW_S:.0f} s "
+        f"(default {DEFAULT_MIN_RATE})",
+    )
     wsub.add_parser("verify", help="check the configured files against the manifest")
-    pr = wsub.add_parser("prepare", help="make the weights volume ready before the server starts (init "
-                                         "container): OBJDET_WEIGHTS_MODE=fetch downloads what is missing, "
-                                         "verify waits until every file is present and verified")
+    pr = wsub.add_parser(
+        "prepare",
+        help="make the weights volume ready before the server starts (init "
+        "container): OBJDET_WEIGHTS_MODE=fetch downloads what is missing, "
+        "verify waits until every file is present and verified",
+    )
     pr.add_argument("--mode", choices=("fetch", "verify"), help="default: OBJDET_WEIGHTS_MODE")
     pr.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
     pr.add_argument("--wait", type=int, metavar="SECONDS", help="deadline (default OBJDET_WEIGHTS_WAIT_S)")
@@ -79,23 +93,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
 
-    bt = sub.add_parser("batch", help="detect over a folder, list or glob, sharded and resumable; "
-                                      "`batch merge DIR` combines the parts (docs/batch.md)")
-    bt.add_argument("input", metavar="INPUT", help="folder (walked recursively), text file of paths, or glob; "
-                                                   "or `merge`, then DIR")
+    bt = sub.add_parser(
+        "batch",
+        help="detect over a folder, list or glob, sharded and resumable; "
+        "`batch merge DIR` combines the parts (docs/batch.md)",
+    )
+    bt.add_argument(
+        "input", metavar="INPUT", help="folder (walked recursively), text file of paths, or glob; or `merge`, then DIR"
+    )
     bt.add_argument("merge_dir", nargs="?", type=Path, metavar="DIR", help="with `merge`: the output folder")
     bt.add_argument("--output", type=Path, help="folder for part-K-of-N.jsonl, its summary and annotated/")
     bt.add_argument("--model", choices=MODEL_CHOICES, default="all")
-    bt.add_argument("--shard", metavar="K/N", help="this shard of N, K from 0 (default: JOB_COMPLETION_INDEX "
-                                                   "and BATCH_SHARD_COUNT, else 0/1)")
+    bt.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="this shard of N, K from 0 (default: JOB_COMPLETION_INDEX and BATCH_SHARD_COUNT, else 0/1)",
+    )
     bt.add_argument("--conf", type=float, default=0.3)
     bt.add_argument("--iou", type=float, default=0.45)
     bt.add_argument("--classes", default="")
     bt.add_argument("--max-det", type=int, default=100)
     bt.add_argument("--annotate", action="store_true", help="write annotated PNGs under OUTPUT/annotated/")
     bt.add_argument("--workers", type=_positive_int, help="images in flight (default: OBJDET_NUM_THREADS)")
-    bt.add_argument("--input", dest="list_input", metavar="INPUT",
-                    help="with `merge`: list INPUT again to name the images no part records")
+    bt.add_argument(
+        "--input",
+        dest="list_input",
+        metavar="INPUT",
+        help="with `merge`: list INPUT again to name the images no part records",
+    )
 
     sub.add_parser("serve", help="load models, then run the Streamlit app (health 200 = models ready)")
     return p
@@ -211,8 +236,7 @@ def cmd_detect(args, settings: Settings) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def detect_file(path, detectors: dict, params, settings: Settings, warnings: list[str] | None = None,
-                slot=None):
+def detect_file(path, detectors: dict, params, settings: Settings, warnings: list[str] | None = None, slot=None):
     """Load one image file and run every detector on it: ``(image, {model: result})``, boxes in the
     original's pixels. ``detect`` and ``batch`` share it; ``slot`` (a context manager, e.g.
     ``registry.inference_slots``) is held around the network runs only. Raises ``ImageError``."""
@@ -220,8 +244,7 @@ def detect_file(path, detectors: dict, params, settings: Settings, warnings: lis
 
     from .images import WORK_SIDE, load_image, working_copy
 
-    image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes,
-                       warnings=warnings)
+    image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, warnings=warnings)
     # The networks run on a copy of at most WORK_SIDE pixels a side: memory follows that, not the input.
     small, factor = working_copy(image, WORK_SIDE)
     size = (image.shape[1], image.shape[0])
@@ -262,8 +285,17 @@ def _print_human(entry: dict) -> None:
 
 
 def cmd_weights(args, settings: Settings) -> int:
-    from .weights import (CORRUPT, MANIFEST, MISSING, FetchError, check_file, configured_files, default_names, fetch,
-                          weights_dir_problem)
+    from .weights import (
+        CORRUPT,
+        MANIFEST,
+        MISSING,
+        FetchError,
+        check_file,
+        configured_files,
+        default_names,
+        fetch,
+        weights_dir_problem,
+    )
 
     if args.weights_command == "list":
         for e in MANIFEST.values():
@@ -277,21 +309,30 @@ def cmd_weights(args, settings: Settings) -> int:
         for model, role, path in configured_files(settings):
             check = check_file(path, role)
             bad += check.state in (MISSING, CORRUPT)
-            print(f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
-                  f"{check.describe()}")
+            print(
+                f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
+                f"{check.describe()}"
+            )
         for model in settings.models:  # the hash says "published file"; these say "the files belong together"
             for role, problem in FAMILIES[model].file_problems(settings):
                 bad += 1
                 print(f"{model:5} {role:8} {'mismatch':10} {problem}")
         if bad:
-            print(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
-                  file=sys.stderr)
+            print(
+                f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
+                file=sys.stderr,
+            )
         return EXIT_FAILED if bad else EXIT_OK
     if args.weights_command == "prepare":
         from .prepare import prepare
 
-        return prepare(settings, mode=args.mode or settings.weights_mode, dest=args.dest or settings.weights_dir,
-                       wait_s=settings.weights_wait_s if args.wait is None else args.wait, url_base=args.mirror)
+        return prepare(
+            settings,
+            mode=args.mode or settings.weights_mode,
+            dest=args.dest or settings.weights_dir,
+            wait_s=settings.weights_wait_s if args.wait is None else args.wait,
+            url_base=args.mirror,
+        )
     names = list(MANIFEST) if args.all else (args.names or default_names(settings))
     unknown = [n for n in names if n not in MANIFEST]
     if unknown:

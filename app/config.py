@@ -24,6 +24,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 WEIGHTS_MODES = ("fetch", "verify")
 DEFAULT_WEIGHTS_WAIT_S = 600
 
+
 def default_max_file_bytes(max_pixels: int) -> int:
     """The largest file worth reading for an image within the pixel limit: an uncompressed 8-bit RGB
     PNG or a quality-100 JPEG stays under 3 bytes a pixel; 16 MiB more for metadata and headers."""
@@ -36,29 +37,64 @@ class ConfigError(ValueError):
 
 _MODEL_CHOICE = ", ".join(f"`{m}`" for m in MODEL_FAMILIES)
 _SELECTION = (  # which models: read before any family's own variables
-    EnvVar("OBJDET_MODELS", ",".join(MODEL_FAMILIES), f"comma list of {_MODEL_CHOICE}",
-           "Which detectors to enable.", True),
-    EnvVar("OBJDET_REQUIRED_MODELS", "(the enabled ones)", "comma list of enabled models, or empty",
-           "Models without which `python -m app serve` exits non-zero (the pod never turns Ready)."),
+    EnvVar(
+        "OBJDET_MODELS", ",".join(MODEL_FAMILIES), f"comma list of {_MODEL_CHOICE}", "Which detectors to enable.", True
+    ),
+    EnvVar(
+        "OBJDET_REQUIRED_MODELS",
+        "(the enabled ones)",
+        "comma list of enabled models, or empty",
+        "Models without which `python -m app serve` exits non-zero (the pod never turns Ready).",
+    ),
 )
 _GENERAL = (
-    EnvVar("OBJDET_DEVICE", "auto", " / ".join(f"`{d}`" for d in DEVICES),
-           "Torch device for SSD; `auto` takes CUDA when present. YOLO runs on OpenCV's CPU backend."),
-    EnvVar("OBJDET_NUM_THREADS", "(CPUs this process may use: the smallest of cgroup CPU quota, affinity, count)",
-           "integer 1-256", "Threads for torch and OpenCV; set it to the container's CPU limit.", True),
-    EnvVar("OBJDET_MAX_IMAGE_PIXELS", str(DEFAULT_MAX_IMAGE_PIXELS), "integer >= 1",
-           "Images with more pixels are refused before they are decoded (decompression bombs)."),
-    EnvVar("OBJDET_MAX_FILE_BYTES", "3 bytes per allowed pixel + 16 MiB (136,777,216)", "integer >= 1",
-           "Image files larger than this are refused before they are read (checked from the file size); "
-           "video uploads larger than this are refused before they are written to disk."),
-    EnvVar("OBJDET_WEIGHTS_DIR", "`models/` in the repository", "directory",
-           "Where default weight file names are looked for and where `weights fetch` writes."),
-    EnvVar("OBJDET_WEIGHTS_MODE", "verify", " / ".join(f"`{m}`" for m in WEIGHTS_MODES),
-           "What `python -m app weights prepare` (the pod's init container) does: `fetch` downloads "
-           "what is missing, `verify` waits until the files are present and verified.", True),
-    EnvVar("OBJDET_WEIGHTS_WAIT_S", str(DEFAULT_WEIGHTS_WAIT_S), "integer 0-86400",
-           "How long `weights prepare` waits (verify mode) or downloads (fetch mode) before it fails "
-           "naming each missing file."),
+    EnvVar(
+        "OBJDET_DEVICE",
+        "auto",
+        " / ".join(f"`{d}`" for d in DEVICES),
+        "Torch device for SSD; `auto` takes CUDA when present. YOLO runs on OpenCV's CPU backend.",
+    ),
+    EnvVar(
+        "OBJDET_NUM_THREADS",
+        "(CPUs this process may use: the smallest of cgroup CPU quota, affinity, count)",
+        "integer 1-256",
+        "Threads for torch and OpenCV; set it to the container's CPU limit.",
+        True,
+    ),
+    EnvVar(
+        "OBJDET_MAX_IMAGE_PIXELS",
+        str(DEFAULT_MAX_IMAGE_PIXELS),
+        "integer >= 1",
+        "Images with more pixels are refused before they are decoded (decompression bombs).",
+    ),
+    EnvVar(
+        "OBJDET_MAX_FILE_BYTES",
+        "3 bytes per allowed pixel + 16 MiB (136,777,216)",
+        "integer >= 1",
+        "Image files larger than this are refused before they are read (checked from the file size); "
+        "video uploads larger than this are refused before they are written to disk.",
+    ),
+    EnvVar(
+        "OBJDET_WEIGHTS_DIR",
+        "`models/` in the repository",
+        "directory",
+        "Where default weight file names are looked for and where `weights fetch` writes.",
+    ),
+    EnvVar(
+        "OBJDET_WEIGHTS_MODE",
+        "verify",
+        " / ".join(f"`{m}`" for m in WEIGHTS_MODES),
+        "What `python -m app weights prepare` (the pod's init container) does: `fetch` downloads "
+        "what is missing, `verify` waits until the files are present and verified.",
+        True,
+    ),
+    EnvVar(
+        "OBJDET_WEIGHTS_WAIT_S",
+        str(DEFAULT_WEIGHTS_WAIT_S),
+        "integer 0-86400",
+        "How long `weights prepare` waits (verify mode) or downloads (fetch mode) before it fails "
+        "naming each missing file.",
+    ),
 )
 # Every variable the app reads: the model selection, each family's own (app/catalog.py), the rest.
 ENV_VARS: dict[str, EnvVar] = {
@@ -106,11 +142,14 @@ class Settings:
             return _unquote(env.get(name, ""))
 
         weights_dir = Path(get("OBJDET_WEIGHTS_DIR") or REPO_ROOT / "models").expanduser()
-        models = _model_list("OBJDET_MODELS", get("OBJDET_MODELS") or ENV_VARS["OBJDET_MODELS"].default,
-                             allow_empty=False)
+        models = _model_list(
+            "OBJDET_MODELS", get("OBJDET_MODELS") or ENV_VARS["OBJDET_MODELS"].default, allow_empty=False
+        )
         raw_required = env.get("OBJDET_REQUIRED_MODELS")
         raw_required = None if raw_required is None else _unquote(raw_required)
-        required = models if raw_required is None else _model_list("OBJDET_REQUIRED_MODELS", raw_required, allow_empty=True)
+        required = (
+            models if raw_required is None else _model_list("OBJDET_REQUIRED_MODELS", raw_required, allow_empty=True)
+        )
         not_enabled = [m for m in required if m not in models]
         if not_enabled:
             raise ConfigError(
@@ -142,8 +181,10 @@ class Settings:
 
         size = _int_or(get, "OBJDET_YOLO_INPUT_SIZE", 32, 2048, None)
         if size is not None and size % 32:
-            raise ConfigError(f"OBJDET_YOLO_INPUT_SIZE={get('OBJDET_YOLO_INPUT_SIZE')!r} must be a multiple of 32 "
-                              "(e.g. 320, 416, 640)")
+            raise ConfigError(
+                f"OBJDET_YOLO_INPUT_SIZE={get('OBJDET_YOLO_INPUT_SIZE')!r} must be a multiple of 32 "
+                "(e.g. 320, 416, 640)"
+            )
 
         device = (get("OBJDET_DEVICE") or "auto").lower()
         if device not in DEVICES:
@@ -154,8 +195,9 @@ class Settings:
         max_bytes = _int_or(get, "OBJDET_MAX_FILE_BYTES", 1, 2**50, 0)
         weights_mode = (get("OBJDET_WEIGHTS_MODE") or "verify").lower()
         if weights_mode not in WEIGHTS_MODES:
-            raise ConfigError(f"OBJDET_WEIGHTS_MODE={weights_mode!r} is not supported; "
-                              f"allowed: {', '.join(WEIGHTS_MODES)}")
+            raise ConfigError(
+                f"OBJDET_WEIGHTS_MODE={weights_mode!r} is not supported; allowed: {', '.join(WEIGHTS_MODES)}"
+            )
         wait_s = _int_or(get, "OBJDET_WEIGHTS_WAIT_S", 0, 86400, DEFAULT_WEIGHTS_WAIT_S)
         return cls(
             models=models,

@@ -21,8 +21,21 @@ MAX_CFG_BYTES = 1 << 20  # real cfgs are ~10 KB; a bigger file is not a network 
 FLOAT_BYTES = 4
 
 # Layers that hold no parameters in a .weights file (Darknet's load_weights skips them).
-_NO_WEIGHTS = {"route", "shortcut", "upsample", "maxpool", "dropout", "yolo", "region", "avgpool",
-               "reorg", "softmax", "cost", "sam", "scale_channels"}
+_NO_WEIGHTS = {
+    "route",
+    "shortcut",
+    "upsample",
+    "maxpool",
+    "dropout",
+    "yolo",
+    "region",
+    "avgpool",
+    "reorg",
+    "softmax",
+    "cost",
+    "sam",
+    "scale_channels",
+}
 
 
 class DarknetError(ValueError):
@@ -84,8 +97,10 @@ def parse_cfg_text(text: str, source: str = "<cfg>") -> list[Section]:
     if not sections:
         raise DarknetError(f"{source}: no sections: an empty file or not a Darknet .cfg")
     if sections[0].type not in ("net", "network"):
-        raise DarknetError(f"{source}: the first section is [{sections[0].type}] at line {sections[0].line}; "
-                           "a Darknet .cfg starts with [net]")
+        raise DarknetError(
+            f"{source}: the first section is [{sections[0].type}] at line {sections[0].line}; "
+            "a Darknet .cfg starts with [net]"
+        )
     return sections
 
 
@@ -198,8 +213,10 @@ def parse_header(head: bytes, source: str = "<weights>") -> WeightsHeader:
     wide = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
     size = 20 if wide else 16
     if len(head) < size:
-        raise DarknetError(f"{source}: {len(head)} bytes; too short for its {size}-byte Darknet .weights header "
-                           f"(version {major}.{minor}.{revision})")
+        raise DarknetError(
+            f"{source}: {len(head)} bytes; too short for its {size}-byte Darknet .weights header "
+            f"(version {major}.{minor}.{revision})"
+        )
     seen = struct.unpack("<q" if wide else "<i", head[12:size])[0]
     return WeightsHeader(major, minor, revision, seen, size)
 
@@ -215,8 +232,10 @@ def size_problem(actual: int, header_size: int, parameters: int) -> str | None:
         return None
     how = "short" if actual < want else "long"
     diff = abs(actual - want)
-    return (f"{actual:,} bytes, {diff:,} bytes too {how} for its .cfg: expected {want:,} "
-            f"({header_size}-byte header + {parameters:,} parameters x 4 bytes)")
+    return (
+        f"{actual:,} bytes, {diff:,} bytes too {how} for its .cfg: expected {want:,} "
+        f"({header_size}-byte header + {parameters:,} parameters x 4 bytes)"
+    )
 
 
 def check_weights_size(weights: Path, cfg: Path) -> int:
@@ -227,8 +246,9 @@ def check_weights_size(weights: Path, cfg: Path) -> int:
     header = read_header(weights)
     problem = size_problem(weights.stat().st_size, header.size, parameters)
     if problem:
-        raise DarknetError(f"{weights} is {problem}: the file is truncated/damaged or the .cfg {cfg} "
-                           "belongs to another model")
+        raise DarknetError(
+            f"{weights} is {problem}: the file is truncated/damaged or the .cfg {cfg} belongs to another model"
+        )
     return parameters
 
 

@@ -11,8 +11,9 @@ from .result import DetectionResult, detection_rows
 CSV_FIELDS = ("label", "class_id", "score", "x1", "y1", "x2", "y2")
 
 
-def result_json(result: DetectionResult, source: str, params: dict | None = None,
-                warnings: list[str] | None = None) -> bytes:
+def result_json(
+    result: DetectionResult, source: str, params: dict | None = None, warnings: list[str] | None = None
+) -> bytes:
     """One image's result; ``warnings`` (from ``load_image``, e.g. "only page 1 is used") as in ``detect --json``."""
     doc = {"file": source, **result.to_dict()}
     if warnings:

@@ -41,8 +41,12 @@ GATED_DECODE_PIXELS = 4_000_000
 few megapixels) never wait."""
 
 _EXIF_ORIENTATION = 0x0112
-_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 class ImageError(ValueError):
@@ -85,9 +89,13 @@ class PixelGate:
 DECODE_GATE = PixelGate()
 
 
-def load_image(source: str | Path | bytes, name: str | None = None,
-               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, max_bytes: int | None = None,
-               warnings: list[str] | None = None) -> np.ndarray:
+def load_image(
+    source: str | Path | bytes,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_bytes: int | None = None,
+    warnings: list[str] | None = None,
+) -> np.ndarray:
     """Decode a file path or bytes into an RGB ``uint8`` array of shape (H, W, 3).
 
     EXIF orientation is applied; grayscale, palette, RGBA/LA (composited on white), CMYK and
@@ -265,7 +273,7 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
     out = np.empty((height, width, 3), np.uint8)
     band = max(1, (4 << 20) // (width * 4))
     for top in range(0, height, band):
-        out[top:top + band] = np.asarray(im.crop((0, top, width, min(height, top + band))))
+        out[top : top + band] = np.asarray(im.crop((0, top, width, min(height, top + band))))
     return out
 
 

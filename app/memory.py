@@ -13,8 +13,9 @@ import ctypes
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,6 @@ import numpy as np
 # large image: 12.6 MB working, 4.9 MB display, ~2.5 MB network outputs) keeps the peak under 75 %.
 CACHE_BUDGET_BYTES = 256 * 2**20
 JANITOR_PERIOD_S = 2.0
-
 
 
 def log(message: str) -> None:
@@ -90,8 +90,12 @@ class ByteBudgetCache:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"bytes": self._bytes, "budget_bytes": self.budget_bytes, "entries": len(self._entries),
-                    **self._counts}
+            return {
+                "bytes": self._bytes,
+                "budget_bytes": self.budget_bytes,
+                "entries": len(self._entries),
+                **self._counts,
+            }
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], Any], owner: str | None = None) -> Any:
         """The cached value for ``key`` (marked as used by ``owner``), computing it on a miss."""
@@ -221,8 +225,10 @@ class _Janitor(threading.Thread):
                 if is_live is not None:
                     freed = self.cache.release(is_live)
                     if freed:
-                        log(f"cache: released {freed / 2**20:.1f} MiB that no open session uses; "
-                            f"{self.cache.bytes / 2**20:.1f} MiB held")
+                        log(
+                            f"cache: released {freed / 2**20:.1f} MiB that no open session uses; "
+                            f"{self.cache.bytes / 2**20:.1f} MiB held"
+                        )
                 trim_if_freed(self.cache)
             except Exception as exc:  # noqa: BLE001 - the janitor must outlive any one failure
                 log(f"cache janitor: {type(exc).__name__}: {exc}")

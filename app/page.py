@@ -85,8 +85,13 @@ def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams
     st.sidebar.header("Detection")
     choices = loaded + (["both"] if len(loaded) > 1 else [])
     labels = {name: family.label for name, family in FAMILIES.items()} | {"both": "Both side by side"}
-    choice = st.sidebar.radio("Model", choices, index=len(choices) - 1 if choices else 0,
-                              format_func=labels.get, key="model") if choices else None
+    choice = (
+        st.sidebar.radio(
+            "Model", choices, index=len(choices) - 1 if choices else 0, format_func=labels.get, key="model"
+        )
+        if choices
+        else None
+    )
     conf = st.sidebar.slider("Score threshold", 0.05, 0.95, 0.30, 0.05, key="conf")
     iou = st.sidebar.slider("NMS IoU", 0.10, 0.95, 0.45, 0.05, key="iou")
     max_det = st.sidebar.slider("Maximum detections", 1, 300, 100, key="max_det")
@@ -94,7 +99,8 @@ def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams
     st.sidebar.header("Model status")
     for model, status in statuses.items():
         icon = {"loaded": ":material/check_circle:", "missing": ":material/warning:"}.get(
-            status.state, ":material/error:")
+            status.state, ":material/error:"
+        )
         with st.sidebar.expander(f"{MODEL_TITLES[model]}: {status.state}", expanded=not status.ok, icon=icon):
             for f in status.files:
                 st.markdown(f"**{f.role}** `{f.path}`  \n{f.describe()}")
@@ -108,8 +114,10 @@ def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams
 
 
 def setup_guide(settings: Settings, statuses: dict) -> None:
-    st.warning("No model is loaded yet, so there is nothing to detect with. The app is running; "
-               "add weights and reload the page.")
+    st.warning(
+        "No model is loaded yet, so there is nothing to detect with. The app is running; "
+        "add weights and reload the page."
+    )
     model_variables = ", ".join(f"`{v.name}`" for family in FAMILIES.values() for v in family.env_vars)
     st.markdown(f"""
 ### Set-up guide
@@ -140,8 +148,9 @@ def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
     cached like an image."""
     notes: list[str] = []
     try:
-        full = image_io.load_image(data, name, max_pixels=settings.max_image_pixels,
-                                   max_bytes=settings.max_file_bytes, warnings=notes)
+        full = image_io.load_image(
+            data, name, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, warnings=notes
+        )
     except ImageError as exc:
         return exc
     height, width = full.shape[:2]
@@ -151,8 +160,9 @@ def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
     if shrunk:  # hand the decoder's freed blocks back now: each session's thread has its own malloc arena
         malloc_trim()
     display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
-    return PreparedImage(working, working_factor, display, working_factor * display_factor, (width, height),
-                         tuple(notes))
+    return PreparedImage(
+        working, working_factor, display, working_factor * display_factor, (width, height), tuple(notes)
+    )
 
 
 def image_key(digest: str, settings: Settings) -> tuple:
@@ -198,8 +208,7 @@ def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Set
     return CACHE.get_or_compute(raw_key(model, digest, settings), run, owner=session_id())
 
 
-def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult,
-                params: DetectParams) -> None:
+def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult, params: DetectParams) -> None:
     """One model's column; ``result`` is in the original's pixels, the picture is the display copy."""
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
@@ -220,20 +229,41 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
     # Deferred downloads: the bytes are made when a button is clicked, not on every rerun (a slider
     # move stays cheap and sessions do not hold encoded copies); clicking does not rerun the page.
     d1, d2, d3 = st.columns(3)
-    d1.download_button("PNG", lambda: to_png(annotated), f"{stem}.{model}.png", "image/png",
-                       key=f"png-{model}-{name}", on_click="ignore")
-    d2.download_button("JSON", lambda: result_json(result, name, params_doc), f"{stem}.{model}.json",
-                       "application/json", key=f"json-{model}-{name}", on_click="ignore")
-    d3.download_button("CSV", lambda: result_csv(result), f"{stem}.{model}.csv", "text/csv",
-                       key=f"csv-{model}-{name}", on_click="ignore")
+    d1.download_button(
+        "PNG",
+        lambda: to_png(annotated),
+        f"{stem}.{model}.png",
+        "image/png",
+        key=f"png-{model}-{name}",
+        on_click="ignore",
+    )
+    d2.download_button(
+        "JSON",
+        lambda: result_json(result, name, params_doc),
+        f"{stem}.{model}.json",
+        "application/json",
+        key=f"json-{model}-{name}",
+        on_click="ignore",
+    )
+    d3.download_button(
+        "CSV",
+        lambda: result_csv(result),
+        f"{stem}.{model}.csv",
+        "text/csv",
+        key=f"csv-{model}-{name}",
+        on_click="ignore",
+    )
     width, height = result.image_size
     if (display_w, display_h) != (width, height):
-        st.caption(f"PNG: the annotated picture at display size {display_w}x{display_h}; table, JSON and CSV "
-                   f"boxes are in the original's pixels ({width}x{height}).")
+        st.caption(
+            f"PNG: the annotated picture at display size {display_w}x{display_h}; table, JSON and CSV "
+            f"boxes are in the original's pixels ({width}x{height})."
+        )
 
 
-def show_image(name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings,
-               loaded: list[str]) -> None:
+def show_image(
+    name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings, loaded: list[str]
+) -> None:
     try:
         digest, prepared = decode_once(name, data, settings, models)
     except ImageError as exc:
@@ -257,8 +287,7 @@ def show_image(name: str, data: bytes, models: list[str], params: DetectParams, 
             except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
                 st.error(f"{name}: {model}: {exc}")
                 continue
-            show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size),
-                        params)
+            show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size), params)
     release_working_copy(digest, prepared, settings, loaded)
 
 
@@ -279,19 +308,30 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
             return detector.detect(image, p)
 
     try:
-        report = process_video(upload.getvalue(), upload.name, detect, params, int(every_n), float(budget),
-                               settings.max_image_pixels, progress=lambda f, t: bar.progress(f, text=t))
+        report = process_video(
+            upload.getvalue(),
+            upload.name,
+            detect,
+            params,
+            int(every_n),
+            float(budget),
+            settings.max_image_pixels,
+            progress=lambda f, t: bar.progress(f, text=t),
+        )
     except VideoError as exc:
         st.error(str(exc))
         return
     bar.progress(1.0, text="done")
     note = " (stopped by the time budget)" if report.stopped_by_budget else ""
-    st.success(f"{upload.name}: {report.frames_read} frames, detection on {report.frames_detected}, "
-               f"{len(report.rows)} detections{note}")
+    st.success(
+        f"{upload.name}: {report.frames_read} frames, detection on {report.frames_detected}, "
+        f"{len(report.rows)} detections{note}"
+    )
     stem = Path(upload.name).stem
     st.download_button("Annotated MP4", report.mp4, f"{stem}.{model}.mp4", "video/mp4", key="mp4")
-    st.download_button("Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv",
-                       key="frames_csv")
+    st.download_button(
+        "Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv", key="frames_csv"
+    )
 
 
 def main() -> None:

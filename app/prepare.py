@@ -32,8 +32,18 @@ from pathlib import Path
 from typing import TextIO
 
 from .config import Settings
-from .weights import (CORRUPT, MANIFEST, MISSING, OK, UNVERIFIED, FetchError, FileCheck, check_file,
-                      configured_files, fetch)
+from .weights import (
+    CORRUPT,
+    MANIFEST,
+    MISSING,
+    OK,
+    UNVERIFIED,
+    FetchError,
+    FileCheck,
+    check_file,
+    configured_files,
+    fetch,
+)
 
 EXIT_READY, EXIT_NOT_READY = 0, 1
 POLL_S = 5.0
@@ -72,8 +82,16 @@ def _ready(state: str) -> bool:
     return state in (OK, UNVERIFIED)
 
 
-def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: float = POLL_S,
-            out: TextIO | None = None, url_base: str | None = None) -> int:
+def prepare(
+    settings: Settings,
+    *,
+    mode: str,
+    dest: Path,
+    wait_s: int,
+    poll_s: float = POLL_S,
+    out: TextIO | None = None,
+    url_base: str | None = None,
+) -> int:
     """Make the files ready (see the module docstring); 0 when every required file is ready, else 1.
 
     ``url_base`` is passed to :func:`app.weights.fetch` (a mirror; tests point it at loopback).
@@ -104,9 +122,13 @@ def prepare(settings: Settings, *, mode: str, dest: Path, wait_s: int, poll_s: f
             return EXIT_READY
         remaining = deadline - time.monotonic()
         others = [w for w in files if w not in blocking and checks[w].state != OK]
-        _say(out, f"poll {poll}: waiting for " + "; ".join(_describe(w, checks[w]) for w in blocking)
-             + (" | not waited for: " + "; ".join(_describe(w, checks[w]) for w in others) if others else "")
-             + f" ({max(0, remaining):.0f} s left)")
+        _say(
+            out,
+            f"poll {poll}: waiting for "
+            + "; ".join(_describe(w, checks[w]) for w in blocking)
+            + (" | not waited for: " + "; ".join(_describe(w, checks[w]) for w in others) if others else "")
+            + f" ({max(0, remaining):.0f} s left)",
+        )
         if remaining <= 0:
             _say(out, _failure_paragraph(mode, dest, blocking, checks))
             return EXIT_NOT_READY
@@ -135,8 +157,9 @@ class _Checker:
         return check
 
 
-def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None, attempt_s: float,
-                   out: TextIO) -> str | None:
+def _fetch_missing(
+    files: list[Wanted], checker: _Checker, url_base: str | None, attempt_s: float, out: TextIO
+) -> str | None:
     """One download attempt for every manifest file not yet verified; a fatal message or None.
 
     A failed download (network, HTTP error, bad hash) is logged and retried at the next poll (a
@@ -146,12 +169,15 @@ def _fetch_missing(files: list[Wanted], checker: _Checker, url_base: str | None,
     for w in todo:
         problem = _unwritable(w.path.parent)
         if problem:
-            return (f"error: cannot write {w.path.parent} ({problem}): in fetch mode the init container must "
-                    "mount the weights volume read-write (components/weights-fetch does), and the volume must "
-                    "be writable for uid 10001 (the pod's fsGroup).")
+            return (
+                f"error: cannot write {w.path.parent} ({problem}): in fetch mode the init container must "
+                "mount the weights volume read-write (components/weights-fetch does), and the volume must "
+                "be writable for uid 10001 (the pod's fsGroup)."
+            )
         try:
-            for name, what in fetch([w.path.name], w.path.parent, progress=out, url_base=url_base,
-                                    deadline_s=attempt_s):
+            for name, what in fetch(
+                [w.path.name], w.path.parent, progress=out, url_base=url_base, deadline_s=attempt_s
+            ):
                 _say(out, f"{name}: {what} -> {w.path}")
         except (FetchError, OSError) as exc:
             _say(out, f"{'error' if w.required else 'warning (optional model)'}: {exc}")
@@ -172,7 +198,8 @@ def _unwritable(folder: Path) -> str | None:
 
 def _describe(w: Wanted, check: FileCheck) -> str:
     what = {MISSING: "missing", CORRUPT: f"corrupt (sha256 {check.actual}, expected {check.expected})"}.get(
-        check.state, check.describe())
+        check.state, check.describe()
+    )
     return f"{w.path} ({w.model} {w.role}): {what}"
 
 
@@ -191,19 +218,27 @@ def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: di
     fetchable = [w for w in blocking if w.fetchable]
     fixes = []
     if fetchable and mode == "verify":
-        fixes.append("seed the volume: apply the weights-loader Job (components/weights-loader; Argo CD runs it "
-                     "as a sync hook, Flux with force) or set OBJDET_WEIGHTS_MODE=fetch where the pod may "
-                     "download (components/weights-fetch)")
+        fixes.append(
+            "seed the volume: apply the weights-loader Job (components/weights-loader; Argo CD runs it "
+            "as a sync hook, Flux with force) or set OBJDET_WEIGHTS_MODE=fetch where the pod may "
+            "download (components/weights-fetch)"
+        )
     if fetchable and mode == "fetch":
-        fixes.append("the downloads did not finish in time: check the errors above and the pod's egress "
-                     "(DNS and HTTPS), or raise OBJDET_WEIGHTS_WAIT_S; partial files resume on the next start")
+        fixes.append(
+            "the downloads did not finish in time: check the errors above and the pod's egress "
+            "(DNS and HTTPS), or raise OBJDET_WEIGHTS_WAIT_S; partial files resume on the next start"
+        )
     if custom:
-        fixes.append("copy the custom files (" + ", ".join(w.path.name for w in custom) + ", not in the manifest, "
-                     "so nothing can download them) onto the volume with kubectl cp (docs/kubernetes.md)")
+        fixes.append(
+            "copy the custom files (" + ", ".join(w.path.name for w in custom) + ", not in the manifest, "
+            "so nothing can download them) onto the volume with kubectl cp (docs/kubernetes.md)"
+        )
     if any(checks[w].state == CORRUPT for w in blocking):
         fixes.append("a corrupt file must be replaced: delete it and seed again")
-    return (f"error: weights not ready after the deadline (OBJDET_WEIGHTS_WAIT_S) in {mode} mode on {dest}: "
-            f"{named}. Fix: {'; '.join(fixes)}. The server container starts only when this succeeds.")
+    return (
+        f"error: weights not ready after the deadline (OBJDET_WEIGHTS_WAIT_S) in {mode} mode on {dest}: "
+        f"{named}. Fix: {'; '.join(fixes)}. The server container starts only when this succeeds."
+    )
 
 
 def _say(out: TextIO, line: str) -> None:

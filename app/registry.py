@@ -46,7 +46,6 @@ def checked_file(path: Path, role: str = "weights") -> FileCheck:
     return found
 
 
-
 def refuse_corrupt_files(model: str, settings: Settings) -> None:
     """Every path that builds a model (detect, bench, serve, the app) refuses a file whose NAME is in
     the weights manifest but whose content is not the published file: it would load and give
@@ -60,7 +59,8 @@ def refuse_corrupt_files(model: str, settings: Settings) -> None:
                 f"{model} {role} file {path} does not match the weights manifest entry of that name: expected "
                 f"sha256 {check.expected}, actual {check.actual}. It is damaged or not the published file. Fix: "
                 f"delete it and run `python -m app weights fetch --dest {Path(path).parent}`, or give your own "
-                "file a name that is not in the manifest (`python -m app weights list`)")
+                "file a name that is not in the manifest (`python -m app weights list`)"
+            )
 
 
 def build_detector(model: str, settings: Settings) -> Detector:
@@ -107,23 +107,34 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
     missing = [f for f in files if f.state == MISSING]
     corrupt = [f for f in files if f.state == CORRUPT]
     env = family(model).weights_env
-    fetch_fix = (f"run `python -m app weights fetch --dest {settings.weights_dir}` "
-                 f"or point {env} (and the other OBJDET_{model.upper()}_* variables) at your files")
+    fetch_fix = (
+        f"run `python -m app weights fetch --dest {settings.weights_dir}` "
+        f"or point {env} (and the other OBJDET_{model.upper()}_* variables) at your files"
+    )
     if missing:
-        return ModelStatus(model, MISSING, files,
-                           "missing: " + ", ".join(f"{f.role} {f.path} ({f.detail or 'not found'})" for f in missing),
-                           fetch_fix)
+        return ModelStatus(
+            model,
+            MISSING,
+            files,
+            "missing: " + ", ".join(f"{f.role} {f.path} ({f.detail or 'not found'})" for f in missing),
+            fetch_fix,
+        )
     if corrupt:
-        return ModelStatus(model, CORRUPT, files,
-                           "; ".join(f"{f.role} {f.path} is {f.describe()}" for f in corrupt),
-                           f"delete the file and {fetch_fix}")
+        return ModelStatus(
+            model,
+            CORRUPT,
+            files,
+            "; ".join(f"{f.role} {f.path} is {f.describe()}" for f in corrupt),
+            f"delete the file and {fetch_fix}",
+        )
     if not load:
         return ModelStatus(model, "unloaded", files)
     try:
         get_detector(model, settings)
     except ModelLoadError as exc:
-        return ModelStatus(model, FAILED, files, str(exc), "see the message; `python -m app weights verify` "
-                                                           "checks the files")
+        return ModelStatus(
+            model, FAILED, files, str(exc), "see the message; `python -m app weights verify` checks the files"
+        )
     return ModelStatus(model, LOADED, files)
 
 

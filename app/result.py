@@ -26,8 +26,12 @@ class DetectParams:
 
     def to_dict(self) -> dict:
         """The parameters as JSON documents record them (``detect --json``, the page's JSON download)."""
-        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
-                "classes": sorted(self.classes) if self.classes else None}
+        return {
+            "conf": self.conf,
+            "iou": self.iou,
+            "max_det": self.max_det,
+            "classes": sorted(self.classes) if self.classes else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -61,16 +65,24 @@ class DetectionResult:
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }
 
-    def rescaled(self, factor: float, image_size: tuple[int, int]) -> "DetectionResult":
+    def rescaled(self, factor: float, image_size: tuple[int, int]) -> DetectionResult:
         """The result of a working copy mapped back to the original image (``images.working_copy``):
         boxes multiplied by ``factor`` and clipped to ``image_size`` (width, height)."""
         if factor == 1.0 and image_size == self.image_size:
             return self
         width, height = image_size
         detections = [
-            Detection(d.label, d.class_id, d.score,
-                      (min(max(d.box[0] * factor, 0.0), width), min(max(d.box[1] * factor, 0.0), height),
-                       min(max(d.box[2] * factor, 0.0), width), min(max(d.box[3] * factor, 0.0), height)))
+            Detection(
+                d.label,
+                d.class_id,
+                d.score,
+                (
+                    min(max(d.box[0] * factor, 0.0), width),
+                    min(max(d.box[1] * factor, 0.0), height),
+                    min(max(d.box[2] * factor, 0.0), width),
+                    min(max(d.box[3] * factor, 0.0), height),
+                ),
+            )
             for d in self.detections
         ]
         return DetectionResult(self.model, image_size, detections, dict(self.timings_ms))

@@ -52,23 +52,34 @@ def prepare_models(settings: Settings) -> list[str]:
             try:  # warm-up: first-call allocations; a model that cannot run fails here, not on a user
                 get_detector(model, settings).detect(np.full((240, 320, 3), 127, np.uint8))
             except Exception as exc:  # noqa: BLE001 - any failure makes this model "failed", not the server
-                status = ModelStatus(model, FAILED, status.files, f"the warm-up run failed ({exc})",
-                                     "check that the model files belong together (`python -m app weights verify`)")
+                status = ModelStatus(
+                    model,
+                    FAILED,
+                    status.files,
+                    f"the warm-up run failed ({exc})",
+                    "check that the model files belong together (`python -m app weights verify`)",
+                )
         if status.ok:
-            log(f"{model}: loaded and warmed in {time.perf_counter() - t0:.1f} s "
-                f"({', '.join(f'{f.role} {f.state}' for f in status.files)})")
+            log(
+                f"{model}: loaded and warmed in {time.perf_counter() - t0:.1f} s "
+                f"({', '.join(f'{f.role} {f.state}' for f in status.files)})"
+            )
             loaded.append(model)
         else:
             required = model in settings.required_models
-            log(f"{model}: {status.state}{' (REQUIRED)' if required else ' (optional: the app shows its status)'}: "
-                f"{status.message}")
+            log(
+                f"{model}: {status.state}{' (REQUIRED)' if required else ' (optional: the app shows its status)'}: "
+                f"{status.message}"
+            )
             if required:
                 failures.append(status)
     if failures:
         for status in failures:
-            paragraph = (f"objdet: cannot start: required model '{status.model}' is {status.state}. "
-                         f"{status.message}. Fix: {status.fix}. "
-                         f"(Required models come from OBJDET_REQUIRED_MODELS, default: all in OBJDET_MODELS.)")
+            paragraph = (
+                f"objdet: cannot start: required model '{status.model}' is {status.state}. "
+                f"{status.message}. Fix: {status.fix}. "
+                f"(Required models come from OBJDET_REQUIRED_MODELS, default: all in OBJDET_MODELS.)"
+            )
             print(textwrap.fill(paragraph, width=100), file=sys.stderr, flush=True)
         raise SystemExit(1)
     return loaded
@@ -80,8 +91,10 @@ def serve(settings: Settings) -> int:
     if os.environ.get("STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION", "true").lower() == "false":
         log("warning: STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false disables XSRF protection of uploads")
     cpus, source = cpu_budget()
-    log(f"CPUs: {cpus} ({source}); {settings.num_threads} threads per inference, "
-        f"{inference_slot_count(settings)} inferences at once")
+    log(
+        f"CPUs: {cpus} ({source}); {settings.num_threads} threads per inference, "
+        f"{inference_slot_count(settings)} inferences at once"
+    )
     problem = weights_dir_problem(settings.weights_dir)
     if problem:
         log(f"warning: {problem}; models whose files are expected there will be missing")

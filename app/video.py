@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import cv2
 
 from .annotate import annotate
 from .config import DEFAULT_MAX_IMAGE_PIXELS, default_max_file_bytes
-from .result import DetectParams, DetectionResult, detection_rows
+from .result import DetectionResult, DetectParams, detection_rows
 
 
 class VideoError(ValueError):
@@ -30,10 +30,17 @@ class VideoReport:
     notes: list[str] = field(default_factory=list)  # a partly processed video says why, e.g. truncated
 
 
-def process_video(data: bytes, name: str, detect: Callable, params: DetectParams, every_n: int = 5,
-                  budget_s: float = 60.0, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                  progress: Callable[[float, str], None] | None = None,
-                  max_bytes: int | None = None) -> VideoReport:
+def process_video(
+    data: bytes,
+    name: str,
+    detect: Callable,
+    params: DetectParams,
+    every_n: int = 5,
+    budget_s: float = 60.0,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    progress: Callable[[float, str], None] | None = None,
+    max_bytes: int | None = None,
+) -> VideoReport:
     """``detect(rgb_image, params) -> DetectionResult`` runs on frames 0, N, 2N, ...; frames between
     keep the last boxes, so the MP4 plays at the source frame rate.
 
@@ -46,8 +53,9 @@ def process_video(data: bytes, name: str, detect: Callable, params: DetectParams
     if not data:
         raise VideoError(f"{name}: file is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise VideoError(f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} "
-                         "(OBJDET_MAX_FILE_BYTES)")
+        raise VideoError(
+            f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
+        )
     suffix = os.path.splitext(name)[1] or ".mp4"
     with tempfile.TemporaryDirectory(prefix="objdet-video-") as tmp:
         src = os.path.join(tmp, "in" + suffix)
@@ -56,12 +64,15 @@ def process_video(data: bytes, name: str, detect: Callable, params: DetectParams
         cap = cv2.VideoCapture(src)
         try:
             if cap.isOpened():  # the container's frame size, before the decoder allocates a frame
-                _check_size(name, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                            max_pixels)
+                _check_size(
+                    name, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels
+                )
             ok, frame = cap.read() if cap.isOpened() else (False, None)
             if not ok or frame is None:
-                raise VideoError(f"{name}: OpenCV cannot decode this video: it is damaged, truncated or not "
-                                 "a video (supported: mp4, mov, avi, webm with common codecs)")
+                raise VideoError(
+                    f"{name}: OpenCV cannot decode this video: it is damaged, truncated or not "
+                    "a video (supported: mp4, mov, avi, webm with common codecs)"
+                )
             height, width = frame.shape[:2]
             _check_size(name, width, height, max_pixels)
             fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -76,8 +87,10 @@ def process_video(data: bytes, name: str, detect: Callable, params: DetectParams
             index = 0
             while ok:
                 if frame.shape[:2] != (height, width):
-                    report.notes.append(f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
-                                        f"frame's {width}x{height}: stopped there")
+                    report.notes.append(
+                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
+                        f"frame's {width}x{height}: stopped there"
+                    )
                     break
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 if index % every_n == 0:
@@ -98,8 +111,10 @@ def process_video(data: bytes, name: str, detect: Callable, params: DetectParams
                 ok, frame = cap.read()
             writer.release()
             if not report.stopped_by_budget and not report.notes and index + max(1, total // 50) < total:
-                report.notes.append(f"the header claims {total} frames but only {index} could be decoded: the "
-                                    "file is truncated or damaged; those frames were processed")
+                report.notes.append(
+                    f"the header claims {total} frames but only {index} could be decoded: the "
+                    "file is truncated or damaged; those frames were processed"
+                )
         finally:
             cap.release()
         with open(out_path, "rb") as fh:
@@ -109,8 +124,10 @@ def process_video(data: bytes, name: str, detect: Callable, params: DetectParams
 
 def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise VideoError(f"{name}: frames are {width}x{height} = {width * height:,} pixels, more than the limit "
-                         f"of {max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)")
+        raise VideoError(
+            f"{name}: frames are {width}x{height} = {width * height:,} pixels, more than the limit "
+            f"of {max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)"
+        )
 
 
 def _writer(path: str, fps: float, width: int, height: int, name: str) -> cv2.VideoWriter:

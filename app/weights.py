@@ -14,19 +14,20 @@ import fcntl
 import hashlib
 import http.client
 import os
-import socket
 import stat
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 from .catalog import published_files
 from .config import Settings
+
 
 @dataclass(frozen=True)
 class ManifestEntry:
@@ -172,8 +173,10 @@ def check_mirror(url_base: str) -> str:
     """A mirror must be an http(s) URL with a host; raises ``FetchError`` naming the value."""
     parts = urllib.parse.urlsplit(url_base.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FetchError(f"--mirror {url_base!r} is not a URL: it needs http:// or https:// and a host, "
-                         "e.g. https://mirror.example.com/models")
+        raise FetchError(
+            f"--mirror {url_base!r} is not a URL: it needs http:// or https:// and a host, "
+            "e.g. https://mirror.example.com/models"
+        )
     return url_base.strip()
 
 
@@ -181,8 +184,9 @@ def check_dest(dest: Path) -> Path:
     """Create ``dest`` if needed; refuse a file, a folder that cannot be created or written."""
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
-        raise FetchError(f"destination {dest} is a file, not a folder; pass --dest a folder "
-                         "(or point OBJDET_WEIGHTS_DIR at one)")
+        raise FetchError(
+            f"destination {dest} is a file, not a folder; pass --dest a folder (or point OBJDET_WEIGHTS_DIR at one)"
+        )
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -192,9 +196,17 @@ def check_dest(dest: Path) -> Path:
     return dest
 
 
-def fetch(names: Iterable[str], dest: Path, progress: TextIO | None = sys.stderr, timeout: float = 60.0,
-          url_base: str | None = None, *, deadline_s: float | None = DEFAULT_DEADLINE_S,
-          min_rate: int = DEFAULT_MIN_RATE, rate_window_s: float = RATE_WINDOW_S) -> list[tuple[str, str]]:
+def fetch(
+    names: Iterable[str],
+    dest: Path,
+    progress: TextIO | None = sys.stderr,
+    timeout: float = 60.0,
+    url_base: str | None = None,
+    *,
+    deadline_s: float | None = DEFAULT_DEADLINE_S,
+    min_rate: int = DEFAULT_MIN_RATE,
+    rate_window_s: float = RATE_WINDOW_S,
+) -> list[tuple[str, str]]:
     """Download and verify manifest files into ``dest``; returns (name, "fetched"|"skipped") pairs.
 
     ``url_base`` replaces the directory part of each URL (a mirror); it is how tests point the real
@@ -241,23 +253,31 @@ def _fetch_one(entry: ManifestEntry, url: str, dest: Path, progress: TextIO | No
             _say(progress, f"{entry.name}: already present and verified, skipped\n")
             return "skipped"
         if target.is_symlink():
-            raise FetchError(f"{entry.name}: {target} is a symbolic link to {os.path.realpath(target)} that does "
-                             "not hold the published file; fetch does not replace links: remove the link or "
-                             "fetch into another folder")
+            raise FetchError(
+                f"{entry.name}: {target} is a symbolic link to {os.path.realpath(target)} that does "
+                "not hold the published file; fetch does not replace links: remove the link or "
+                "fetch into another folder"
+            )
         for _attempt in (1, 2):
             try:
                 return _download(entry, url, dest, target, part, progress, limits)
             except _RangeRefused:
                 # A full-length (or longer) .part that failed the hash: resuming can never work.
                 part.unlink(missing_ok=True)
-                _say(progress, f"{entry.name}: the server has no bytes past the {part.name} left from an earlier "
-                               "attempt (HTTP 416), so that file is complete but wrong: deleted it, starting over\n")
-        raise FetchError(f"{entry.name}: {url} answered HTTP 416 (Range Not Satisfiable) to a fresh download; "
-                         "the server is misbehaving, nothing was installed")
+                _say(
+                    progress,
+                    f"{entry.name}: the server has no bytes past the {part.name} left from an earlier "
+                    "attempt (HTTP 416), so that file is complete but wrong: deleted it, starting over\n",
+                )
+        raise FetchError(
+            f"{entry.name}: {url} answered HTTP 416 (Range Not Satisfiable) to a fresh download; "
+            "the server is misbehaving, nothing was installed"
+        )
 
 
-def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Path,
-              progress: TextIO | None, limits: _Limits) -> str:
+def _download(
+    entry: ManifestEntry, url: str, dest: Path, target: Path, part: Path, progress: TextIO | None, limits: _Limits
+) -> str:
     digest = hashlib.sha256()
     offset = _part_size(part)
     if entry.size is not None and offset > entry.size:  # longer than the file can be: never resumable
@@ -285,8 +305,10 @@ def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Pa
             total = offset + int(length) if length and length.isdigit() else entry.size
             if entry.size is not None and total is not None and total > entry.size:
                 part.unlink(missing_ok=True)
-                raise FetchError(f"{entry.name}: {url} offers {total:,} bytes but the published file has "
-                                 f"{entry.size:,}; not downloading it (wrong file or a misconfigured mirror)")
+                raise FetchError(
+                    f"{entry.name}: {url} offers {total:,} bytes but the published file has "
+                    f"{entry.size:,}; not downloading it (wrong file or a misconfigured mirror)"
+                )
             with _open_part(part, append=bool(offset)) as out:
                 bar = _Progress(entry.name, total, progress, resumed=offset)
                 pacer = _Pacer(limits, received)
@@ -299,8 +321,10 @@ def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Pa
                     if entry.size is not None and received > entry.size:
                         out.close()
                         part.unlink(missing_ok=True)
-                        raise FetchError(f"{entry.name}: {url} sent more than the {entry.size:,} bytes of the "
-                                         "published file; deleted what arrived, nothing was installed")
+                        raise FetchError(
+                            f"{entry.name}: {url} sent more than the {entry.size:,} bytes of the "
+                            "published file; deleted what arrived, nothing was installed"
+                        )
                     out.write(block)
                     digest.update(block)
                     bar.update(received)
@@ -309,32 +333,43 @@ def _download(entry: ManifestEntry, url: str, dest: Path, target: Path, part: Pa
                 os.fsync(out.fileno())
                 bar.close()
         if total is not None and received < total:
-            raise FetchError(f"{entry.name}: download from {url} ended after {received:,} of {total:,} bytes "
-                             f"(the connection closed early); kept them in {part}: run the command again to resume")
+            raise FetchError(
+                f"{entry.name}: download from {url} ended after {received:,} of {total:,} bytes "
+                f"(the connection closed early); kept them in {part}: run the command again to resume"
+            )
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             raise _RangeRefused() from None
         if exc.code == 404:
             raise FetchError(f"{entry.name}: not found at {url} (HTTP 404): check the URL or --mirror") from None
-        raise FetchError(f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}; nothing was installed"
-                         + ("; try again later" if exc.code >= 500 or exc.code == 429 else "")) from None
-    except (TimeoutError, socket.timeout):
-        raise FetchError(f"{entry.name}: download from {url} stalled (no data within the time limit); kept "
-                         f"{received:,} bytes in {part}: run the command again to resume") from None
+        raise FetchError(
+            f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}; nothing was installed"
+            + ("; try again later" if exc.code >= 500 or exc.code == 429 else "")
+        ) from None
+    except TimeoutError:
+        raise FetchError(
+            f"{entry.name}: download from {url} stalled (no data within the time limit); kept "
+            f"{received:,} bytes in {part}: run the command again to resume"
+        ) from None
     except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
         # the partial file stays for the next attempt to resume from; the target is untouched
-        raise FetchError(f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); "
-                         f"kept {received:,} bytes in {part}: run the command again to resume") from None
+        raise FetchError(
+            f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); "
+            f"kept {received:,} bytes in {part}: run the command again to resume"
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise FetchError(f"{entry.name}: {part} is a symbolic link; fetch never writes through links: "
-                             "remove it") from None
+            raise FetchError(
+                f"{entry.name}: {part} is a symbolic link; fetch never writes through links: remove it"
+            ) from None
         raise FetchError(f"{entry.name}: writing {part} failed ({exc.strerror or exc})") from None
     actual = digest.hexdigest()
     if not matches(entry, actual):
         part.unlink(missing_ok=True)
-        raise FetchError(f"{entry.name}: downloaded file is corrupt: expected sha256 {entry.sha256}, "
-                         f"got {actual}; removed it, nothing was installed")
+        raise FetchError(
+            f"{entry.name}: downloaded file is corrupt: expected sha256 {entry.sha256}, "
+            f"got {actual}; removed it, nothing was installed"
+        )
     os.replace(part, target)
     _fsync_dir(dest)
     return "fetched"
@@ -354,15 +389,19 @@ class _Pacer:
     def after_read(self, received: int, entry: ManifestEntry, url: str, part: Path) -> None:
         now, limits = time.monotonic(), self.limits
         if limits.deadline is not None and now > limits.deadline:
-            raise FetchError(f"{entry.name}: download from {url} ran past its deadline with {received:,} bytes "
-                             f"received; kept them in {part}: run the command again to resume")
+            raise FetchError(
+                f"{entry.name}: download from {url} ran past its deadline with {received:,} bytes "
+                f"received; kept them in {part}: run the command again to resume"
+            )
         if now - self.window_start >= limits.window:
             got = received - self.window_bytes
             if got < limits.min_rate * limits.window:
-                raise FetchError(f"{entry.name}: download from {url} is too slow: {got:,} bytes in "
-                                 f"{now - self.window_start:.0f} s, below the minimum of {limits.min_rate:,} "
-                                 f"bytes/s; kept {received:,} bytes in {part}: run the command again to resume "
-                                 "(or use --mirror)")
+                raise FetchError(
+                    f"{entry.name}: download from {url} is too slow: {got:,} bytes in "
+                    f"{now - self.window_start:.0f} s, below the minimum of {limits.min_rate:,} "
+                    f"bytes/s; kept {received:,} bytes in {part}: run the command again to resume "
+                    "(or use --mirror)"
+                )
             self.window_start, self.window_bytes = now, received
 
 
@@ -372,8 +411,7 @@ def _part_size(part: Path) -> int:
     except FileNotFoundError:
         return 0
     if not stat.S_ISREG(st.st_mode):
-        raise FetchError(f"{part} is not a regular file (a link or folder); fetch never writes through it: "
-                         "remove it")
+        raise FetchError(f"{part} is not a regular file (a link or folder); fetch never writes through it: remove it")
     return st.st_size
 
 
@@ -431,8 +469,10 @@ class _Progress:
             frac = min(1.0, received / self.total)
             if self.tty:
                 filled = int(frac * 30)
-                _say(self.stream, f"\r{self.name}: [{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} "
-                                  f"{received / 1e6:8.1f} MB")
+                _say(
+                    self.stream,
+                    f"\r{self.name}: [{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {received / 1e6:8.1f} MB",
+                )
             elif int(frac * 4) > self.last_quarter:
                 self.last_quarter = int(frac * 4)
                 _say(self.stream, f"{self.name}: {frac:.0%} of {self.total / 1e6:.1f} MB\n")

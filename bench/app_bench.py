@@ -50,16 +50,28 @@ Server = _from_tests("serving").Server
 SHARED = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared"))
 YOLO = SHARED / "assets" / "weights" / "yolo-fastest-1.1"
 COFFEE = SHARED / "assets" / "images" / "coffee.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 LIMIT_MIB = 2048  # the Deployment's memory limit (base/deployment.yaml: 2Gi)
 BIG_SIDE = 6320  # 6320 x 6320 = 39,942,400 pixels: just under the 40 MP default of OBJDET_MAX_IMAGE_PIXELS
 
 
 def env_for(ssd: Path) -> dict:
-    return {"OBJDET_MODELS": "ssd,yolo", "OBJDET_SSD_WEIGHTS": str(ssd),
-            "OBJDET_YOLO_WEIGHTS": str(YOLO / "yolo-fastest-1.1.weights"),
-            "OBJDET_YOLO_CONFIG": str(YOLO / "yolo-fastest-1.1.cfg"), "OBJDET_YOLO_NAMES": str(YOLO / "coco.names")}
+    return {
+        "OBJDET_MODELS": "ssd,yolo",
+        "OBJDET_SSD_WEIGHTS": str(ssd),
+        "OBJDET_YOLO_WEIGHTS": str(YOLO / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(YOLO / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(YOLO / "coco.names"),
+    }
 
 
 def make_big_pngs(folder: Path, count: int, side: int = BIG_SIDE) -> list[Path]:
@@ -77,7 +89,7 @@ def make_big_pngs(folder: Path, count: int, side: int = BIG_SIDE) -> list[Path]:
     photo = cv2.imread(str(COFFEE), cv2.IMREAD_COLOR)  # BGR, as imwrite expects
     photo = cv2.resize(photo, None, fx=10, fy=10, interpolation=cv2.INTER_NEAREST)
     top, left = (side - photo.shape[0]) // 2, (side - photo.shape[1]) // 2
-    image[top:top + photo.shape[0], left:left + photo.shape[1]] = photo
+    image[top : top + photo.shape[0], left : left + photo.shape[1]] = photo
     paths = []
     for index in range(count):
         image[:32, :32] = (index * 29) % 256
@@ -196,17 +208,19 @@ def memory_bench(env: dict, images: list[Path], settle_s: float, arena: str | No
     finally:
         server.stop()
     tag, sessions = f"arena={arena or 'default'}", len(images)
-    return {f"{tag} cold_start_s": round(cold, 1),
-            f"{tag} rss_idle_mib": round(idle),
-            f"{tag} rss_idle_after_one_small_session_mib": round(idle_warm),
-            f"{tag} rss_peak_{sessions}_sessions_mib": round(peak),
-            f"{tag} peak_pct_of_2Gi": round(peak / LIMIT_MIB * 100, 1),
-            f"{tag} vmhwm_mib": round(hwm),
-            f"{tag} rss_after_close_{settle_s:g}s_mib": round(after),
-            f"{tag} after_close_vs_idle_pct": round((after - idle) / idle * 100, 1),
-            f"{tag} after_close_vs_idle_after_one_small_session_pct": round((after - idle_warm) / idle_warm * 100, 1),
-            f"{tag} {sessions}_sessions_wall_s": round(wall, 1),
-            f"{tag} samples": sampler.samples}
+    return {
+        f"{tag} cold_start_s": round(cold, 1),
+        f"{tag} rss_idle_mib": round(idle),
+        f"{tag} rss_idle_after_one_small_session_mib": round(idle_warm),
+        f"{tag} rss_peak_{sessions}_sessions_mib": round(peak),
+        f"{tag} peak_pct_of_2Gi": round(peak / LIMIT_MIB * 100, 1),
+        f"{tag} vmhwm_mib": round(hwm),
+        f"{tag} rss_after_close_{settle_s:g}s_mib": round(after),
+        f"{tag} after_close_vs_idle_pct": round((after - idle) / idle * 100, 1),
+        f"{tag} after_close_vs_idle_after_one_small_session_pct": round((after - idle_warm) / idle_warm * 100, 1),
+        f"{tag} {sessions}_sessions_wall_s": round(wall, 1),
+        f"{tag} samples": sampler.samples,
+    }
 
 
 def slider_bench(env: dict, repeats: int = 15) -> dict:
@@ -236,18 +250,29 @@ def slider_bench(env: dict, repeats: int = 15) -> dict:
         t0 = time.perf_counter()
         at.slider(key="conf").set_value(0.35 + 0.05 * (i % 10)).run()
         times.append((time.perf_counter() - t0) * 1000)
-    return {"upload_network_calls": first_calls, "slider_network_calls": calls["n"] - first_calls,
-            "slider_rerun_median_ms": round(statistics.median(times), 1), "reruns": repeats}
+    return {
+        "upload_network_calls": first_calls,
+        "slider_network_calls": calls["n"] - first_calls,
+        "slider_rerun_median_ms": round(statistics.median(times), 1),
+        "reruns": repeats,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--arena", choices=["both", "default", "2"], default="both",
-                        help="run without MALLOC_ARENA_MAX, with MALLOC_ARENA_MAX=2, or both (default)")
+    parser.add_argument(
+        "--arena",
+        choices=["both", "default", "2"],
+        default="both",
+        help="run without MALLOC_ARENA_MAX, with MALLOC_ARENA_MAX=2, or both (default)",
+    )
     parser.add_argument("--settle", type=float, default=20.0, help="seconds after the pages close")
-    parser.add_argument("--image", type=Path, help="every session uploads this image (shared) instead of its own "
-                                                   "generated 6320x6320 PNG")
+    parser.add_argument(
+        "--image",
+        type=Path,
+        help="every session uploads this image (shared) instead of its own generated 6320x6320 PNG",
+    )
     parser.add_argument("--no-slider", action="store_true", help="skip the AppTest slider benchmark")
     args = parser.parse_args()
     if not YOLO.exists():
@@ -255,8 +280,9 @@ def main() -> int:
         return 2
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ssd = _from_tests("ssd_weights").make_state_dict("ssdlite320_mobilenet_v3_large",
-                                                         Path(tmp) / "ssdlite-seed0.pth")
+        ssd = _from_tests("ssd_weights").make_state_dict(
+            "ssdlite320_mobilenet_v3_large", Path(tmp) / "ssdlite-seed0.pth"
+        )
         env = env_for(ssd)
         images = [args.image] * args.sessions if args.image else make_big_pngs(Path(tmp), args.sessions)
         report["images"] = f"{len(set(images))} distinct, {images[0].name} {images[0].stat().st_size / 2**20:.1f} MiB"

@@ -35,8 +35,15 @@ def make_images(dest: Path, count: int) -> None:
     import cv2
 
     sources = sorted((SHARED / "assets" / "images").glob("*.*"))
-    variants = [(1.0, ".png", None), (1.0, ".jpg", 90), (0.5, ".jpg", 80), (0.75, ".png", None), (1.5, ".jpg", 85),
-                (1.25, ".jpg", 70), (0.6, ".jpg", 95)]
+    variants = [
+        (1.0, ".png", None),
+        (1.0, ".jpg", 90),
+        (0.5, ".jpg", 80),
+        (0.75, ".png", None),
+        (1.5, ".jpg", 85),
+        (1.25, ".jpg", 70),
+        (0.6, ".jpg", 95),
+    ]
     for n in range(count):
         image = cv2.imread(str(sources[n % len(sources)]))
         scale, ext, quality = variants[(n // len(sources)) % len(variants)]
@@ -79,10 +86,13 @@ def main() -> int:
     if args.block:
         print(json.dumps({"images_per_s": block(args.block, args.model, args.dir)}))
         return 0
-    env = {**os.environ, "OBJDET_YOLO_WEIGHTS": str(YOLO_DIR / "yolo-fastest-1.1.weights"),
-           "OBJDET_YOLO_CONFIG": str(YOLO_DIR / "yolo-fastest-1.1.cfg"),
-           "OBJDET_YOLO_NAMES": str(YOLO_DIR / "coco.names"),
-           "OBJDET_DEVICE": os.environ.get("OBJDET_DEVICE", "cpu")}  # a CPU benchmark, also on a GPU machine
+    env = {
+        **os.environ,
+        "OBJDET_YOLO_WEIGHTS": str(YOLO_DIR / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(YOLO_DIR / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(YOLO_DIR / "coco.names"),
+        "OBJDET_DEVICE": os.environ.get("OBJDET_DEVICE", "cpu"),
+    }  # a CPU benchmark, also on a GPU machine
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp, "images")
         images.mkdir()
@@ -92,26 +102,36 @@ def main() -> int:
             spec = importlib.util.spec_from_file_location("_bench_ssd_weights", REPO / "tests" / "ssd_weights.py")
             ssd_weights = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(ssd_weights)
-            env["OBJDET_SSD_WEIGHTS"] = str(ssd_weights.make_state_dict("ssdlite320_mobilenet_v3_large",
-                                                                        Path(tmp, "ssd.pth")))
+            env["OBJDET_SSD_WEIGHTS"] = str(
+                ssd_weights.make_state_dict("ssdlite320_mobilenet_v3_large", Path(tmp, "ssd.pth"))
+            )
             env["OBJDET_SSD_ARCH"] = "ssdlite320_mobilenet_v3_large"
-        print(f"{args.images} images, {len(os.sched_getaffinity(0))} CPUs usable, OBJDET_NUM_THREADS="
-              f"{os.environ.get('OBJDET_NUM_THREADS', '(unset)')}, {args.rounds} rounds, blocks alternated")
+        print(
+            f"{args.images} images, {len(os.sched_getaffinity(0))} CPUs usable, OBJDET_NUM_THREADS="
+            f"{os.environ.get('OBJDET_NUM_THREADS', '(unset)')}, {args.rounds} rounds, blocks alternated"
+        )
         report = {}
         for model in args.model.split(","):
             rates: dict[str, list[float]] = {"seq": [], "batch": []}
             for round_no in range(args.rounds):
-                for mode in (("seq", "batch") if round_no % 2 == 0 else ("batch", "seq")):
-                    proc = subprocess.run([sys.executable, __file__, "--block", mode, "--model", model, "--dir",
-                                           str(images)], env={**env, "OBJDET_MODELS": model},
-                                          capture_output=True, text=True)
+                for mode in ("seq", "batch") if round_no % 2 == 0 else ("batch", "seq"):
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--block", mode, "--model", model, "--dir", str(images)],
+                        env={**env, "OBJDET_MODELS": model},
+                        capture_output=True,
+                        text=True,
+                    )
                     if proc.returncode:
                         sys.exit(f"{model} {mode} block failed:\n{proc.stderr}")
                     rates[mode].append(json.loads(proc.stdout.splitlines()[-1])["images_per_s"])
                     print(f"  {model:4} round {round_no} {mode:5} {rates[mode][-1]:7.1f} images/s", flush=True)
             seq, batch = statistics.median(rates["seq"]), statistics.median(rates["batch"])
-            report[model] = {"seq_images_per_s": round(seq, 1), "batch_images_per_s": round(batch, 1),
-                             "ratio": round(batch / seq, 2), "rounds": rates}
+            report[model] = {
+                "seq_images_per_s": round(seq, 1),
+                "batch_images_per_s": round(batch, 1),
+                "ratio": round(batch / seq, 2),
+                "rounds": rates,
+            }
             print(f"{model}: sequential {seq:.1f} images/s, batch {batch:.1f} images/s, ratio {batch / seq:.2f}x")
         print(json.dumps(report))
     return 0

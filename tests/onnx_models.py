@@ -13,8 +13,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def build_yolo_onnx(path: Path, output: np.ndarray, input_size: int, decoy_first: bool = False,
-                    opset: int = 13) -> Path:
+def build_yolo_onnx(
+    path: Path, output: np.ndarray, input_size: int, decoy_first: bool = False, opset: int = 13
+) -> Path:
     """Write a graph with input ``images`` (1, 3, S, S) and output ``output0`` = ``output``.
 
     ``decoy_first`` adds a second output of another shape, declared before the real one, so a
@@ -38,9 +39,11 @@ def build_yolo_onnx(path: Path, output: np.ndarray, input_size: int, decoy_first
         inits.append(numpy_helper.from_array(np.array([1, 1], dtype=np.int64), "shape2"))
         outputs.insert(0, helper.make_tensor_value_info("decoy", TensorProto.FLOAT, [1, 1]))
     graph = helper.make_graph(
-        nodes, "synthetic_yolo",
+        nodes,
+        "synthetic_yolo",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, input_size, input_size])],
-        outputs, initializer=inits,
+        outputs,
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8

@@ -39,8 +39,9 @@ class Server:
         full.update(STREAMLIT_SERVER_PORT=str(self.port), STREAMLIT_SERVER_ADDRESS="127.0.0.1")
         if base_path:
             full["STREAMLIT_SERVER_BASE_URL_PATH"] = base_path
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=REPO, env=full,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         os.set_blocking(self.proc.stdout.fileno(), False)
         self.output: list[str] = []  # complete lines read so far
         self._partial = b""

@@ -53,8 +53,11 @@ def test_result_json_carries_the_image_warnings():
     det = Detection("cup", 41, 0.91234, (1.0, 2.0, 3.0, 4.0))
     plain = json.loads(result_json(result(10, 8, [det]), "a.tiff"))
     assert "warnings" not in plain and plain["file"] == "a.tiff"
-    warned = json.loads(result_json(result(10, 8, [det]), "a.tiff", {"conf": 0.3},
-                                    ["multi-page TIFF with 3 pages: only page 1 is used"]))
+    warned = json.loads(
+        result_json(
+            result(10, 8, [det]), "a.tiff", {"conf": 0.3}, ["multi-page TIFF with 3 pages: only page 1 is used"]
+        )
+    )
     assert warned["warnings"] == ["multi-page TIFF with 3 pages: only page 1 is used"]
     assert warned["params"] == {"conf": 0.3} and warned["detections"][0]["box"] == [1.0, 2.0, 3.0, 4.0]
 

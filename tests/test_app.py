@@ -11,10 +11,9 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
-from app.config import Settings  # noqa: E402
-from app.registry import get_detector  # noqa: E402
+from app.registry import get_detector
 
 SCRIPT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
 
@@ -127,9 +126,11 @@ def test_bad_upload_shows_error_then_next_good_upload_works(yolo_env, images_dir
 
 def test_several_images_one_bad(yolo_env, images_dir):
     at = new_app()
-    files = [("coffee.png", (images_dir / "coffee.png").read_bytes(), "image/png"),
-             ("empty.jpg", b"", "image/jpeg"),
-             ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png")]
+    files = [
+        ("coffee.png", (images_dir / "coffee.png").read_bytes(), "image/png"),
+        ("empty.jpg", b"", "image/jpeg"),
+        ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png"),
+    ]
     at.file_uploader(key="images").set_value(files).run()
     assert [e.value for e in at.error] == ["empty.jpg: file is empty (0 bytes)"]
     assert len(at.dataframe) == 2 and "cat" in table_labels(at, 1)

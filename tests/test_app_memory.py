@@ -13,14 +13,13 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
-from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from test_app import Counter, new_app, table_labels, upload
 
-from app.config import Settings  # noqa: E402
-from app.memory import CACHE  # noqa: E402
-from app.registry import get_detector  # noqa: E402
-from app.result import DetectParams  # noqa: E402
-from test_app import SCRIPT, Counter, new_app, table_labels, upload  # noqa: E402
+from app.config import Settings
+from app.memory import CACHE
+from app.registry import get_detector
+from app.result import DetectParams
 
 DISPLAY_SIDE = 1280  # the page's display copy: longer side at most this
 WORK_SIDE = 2048  # the networks' working copy
@@ -40,8 +39,11 @@ def decodes(monkeypatch):
 
     calls = []
     real_load = app.images.load_image
-    monkeypatch.setattr(app.images, "load_image", lambda *a, **k: calls.append(a[1] if len(a) > 1 else k.get("name"))
-                        or real_load(*a, **k))
+    monkeypatch.setattr(
+        app.images,
+        "load_image",
+        lambda *a, **k: calls.append(a[1] if len(a) > 1 else k.get("name")) or real_load(*a, **k),
+    )
     return calls
 
 
@@ -70,7 +72,7 @@ def big_png(images_dir, width=7000, height=5000) -> tuple[bytes, np.ndarray]:
     photo = np.asarray(Image.open(images_dir / "coffee.png").convert("RGB"))
     photo = photo.repeat(8, axis=0).repeat(8, axis=1)  # 4800 x 3200
     top, left = height - photo.shape[0] - 300, width - photo.shape[1] - 100
-    image[top:top + photo.shape[0], left:left + photo.shape[1]] = photo
+    image[top : top + photo.shape[0], left : left + photo.shape[1]] = photo
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     assert ok
     return buf.tobytes(), image
@@ -94,8 +96,7 @@ def arrays_in(value, seen=None):
         yield from arrays_in(vars(value), seen)
 
 
-def test_two_sessions_uploading_one_image_share_one_decode_and_one_forward(both_env, images_dir, monkeypatch,
-                                                                          decodes):
+def test_two_sessions_uploading_one_image_share_one_decode_and_one_forward(both_env, images_dir, monkeypatch, decodes):
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
     misses_before = CACHE.stats()["misses"]  # the counts are the process's (clear() keeps them)
     data = (images_dir / "coffee.png").read_bytes()
@@ -114,8 +115,9 @@ def test_two_sessions_uploading_one_image_share_one_decode_and_one_forward(both_
     assert CACHE.stats()["misses"] - misses_before == 3  # one image, two network outputs
 
 
-def test_a_model_chosen_later_decodes_again_only_if_the_working_copy_was_let_go(both_env, images_dir, monkeypatch,
-                                                                               decodes):
+def test_a_model_chosen_later_decodes_again_only_if_the_working_copy_was_let_go(
+    both_env, images_dir, monkeypatch, decodes
+):
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
     at = new_app()
     at.radio(key="model").set_value("yolo").run()
@@ -129,8 +131,9 @@ def test_a_model_chosen_later_decodes_again_only_if_the_working_copy_was_let_go(
     assert len(at.dataframe) == 2 and "cup" in table_labels(at, 1)
 
 
-def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(yolo_env, images_dir, decodes,
-                                                                               media_images, monkeypatch):
+def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
+    yolo_env, images_dir, decodes, media_images, monkeypatch
+):
     data, pixels = big_png(images_dir)
     height, width = pixels.shape[:2]
     # golden: the detector called directly on a working copy made here, scaled back by a factor computed here
@@ -140,8 +143,10 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
     detector = get_detector("yolo", Settings.from_env())
     golden = detector.detect(small, DetectParams(conf=0.30, iou=0.45, max_det=100))
     assert golden.detections, "the enlarged coffee photo must give the network something to find"
-    expected = [(d.label, [min(max(v * factor, 0), lim) for v, lim in zip(d.box, (width, height, width, height), strict=True)])
-                for d in golden.detections]
+    expected = [
+        (d.label, [min(max(v * factor, 0), lim) for v, lim in zip(d.box, (width, height, width, height), strict=True)])
+        for d in golden.detections
+    ]
 
     forward_inputs = []
     real_forward = detector.forward
@@ -175,10 +180,11 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
     assert decodes == ["huge.png"] and len(forward_inputs) == 1
 
 
-def test_a_failed_model_shows_as_failed_while_the_other_serves(ssd_weights, yolo_dir, images_dir, tmp_path,
-                                                               monkeypatch):
+def test_a_failed_model_shows_as_failed_while_the_other_serves(
+    ssd_weights, yolo_dir, images_dir, tmp_path, monkeypatch
+):
     broken = tmp_path / "broken.weights"
-    broken.write_bytes((yolo_dir / "yolo-fastest-1.1.weights").read_bytes()[: 4096])  # a truncated copy
+    broken.write_bytes((yolo_dir / "yolo-fastest-1.1.weights").read_bytes()[:4096])  # a truncated copy
     monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
     monkeypatch.setenv("OBJDET_REQUIRED_MODELS", "")
     monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))

@@ -19,8 +19,15 @@ from tests.conftest import REPO
 
 
 def run_app(args, env, timeout=300, **kw):
-    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *map(str, args)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -66,9 +73,29 @@ def test_three_shard_processes_merge_to_the_unsharded_run(images_dir, env, tmp_p
     names = make_images(images_dir, tmp_path / "in", 24)
     whole = run_app(["batch", tmp_path / "in", "--output", tmp_path / "whole", "--workers", "2"], env)
     assert whole.returncode == 0, whole.stderr
-    shards = [subprocess.Popen([sys.executable, "-m", "app", "batch", str(tmp_path / "in"), "--output",
-                                str(tmp_path / "sharded"), "--shard", f"{k}/3", "--workers", "1"], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(3)]
+    shards = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "batch",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "sharded"),
+                "--shard",
+                f"{k}/3",
+                "--workers",
+                "1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(3)
+    ]
     for proc in shards:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -100,9 +127,24 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(images_dir, env, tmp_p
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "out"
     part = out / "part-0-of-1.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "app", "batch", str(tmp_path / "in"), "--output", str(out),
-                             "--workers", "1", "--annotate"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app",
+            "batch",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--workers",
+            "1",
+            "--annotate",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not part.exists() or part.read_bytes().count(b"\n") < 5):
         time.sleep(0.02)
@@ -134,7 +176,7 @@ def test_bad_files_are_error_lines_and_the_exit_status_says_so(images_dir, env, 
     (src / "empty.jpg").write_bytes(b"")
     (src / "notes.txt").write_text("not an image\n")
     jpeg = (src / next(n for n in names if n.endswith(".jpg"))).read_bytes()
-    (src / "cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    (src / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     os.mkfifo(src / "pipe.jpg")
     result = run_app(["batch", src, "--output", tmp_path / "out"], env, timeout=120)
     assert result.returncode == 1, result.stderr
@@ -142,8 +184,12 @@ def test_bad_files_are_error_lines_and_the_exit_status_says_so(images_dir, env, 
     got = records(tmp_path / "out" / "part-0-of-1.jsonl")
     assert sorted(got) == sorted([*names, "empty.jpg", "notes.txt", "cut.jpg", "pipe.jpg"])
     assert all("results" in got[n] and "error" not in got[n] for n in names)
-    for bad, words in {"empty.jpg": "empty", "notes.txt": "not an image", "cut.jpg": "truncated",
-                       "pipe.jpg": "FIFO"}.items():
+    for bad, words in {
+        "empty.jpg": "empty",
+        "notes.txt": "not an image",
+        "cut.jpg": "truncated",
+        "pipe.jpg": "FIFO",
+    }.items():
         assert str(src / bad) in got[bad]["error"] and words in got[bad]["error"], got[bad]
         assert f"{bad}: ERROR" in result.stderr
     summary = json.loads((tmp_path / "out" / "part-0-of-1.summary.json").read_text())
@@ -193,8 +239,11 @@ def test_list_file_and_glob_inputs_key_by_relative_path(images_dir, env, tmp_pat
 def test_merge_reports_missing_parts_images_and_duplicates(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    line = {"file": "x.jpg", "bytes": 1, "results": [{"model": "yolo", "image_size": {"width": 10, "height": 10},
-                                                       "detections": [], "timings_ms": {}}]}
+    line = {
+        "file": "x.jpg",
+        "bytes": 1,
+        "results": [{"model": "yolo", "image_size": {"width": 10, "height": 10}, "detections": [], "timings_ms": {}}],
+    }
     (out / "part-0-of-3.jsonl").write_text(json.dumps(line) + "\n" + json.dumps({**line, "file": "y.jpg"}) + "\n")
     (out / "part-2-of-3.jsonl").write_text(json.dumps(line) + "\n")
     (tmp_path / "in").mkdir()

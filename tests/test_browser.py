@@ -8,15 +8,21 @@ import re
 from pathlib import Path
 
 import pytest
-
 from serving import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +38,12 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(yolo_dir):
-    env = {"OBJDET_MODELS": "yolo",
-           "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
-           "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
-           "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+    env = {
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    }
     srv = Server(env, base_path="object-detection")
     try:
         srv.wait_healthy()
@@ -50,13 +58,15 @@ def test_upload_see_cup_download_json(browser, server, images_dir, tmp_path):
         page.goto(server.base + "/", wait_until="domcontentloaded", timeout=60_000)
         page.get_by_text("Object detection: SSD and YOLO").wait_for(timeout=60_000)
         page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(
-            str(images_dir / "coffee.png"))
+            str(images_dir / "coffee.png")
+        )
         page.get_by_text("YOLO (OpenCV DNN)").first.wait_for(timeout=60_000)
         table = page.locator("[data-testid='stDataFrame']").first
         table.wait_for(timeout=60_000)
         # the grid is drawn on a canvas; its accessible twin holds the cell text
         table.locator("[role='gridcell']").filter(has_text=re.compile(r"^cup$")).first.wait_for(
-            state="attached", timeout=30_000)
+            state="attached", timeout=30_000
+        )
         images = page.locator("[data-testid='stImage'] img")
         images.nth(1).wait_for(timeout=30_000)  # original and annotated
         assert images.count() >= 2

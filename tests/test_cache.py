@@ -80,8 +80,10 @@ def test_concurrent_requests_for_one_key_compute_once():
         return block(1, fill=7)
 
     results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(cache.get_or_compute("k", compute, owner=f"s{i}")))
-               for i in range(8)]
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(cache.get_or_compute("k", compute, owner=f"s{i}")))
+        for i in range(8)
+    ]
     for t in threads:
         t.start()
     assert started.wait(10)

@@ -24,7 +24,7 @@ def test_environment_contract_holds_each_familys_variables_once():
     declared = [v.name for fam in FAMILIES.values() for v in fam.env_vars]
     assert len(declared) == len(set(declared))
     assert set(declared) <= set(ENV_VARS)
-    assert MODEL_FAMILIES == tuple(FAMILIES)
+    assert tuple(FAMILIES) == MODEL_FAMILIES
     assert ENV_VARS["OBJDET_SSD_ARCH"].allowed == " / ".join(f"`{a}`" for a in SSD_ARCHS)
 
 
@@ -51,8 +51,10 @@ def test_unknown_family_is_named():
 def test_model_files_by_role_come_from_each_family(tmp_path):
     settings = Settings.from_env({"OBJDET_WEIGHTS_DIR": str(tmp_path)})
     assert settings.model_files("ssd") == {"weights": tmp_path / SSD_ARCHS[settings.ssd_arch].weights.name}
-    assert settings.model_files("yolo") == {"weights": tmp_path / "yolo-fastest-1.1.weights",
-                                            "config": tmp_path / "yolo-fastest-1.1.cfg"}
+    assert settings.model_files("yolo") == {
+        "weights": tmp_path / "yolo-fastest-1.1.weights",
+        "config": tmp_path / "yolo-fastest-1.1.cfg",
+    }
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -67,8 +69,13 @@ def test_each_family_names_a_detector_class_of_the_one_interface(name):
 def test_registry_builds_each_family_through_the_catalog(yolo_dir):
     from app import registry
 
-    settings = Settings.from_env({"OBJDET_MODELS": "yolo", "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
-                                  "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")})
+    settings = Settings.from_env(
+        {
+            "OBJDET_MODELS": "yolo",
+            "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+            "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+        }
+    )
     detector = registry.build_detector("yolo", settings)
     assert type(detector) is FAMILIES["yolo"].detector_class() and detector.layout == "darknet"
     with pytest.raises(ValueError, match="unknown model 'detr'"):
@@ -77,7 +84,9 @@ def test_registry_builds_each_family_through_the_catalog(yolo_dir):
 
 def test_config_and_catalog_import_only_the_standard_library():
     """The deployment tests read ENV_VARS without the app's dependencies (and YOLO-only runs stay light)."""
-    code = ("import sys, app.config, app.catalog; "
-            "print([m for m in ('numpy', 'cv2', 'torch', 'PIL', 'streamlit') if m in sys.modules])")
+    code = (
+        "import sys, app.config, app.catalog; "
+        "print([m for m in ('numpy', 'cv2', 'torch', 'PIL', 'streamlit') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

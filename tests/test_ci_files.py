@@ -20,7 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
-SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / ".ci" / "run"]
+SCRIPTS = [*sorted((REPO / "scripts").glob("*.sh")), REPO / ".ci" / "run"]
 E2E = REPO / "scripts" / "e2e.sh"
 PINS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
 HASHED = re.compile(r"\b(objdet-config)-[a-z0-9]{10}\b")
@@ -53,6 +53,7 @@ def all_steps():
 
 # --- the workflow ---------------------------------------------------------------------------------------------
 
+
 def test_there_is_a_workflow():
     assert WORKFLOWS, "no .github/workflows/*.yml"
 
@@ -82,7 +83,8 @@ def test_every_action_is_pinned_by_full_commit_sha_with_its_version():
     assert uses
     for line in uses:
         assert re.search(r"uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s*v\d+(\.\d+)*\s*$", line), (
-            f"not pinned by a full commit SHA with a `# vX.Y.Z` comment: {line.strip()}")
+            f"not pinned by a full commit SHA with a `# vX.Y.Z` comment: {line.strip()}"
+        )
 
 
 def test_least_privilege():
@@ -110,17 +112,19 @@ def test_runs_the_gate_and_the_e2e_on_every_push():
 
 # --- shell scripts --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: str(p.relative_to(REPO)))
 def test_shellcheck_and_syntax(path):
-    proc = subprocess.run([tool("shellcheck"), "--shell=bash", "--severity=style", str(path)],
-                          capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [tool("shellcheck"), "--shell=bash", "--severity=style", str(path)], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
 
 
 def test_shellcheck_reports_a_real_problem():
     """shellcheck is not a no-op here: an unquoted expansion is reported."""
-    proc = subprocess.run([tool("shellcheck"), "--shell=bash", "-"], input='rm $1\n', capture_output=True, text=True)
+    proc = subprocess.run([tool("shellcheck"), "--shell=bash", "-"], input="rm $1\n", capture_output=True, text=True)
     assert proc.returncode != 0 and "SC2086" in proc.stdout
 
 
@@ -138,6 +142,7 @@ def test_ci_run_keeps_make_test_and_calls_the_image_test_directly():
 
 
 # --- scripts/e2e.sh without a cluster ---------------------------------------------------------------------------
+
 
 def e2e(*args, **env) -> subprocess.CompletedProcess:
     full = tool_env() | {"E2E_KUBECTL": tool("kubectl"), "E2E_PYTHON": sys.executable} | env
@@ -171,8 +176,9 @@ def test_second_apply_overlay_differs_only_in_the_changed_values(tmp_path, clust
     assert original.keys() == changed.keys()
     differing = {key for key in original if original[key] != changed[key]}
     (cm_key,) = [k for k in original if k[0] == "ConfigMap" and k[2].startswith("objdet-config")]
-    expected = {cm_key} | ({("PersistentVolumeClaim", "object-detection", "objdet-weights")}
-                           if cluster_tool == "kind" else set())
+    expected = {cm_key} | (
+        {("PersistentVolumeClaim", "object-detection", "objdet-weights")} if cluster_tool == "kind" else set()
+    )
     assert differing == expected, f"unexpected differences: {differing - expected}"
     before, after = original[cm_key]["data"], changed[cm_key]["data"]
     assert {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} <= set(changes)
@@ -193,8 +199,11 @@ def test_default_change_needs_a_new_weights_file_the_app_knows():
     assert out.returncode != 0
     proc = e2e("--print-plan")
     assert proc.returncode == 0, proc.stderr
-    config = next(d for d in render(REPO / "overlays" / "minikube") if d["kind"] == "ConfigMap"
-                  and d["metadata"]["name"].startswith("objdet-config"))
+    config = next(
+        d
+        for d in render(REPO / "overlays" / "minikube")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("objdet-config")
+    )
     weights_dir = config["data"].get("OBJDET_WEIGHTS_DIR")
     assert weights_dir, "the rendered ConfigMap sets OBJDET_WEIGHTS_DIR"
     assert f"OBJDET_SSD_WEIGHTS={weights_dir.rstrip('/')}/{SSD_DEFAULT_FILES['ssd300_vgg16']}" in proc.stdout
@@ -202,9 +211,14 @@ def test_default_change_needs_a_new_weights_file_the_app_knows():
 
 
 def test_e2e_set_replaces_the_change(tmp_path):
-    proc = e2e("--render-overlay", str(tmp_path / "o"), E2E_SET="OBJDET_MODELS=yolo STREAMLIT_SERVER_MAX_UPLOAD_SIZE=20")
+    proc = e2e(
+        "--render-overlay", str(tmp_path / "o"), E2E_SET="OBJDET_MODELS=yolo STREAMLIT_SERVER_MAX_UPLOAD_SIZE=20"
+    )
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "o" / "e2e.env").read_text().split() == ["OBJDET_MODELS=yolo", "STREAMLIT_SERVER_MAX_UPLOAD_SIZE=20"]
+    assert (tmp_path / "o" / "e2e.env").read_text().split() == [
+        "OBJDET_MODELS=yolo",
+        "STREAMLIT_SERVER_MAX_UPLOAD_SIZE=20",
+    ]
     cm = next(d for d in render(tmp_path / "o") if d["kind"] == "ConfigMap")
     assert cm["data"]["OBJDET_MODELS"] == "yolo" and cm["data"]["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == "20"
 
@@ -224,14 +238,17 @@ def test_e2e_without_a_cluster_tool_says_it_cannot_run(tmp_path):
 
 # --- the e2e's browser step and timeline, run for real without a cluster ----------------------------------------
 
+
 @pytest.fixture(scope="module")
 def yolo_server(yolo_dir):
     from serving import Server
 
-    env = {"OBJDET_MODELS": "yolo",
-           "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
-           "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
-           "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+    env = {
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    }
     srv = Server(env, base_path="object-detection")  # the overlay's base path, as the NodePort serves it
     try:
         srv.wait_healthy()
@@ -251,8 +268,13 @@ def needs_chromium():
 def test_detect_step_finds_the_cup_on_a_real_server(yolo_server, images_dir, tmp_path):
     """The e2e's own browser code against `python -m app serve` on loopback (in the e2e: the NodePort)."""
     needs_chromium()
-    proc = e2e("--detect", yolo_server.base + "/", E2E_IMAGE_FILE=str(images_dir / "coffee.png"),
-               E2E_ARTIFACTS=str(tmp_path), E2E_DETECT_TIMEOUT_S="90")
+    proc = e2e(
+        "--detect",
+        yolo_server.base + "/",
+        E2E_IMAGE_FILE=str(images_dir / "coffee.png"),
+        E2E_ARTIFACTS=str(tmp_path),
+        E2E_DETECT_TIMEOUT_S="90",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"'cup' in [1-9]\d* result cell", proc.stdout)
     assert (tmp_path / "e2e-coffee.png").stat().st_size > 10_000
@@ -263,8 +285,13 @@ def test_detect_step_finds_the_cup_on_a_real_server(yolo_server, images_dir, tmp
 def test_detect_step_fails_without_a_cup(yolo_server, images_dir, tmp_path):
     """rocket.jpg has no cup (Yolo-Fastest finds nothing in it): the step must fail, not pass vacuously."""
     needs_chromium()
-    proc = e2e("--detect", yolo_server.base + "/", E2E_IMAGE_FILE=str(images_dir / "rocket.jpg"),
-               E2E_ARTIFACTS=str(tmp_path), E2E_DETECT_TIMEOUT_S="20")
+    proc = e2e(
+        "--detect",
+        yolo_server.base + "/",
+        E2E_IMAGE_FILE=str(images_dir / "rocket.jpg"),
+        E2E_ARTIFACTS=str(tmp_path),
+        E2E_DETECT_TIMEOUT_S="20",
+    )
     assert proc.returncode != 0, proc.stdout
 
 
@@ -277,10 +304,26 @@ def pod_doc(init_restarts: int = 0, restarts: int = 0) -> dict:
                 {"type": "Initialized", "status": "True", "lastTransitionTime": "2026-01-01T10:00:40Z"},
                 {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T10:01:05Z"},
             ],
-            "initContainerStatuses": [{"name": "weights", "restartCount": init_restarts, "state": {"terminated": {
-                "startedAt": "2026-01-01T10:00:03Z", "finishedAt": "2026-01-01T10:00:39Z", "reason": "Completed"}}}],
-            "containerStatuses": [{"name": "objdet", "restartCount": restarts,
-                                   "state": {"running": {"startedAt": "2026-01-01T10:00:41Z"}}}],
+            "initContainerStatuses": [
+                {
+                    "name": "weights",
+                    "restartCount": init_restarts,
+                    "state": {
+                        "terminated": {
+                            "startedAt": "2026-01-01T10:00:03Z",
+                            "finishedAt": "2026-01-01T10:00:39Z",
+                            "reason": "Completed",
+                        }
+                    },
+                }
+            ],
+            "containerStatuses": [
+                {
+                    "name": "objdet",
+                    "restartCount": restarts,
+                    "state": {"running": {"startedAt": "2026-01-01T10:00:41Z"}},
+                }
+            ],
         },
     }
 
@@ -288,8 +331,16 @@ def pod_doc(init_restarts: int = 0, restarts: int = 0) -> dict:
 def test_timeline_is_in_time_order_and_fails_on_restarts(tmp_path):
     import json
 
-    events = {"items": [{"reason": "Pulled", "message": "Container image objdet:dev already present",
-                         "lastTimestamp": "2026-01-01T10:00:02Z", "metadata": {"creationTimestamp": "x"}}]}
+    events = {
+        "items": [
+            {
+                "reason": "Pulled",
+                "message": "Container image objdet:dev already present",
+                "lastTimestamp": "2026-01-01T10:00:02Z",
+                "metadata": {"creationTimestamp": "x"},
+            }
+        ]
+    }
     (tmp_path / "events.json").write_text(json.dumps(events))
     (tmp_path / "pod.json").write_text(json.dumps(pod_doc()))
     proc = e2e("--timeline", str(tmp_path / "pod.json"), str(tmp_path / "events.json"))
@@ -297,8 +348,12 @@ def test_timeline_is_in_time_order_and_fails_on_restarts(tmp_path):
     lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("  2026")]
     assert [line[0] for line in lines] == sorted(line[0] for line in lines)
     text = proc.stdout
-    assert text.index("event Pulled") < text.index("initContainer weights started") < \
-        text.index("initContainer weights terminated: Completed") < text.index("condition Ready=True")
+    assert (
+        text.index("event Pulled")
+        < text.index("initContainer weights started")
+        < text.index("initContainer weights terminated: Completed")
+        < text.index("condition Ready=True")
+    )
     assert "restarts: 0" in text
     for init_restarts, restarts in ((1, 0), (0, 2)):
         (tmp_path / "pod.json").write_text(json.dumps(pod_doc(init_restarts, restarts)))

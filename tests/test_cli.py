@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run(args, env, timeout=180):
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -33,8 +34,20 @@ def test_batch_json_with_a_bad_file_keeps_the_good_ones(darknet_ok, images_dir, 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out_dir = tmp_path / "out"
-    proc = run(["detect", "--model", "yolo", "--json", "--out", str(out_dir),
-                str(images_dir / "coffee.png"), str(bad), str(images_dir / "rocket.jpg")], darknet_ok)
+    proc = run(
+        [
+            "detect",
+            "--model",
+            "yolo",
+            "--json",
+            "--out",
+            str(out_dir),
+            str(images_dir / "coffee.png"),
+            str(bad),
+            str(images_dir / "rocket.jpg"),
+        ],
+        darknet_ok,
+    )
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
     files = [e["file"] for e in doc["images"]]
@@ -50,30 +63,53 @@ def test_batch_json_with_a_bad_file_keeps_the_good_ones(darknet_ok, images_dir, 
 
 
 def test_class_filter_and_limits(darknet_ok, images_dir):
-    proc = run(["detect", "--model", "yolo", "--json", "--classes", "dining table", "--conf", "0.2",
-                str(images_dir / "coffee.png")], darknet_ok)
+    proc = run(
+        [
+            "detect",
+            "--model",
+            "yolo",
+            "--json",
+            "--classes",
+            "dining table",
+            "--conf",
+            "0.2",
+            str(images_dir / "coffee.png"),
+        ],
+        darknet_ok,
+    )
     assert proc.returncode == 0, proc.stderr
     dets = json.loads(proc.stdout)["images"][0]["results"][0]["detections"]
     assert dets and {d["label"] for d in dets} == {"dining table"}
 
 
 def test_yolo_only_never_imports_torch(darknet_ok, images_dir):
-    code = ("import sys, runpy; sys.argv=['app','detect','--model','yolo',%r];"
-            "import app.cli as c; rc=c.main(sys.argv[1:]); print('TORCH', 'torch' in sys.modules)")
+    code = (
+        "import sys, runpy; sys.argv=['app','detect','--model','yolo',%r];"
+        "import app.cli as c; rc=c.main(sys.argv[1:]); print('TORCH', 'torch' in sys.modules)"
+    )
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | darknet_ok
-    proc = subprocess.run([sys.executable, "-c", code % str(images_dir / "coffee.png")], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code % str(images_dir / "coffee.png")],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "cup" in proc.stdout
     assert "TORCH False" in proc.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["detect", "--conf", "2", "x.png"], "score threshold 2.0 must be between 0 and 1"),
-    (["detect", "--model", "rcnn", "x.png"], "invalid choice"),
-    (["detect"], "required"),
-    (["detect", "--model", "yolo", "--classes", "unicorn", "x.png"], "unknown class unicorn"),
-    (["weights", "fetch", "nonsense.bin"], "not in the manifest: nonsense.bin"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["detect", "--conf", "2", "x.png"], "score threshold 2.0 must be between 0 and 1"),
+        (["detect", "--model", "rcnn", "x.png"], "invalid choice"),
+        (["detect"], "required"),
+        (["detect", "--model", "yolo", "--classes", "unicorn", "x.png"], "unknown class unicorn"),
+        (["weights", "fetch", "nonsense.bin"], "not in the manifest: nonsense.bin"),
+    ],
+)
 def test_usage_errors_exit_2(darknet_ok, args, needle):
     proc = run(args, darknet_ok)
     assert proc.returncode == 2
@@ -89,4 +125,6 @@ def test_missing_model_file_exits_1_with_the_fix(tmp_path):
 def test_weights_list_prints_manifest():
     proc = run(["weights", "list"], {})
     assert proc.returncode == 0
-    assert "ssdlite320_mobilenet_v3_large_coco-a79551df.pth" in proc.stdout and "yolo-fastest-1.1.weights" in proc.stdout
+    assert (
+        "ssdlite320_mobilenet_v3_large_coco-a79551df.pth" in proc.stdout and "yolo-fastest-1.1.weights" in proc.stdout
+    )

@@ -34,19 +34,28 @@ def test_onnx_needs_no_config():
     assert s.yolo_format == "onnx" and s.yolo_config is None
 
 
-@pytest.mark.parametrize("env,pattern", [
-    ({"OBJDET_MODELS": "ssd,rcnn"}, r"OBJDET_MODELS='ssd,rcnn': unknown model rcnn; allowed: ssd, yolo"),
-    ({"OBJDET_MODELS": ","}, r"OBJDET_MODELS.*enables no model"),
-    ({"OBJDET_SSD_ARCH": "ssd512"}, r"OBJDET_SSD_ARCH='ssd512' is not supported; allowed: ssdlite320"),
-    ({"OBJDET_YOLO_WEIGHTS": "/m/model.pt"}, r"OBJDET_YOLO_WEIGHTS: .*model\.pt.*allowed: \.weights.*\.onnx"),
-    ({"OBJDET_YOLO_INPUT_SIZE": "300"}, r"OBJDET_YOLO_INPUT_SIZE='300' must be a multiple of 32"),
-    ({"OBJDET_YOLO_INPUT_SIZE": "big"}, r"OBJDET_YOLO_INPUT_SIZE='big' is not an integer"),
-    ({"OBJDET_DEVICE": "tpu"}, r"OBJDET_DEVICE='tpu' is not supported; allowed: auto, cpu, cuda"),
-    ({"OBJDET_NUM_THREADS": "0"}, r"OBJDET_NUM_THREADS='0' is out of range; allowed: 1-256"),
-    ({"OBJDET_MAX_IMAGE_PIXELS": "-5"}, r"OBJDET_MAX_IMAGE_PIXELS='-5' is out of range"),
-    ({"OBJDET_MODELS": "yolo", "OBJDET_REQUIRED_MODELS": "ssd"}, r"OBJDET_REQUIRED_MODELS='ssd': ssd is not enabled"),
-    ({"OBJDET_YOLO_WEIGHTS": "/m/a.onnx", "OBJDET_YOLO_CONFIG": "/m/a.cfg"}, r"OBJDET_YOLO_CONFIG=.*only for Darknet"),
-])
+@pytest.mark.parametrize(
+    "env,pattern",
+    [
+        ({"OBJDET_MODELS": "ssd,rcnn"}, r"OBJDET_MODELS='ssd,rcnn': unknown model rcnn; allowed: ssd, yolo"),
+        ({"OBJDET_MODELS": ","}, r"OBJDET_MODELS.*enables no model"),
+        ({"OBJDET_SSD_ARCH": "ssd512"}, r"OBJDET_SSD_ARCH='ssd512' is not supported; allowed: ssdlite320"),
+        ({"OBJDET_YOLO_WEIGHTS": "/m/model.pt"}, r"OBJDET_YOLO_WEIGHTS: .*model\.pt.*allowed: \.weights.*\.onnx"),
+        ({"OBJDET_YOLO_INPUT_SIZE": "300"}, r"OBJDET_YOLO_INPUT_SIZE='300' must be a multiple of 32"),
+        ({"OBJDET_YOLO_INPUT_SIZE": "big"}, r"OBJDET_YOLO_INPUT_SIZE='big' is not an integer"),
+        ({"OBJDET_DEVICE": "tpu"}, r"OBJDET_DEVICE='tpu' is not supported; allowed: auto, cpu, cuda"),
+        ({"OBJDET_NUM_THREADS": "0"}, r"OBJDET_NUM_THREADS='0' is out of range; allowed: 1-256"),
+        ({"OBJDET_MAX_IMAGE_PIXELS": "-5"}, r"OBJDET_MAX_IMAGE_PIXELS='-5' is out of range"),
+        (
+            {"OBJDET_MODELS": "yolo", "OBJDET_REQUIRED_MODELS": "ssd"},
+            r"OBJDET_REQUIRED_MODELS='ssd': ssd is not enabled",
+        ),
+        (
+            {"OBJDET_YOLO_WEIGHTS": "/m/a.onnx", "OBJDET_YOLO_CONFIG": "/m/a.cfg"},
+            r"OBJDET_YOLO_CONFIG=.*only for Darknet",
+        ),
+    ],
+)
 def test_invalid_values_name_the_variable(env, pattern):
     with pytest.raises(ConfigError, match=pattern):
         Settings.from_env(env)
@@ -84,17 +93,24 @@ def own_cgroup(root: Path, line: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("files,self_line,want", [
-    ({"cpu.max": "200000 100000\n"}, "0::/\n", (2, "cgroup quota 200000/100000")),
-    ({"cpu.max": "150000 100000\n"}, "0::/\n", (2, "cgroup quota 150000/100000")),  # 1.5 CPUs round up
-    ({"cpu.max": "50000 100000\n"}, "0::/\n", (1, "cgroup quota 50000/100000")),  # at least 1
-    ({"cpu.max": "max 100000\n"}, "0::/\n", None),  # no limit
-    ({"kubepods/pod1/cpu.max": "100000 100000\n"}, "0::/kubepods/pod1\n", (1, "cgroup quota 100000/100000")),
-    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, "", (1, "cgroup quota 100000/100000")),
-    ({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, "", None),  # v1: none
-    ({"cpu.max": "banana\n"}, "0::/\n", None),  # malformed: ignored
-    ({}, "", None),  # no cgroup files at all
-])
+@pytest.mark.parametrize(
+    "files,self_line,want",
+    [
+        ({"cpu.max": "200000 100000\n"}, "0::/\n", (2, "cgroup quota 200000/100000")),
+        ({"cpu.max": "150000 100000\n"}, "0::/\n", (2, "cgroup quota 150000/100000")),  # 1.5 CPUs round up
+        ({"cpu.max": "50000 100000\n"}, "0::/\n", (1, "cgroup quota 50000/100000")),  # at least 1
+        ({"cpu.max": "max 100000\n"}, "0::/\n", None),  # no limit
+        ({"kubepods/pod1/cpu.max": "100000 100000\n"}, "0::/kubepods/pod1\n", (1, "cgroup quota 100000/100000")),
+        (
+            {"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"},
+            "",
+            (1, "cgroup quota 100000/100000"),
+        ),
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, "", None),  # v1: none
+        ({"cpu.max": "banana\n"}, "0::/\n", None),  # malformed: ignored
+        ({}, "", None),  # no cgroup files at all
+    ],
+)
 def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
     import os
 

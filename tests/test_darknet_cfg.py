@@ -11,10 +11,18 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-from app.darknet import (DarknetError, check_weights_size, count_parameters, parse_cfg, parse_cfg_text,
-                         parse_header, read_header, size_problem)
 from conftest import ASSETS, REPO
+
+from app.darknet import (
+    DarknetError,
+    check_weights_size,
+    count_parameters,
+    parse_cfg,
+    parse_cfg_text,
+    parse_header,
+    read_header,
+    size_problem,
+)
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 needs_cv4 = pytest.mark.skipif(OPENCV_MAJOR >= 5, reason=f"OpenCV {cv2.__version__} has no Darknet importer")
@@ -49,15 +57,23 @@ def test_parser_sections_comments_and_whitespace():
     assert sections[1].line == 7
 
 
-@pytest.mark.parametrize("text,message", [
-    ("", r"x\.cfg: no sections: an empty file or not a Darknet \.cfg"),
-    ("\n# only comments\n", r"x\.cfg: no sections"),
-    ("[convolutional]\nfilters=8\n", (r"x\.cfg: the first section is \[convolutional\] at line 1; a Darknet \.cfg "
-                                      r"starts with \[net\]")),
-    ("width=320\n[net]\n", r"x\.cfg: line 1: option 'width=320' before the first \[section\]"),
-    ("[net]\nthis is not an option\n", r"x\.cfg: line 2: 'this is not an option' is neither"),
-    ("[net\n", r"x\.cfg: line 1: '\[net' is not a \[section\] header"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("", r"x\.cfg: no sections: an empty file or not a Darknet \.cfg"),
+        ("\n# only comments\n", r"x\.cfg: no sections"),
+        (
+            "[convolutional]\nfilters=8\n",
+            (
+                r"x\.cfg: the first section is \[convolutional\] at line 1; a Darknet \.cfg "
+                r"starts with \[net\]"
+            ),
+        ),
+        ("width=320\n[net]\n", r"x\.cfg: line 1: option 'width=320' before the first \[section\]"),
+        ("[net]\nthis is not an option\n", r"x\.cfg: line 2: 'this is not an option' is neither"),
+        ("[net\n", r"x\.cfg: line 1: '\[net' is not a \[section\] header"),
+    ],
+)
 def test_parser_refuses_what_is_not_a_cfg(text, message):
     with pytest.raises(DarknetError, match=message):
         parse_cfg_text(text, "x.cfg")
@@ -168,7 +184,7 @@ def test_every_truncation_length_is_refused():
     parameters = count_parameters(parse_cfg(cfg))
     header = parse_header(data[:20])
     assert size_problem(len(data), header.size, parameters) is None
-    for length in range(0, header.size):  # the header itself is cut
+    for length in range(header.size):  # the header itself is cut
         with pytest.raises(DarknetError, match="too short"):
             parse_header(data[:length])
     refused = sum(size_problem(length, header.size, parameters) is not None for length in range(header.size, len(data)))
@@ -183,16 +199,28 @@ def cut(src: Path, dest: Path, length: int, extra: bytes = b"") -> Path:
 
 
 @needs_cv4
-@pytest.mark.parametrize("length,how", [(0, "too short for a Darknet"), (10, "too short for a Darknet"),
-                                        (19, "too short for its 20-byte"), (692_134, "692,134 bytes too short"),
-                                        (1_384_267, "1 bytes too short"), (None, "4 bytes too long")])
+@pytest.mark.parametrize(
+    "length,how",
+    [
+        (0, "too short for a Darknet"),
+        (10, "too short for a Darknet"),
+        (19, "too short for its 20-byte"),
+        (692_134, "692,134 bytes too short"),
+        (1_384_267, "1 bytes too short"),
+        (None, "4 bytes too long"),
+    ],
+)
 def test_truncated_or_padded_weights_refused_by_the_detector(tmp_path, length, how):
     from app.detectors.base import ModelLoadError
     from app.detectors.yolo import YoloDetector
 
     cfg, weights = files("yolo-fastest-1.1")
-    bad = cut(weights, tmp_path / "mine.weights", weights.stat().st_size if length is None else length,
-              b"\0\0\0\0" if length is None else b"")
+    bad = cut(
+        weights,
+        tmp_path / "mine.weights",
+        weights.stat().st_size if length is None else length,
+        b"\0\0\0\0" if length is None else b"",
+    )
     with pytest.raises(ModelLoadError, match=rf"{bad}.*{how}"):
         YoloDetector(bad, cfg)
 
@@ -219,8 +247,11 @@ def test_cfg_edited_to_another_class_count_is_a_load_error_not_a_crash(tmp_path)
     cfg, weights = files("yolo-fastest-1.1")
     edited = tmp_path / "edited.cfg"
     edited.write_text(cfg.read_text().replace("classes=80", "classes=20"))
-    with pytest.raises(ModelLoadError, match=rf"{weights} with config {edited}: OpenCV cannot run it .*classes= "
-                                             r"and filters= agree"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"{weights} with config {edited}: OpenCV cannot run it .*classes= "
+        r"and filters= agree",
+    ):
         YoloDetector(weights, edited)
 
 
@@ -232,15 +263,24 @@ def test_names_with_the_wrong_class_count_is_a_load_error(tmp_path):
     cfg, weights = files("yolo-fastest-1.1")
     names = tmp_path / "twenty.names"
     names.write_text("".join(f"thing{i}\n" for i in range(20)))
-    with pytest.raises(ModelLoadError, match=rf"{weights}: no output has the shape of \(N, 25\) .* for 20 classes.*"
-                                             rf"OBJDET_YOLO_NAMES .*20 names from {names}"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"{weights}: no output has the shape of \(N, 25\) .* for 20 classes.*"
+        rf"OBJDET_YOLO_NAMES .*20 names from {names}",
+    ):
         YoloDetector(weights, cfg, names)
 
 
 def run_detect(env: dict, *images) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", "detect", "--model", "yolo", *map(str, images)], cwd=REPO,
-                          env=full, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "detect", "--model", "yolo", *map(str, images)],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @needs_cv4
@@ -252,6 +292,7 @@ def test_detect_cli_refuses_truncated_weights_and_mismatched_cfg(tmp_path, image
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{half} is 692,134 bytes, 692,134 bytes too short" in proc.stderr
     cfg_xl, _ = files("yolo-fastest-1.1-xl")
-    proc = run_detect(env | {"OBJDET_YOLO_WEIGHTS": str(weights), "OBJDET_YOLO_CONFIG": str(cfg_xl)},
-                      images_dir / "astronaut.png")
+    proc = run_detect(
+        env | {"OBJDET_YOLO_WEIGHTS": str(weights), "OBJDET_YOLO_CONFIG": str(cfg_xl)}, images_dir / "astronaut.png"
+    )
     assert proc.returncode == 1 and "2,309,696 bytes too short" in proc.stderr and str(cfg_xl) in proc.stderr

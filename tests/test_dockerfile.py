@@ -32,6 +32,7 @@ CMD = ["python", "-m", "app", "serve"]
 
 # --- a small Dockerfile reader --------------------------------------------------------------------------------
 
+
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str, int]]:
     """(INSTRUCTION, arguments, line) with continuation lines joined and comments dropped."""
     out: list[tuple[str, str, int]] = []
@@ -99,6 +100,7 @@ def runtime_stage():
 
 # --- hadolint -------------------------------------------------------------------------------------------------
 
+
 def hadolint_binary() -> str:
     for candidate in (Path(sys.executable).parent / "hadolint", shutil.which("hadolint")):
         if candidate and Path(candidate).is_file():
@@ -113,7 +115,9 @@ def test_hadolint_passes():
     assert pinned.split("==")[1] in version, f"hadolint {version.strip()!r} is not the pinned {pinned}"
     proc = subprocess.run(
         [binary, "--no-color", "--config", str(REPO / ".hadolint.yaml"), str(DOCKERFILE)],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 0, f"hadolint findings:\n{proc.stdout}{proc.stderr}"
 
@@ -133,11 +137,12 @@ def test_every_inline_ignore_is_explained():
         above = lines[i - 1].strip() if i else ""
         assert above.startswith("#") and len(above) > 20, f"line {i + 1}: ignore {match[1]} has no reason above it"
         for rule in match[1].split(","):
-            block = "\n".join(lines[max(0, i - 4):i])
+            block = "\n".join(lines[max(0, i - 4) : i])
             assert rule in block, f"line {i + 1}: the comment above does not name {rule} and say why"
 
 
 # --- structure and the contract with the manifests ------------------------------------------------------------
+
 
 def test_multi_stage_on_one_selectable_pinned_base():
     all_stages = stages()
@@ -248,19 +253,21 @@ def test_port_healthcheck_and_command():
 def test_healthcheck_command_builds_the_probe_path():
     """The HEALTHCHECK's Python one-liner, run here against a fake urlopen, for both base-path cases."""
     (health,) = [rest for word, rest, _ in runtime_stage() if word == "HEALTHCHECK"]
-    argv = json.loads(health[health.index("CMD") + 3:].strip())
+    argv = json.loads(health[health.index("CMD") + 3 :].strip())
     assert argv[:2] == ["python", "-c"]
     assert "urllib.request.urlopen(" in argv[2]
     code = argv[2].replace("urllib.request.urlopen(", "fake_urlopen(")
-    for base, expected in (("", "http://127.0.0.1:8501/_stcore/health"),
-                           ("/object-detection/", "http://127.0.0.1:7500/object-detection/_stcore/health")):
+    for base, expected in (
+        ("", "http://127.0.0.1:8501/_stcore/health"),
+        ("/object-detection/", "http://127.0.0.1:7500/object-detection/_stcore/health"),
+    ):
         env = {"STREAMLIT_SERVER_BASE_URL_PATH": base} | ({"STREAMLIT_SERVER_PORT": "7500"} if base else {})
         seen: list = []
         saved = dict(os.environ)
         try:
             os.environ.pop("STREAMLIT_SERVER_PORT", None)
             os.environ.update(env)
-            exec(code, {"fake_urlopen": lambda url, timeout: seen.append(url)})  # noqa: S102 - the Dockerfile's own
+            exec(code, {"fake_urlopen": lambda url, timeout, seen=seen: seen.append(url)})  # noqa: S102 - the Dockerfile's own
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -268,6 +275,7 @@ def test_healthcheck_command_builds_the_probe_path():
 
 
 # --- .dockerignore --------------------------------------------------------------------------------------------
+
 
 def _pattern_regex(pattern: str) -> re.Pattern:
     out, i = "", 0
@@ -282,7 +290,7 @@ def _pattern_regex(pattern: str) -> re.Pattern:
             out, i = out + "[^/]", i + 1
         elif pattern[i] == "[" and "]" in pattern[i:]:
             end = pattern.index("]", i)
-            out, i = out + pattern[i:end + 1], end + 1
+            out, i = out + pattern[i : end + 1], end + 1
         else:
             out, i = out + re.escape(pattern[i]), i + 1
     return re.compile(out)
@@ -304,37 +312,61 @@ def ignored_by_dockerignore(path: str) -> bool:
     return ignored
 
 
-@pytest.mark.parametrize("path", [
-    ".git/HEAD", ".venv/bin/python", ".venv-tools/bin/checkov", "tests/test_dockerfile.py", "tests/k8s/helpers.py",
-    "models/yolo-fastest-1.1.weights", "app/yolo.weights", "app/detectors/model.pth", "app/model.onnx",
-    "app/__pycache__/cli.cpython-311.pyc", ".image-build/rootfs/etc/passwd", "artifacts/report.json",
-    "base/deployment.yaml", "overlays/prod/kustomization.yaml", "gitops/flux/gitrepository.yaml", "Dockerfile",
-    "scripts/image-test.sh", "scripts/e2e.sh", "docs/kubernetes.md", "README.md", ".github/workflows/ci.yml",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".venv-tools/bin/checkov",
+        "tests/test_dockerfile.py",
+        "tests/k8s/helpers.py",
+        "models/yolo-fastest-1.1.weights",
+        "app/yolo.weights",
+        "app/detectors/model.pth",
+        "app/model.onnx",
+        "app/__pycache__/cli.cpython-311.pyc",
+        ".image-build/rootfs/etc/passwd",
+        "artifacts/report.json",
+        "base/deployment.yaml",
+        "overlays/prod/kustomization.yaml",
+        "gitops/flux/gitrepository.yaml",
+        "Dockerfile",
+        "scripts/image-test.sh",
+        "scripts/e2e.sh",
+        "docs/kubernetes.md",
+        "README.md",
+        ".github/workflows/ci.yml",
+    ],
+)
 def test_dockerignore_keeps_out(path):
     assert ignored_by_dockerignore(path), f"{path} would be sent to the build context"
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "app/__init__.py", "app/cli.py",
-                                  "app/detectors/yolo.py"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "app/__init__.py", "app/cli.py", "app/detectors/yolo.py"])
 def test_dockerignore_keeps_in(path):
     assert not ignored_by_dockerignore(path), f"{path} is needed by the build but excluded"
 
 
 def test_every_app_source_file_reaches_the_context():
-    missing = [str(p.relative_to(REPO)) for p in (REPO / "app").rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts and ignored_by_dockerignore(str(p.relative_to(REPO)))]
+    missing = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "app").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and ignored_by_dockerignore(str(p.relative_to(REPO)))
+    ]
     assert not missing, f"app files excluded from the build context: {missing}"
 
 
 # --- the image itself -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.image
 def test_image_builds_and_runs():
     """Build with buildah from a debootstrap base, run read-only as 10001 with the real weights, detect a cup."""
     if not IMAGE_TEST:
-        pytest.skip("image test is its own command (minutes, root, buildah/podman): "
-                    "OBJDET_IMAGE_TEST=1 pytest -m image, or bash scripts/image-test.sh")
+        pytest.skip(
+            "image test is its own command (minutes, root, buildah/podman): "
+            "OBJDET_IMAGE_TEST=1 pytest -m image, or bash scripts/image-test.sh"
+        )
     proc = subprocess.run(["bash", str(REPO / "scripts" / "image-test.sh")], capture_output=True, text=True)
     output = proc.stdout + proc.stderr
     if proc.returncode == 2:

@@ -15,16 +15,19 @@ import time
 from pathlib import Path
 
 import pytest
+from test_weights import PAYLOAD, REPO, Server
 
 from app import weights
 from app.weights import FetchError, ManifestEntry, fetch
-from test_weights import PAYLOAD, REPO, Server
 
 
 @pytest.fixture
 def manifest(monkeypatch):
-    entries = {"good.bin": ManifestEntry("good.bin", "https://example.invalid/good.bin",
-                                         hashlib.sha256(PAYLOAD).hexdigest(), "yolo", len(PAYLOAD))}
+    entries = {
+        "good.bin": ManifestEntry(
+            "good.bin", "https://example.invalid/good.bin", hashlib.sha256(PAYLOAD).hexdigest(), "yolo", len(PAYLOAD)
+        )
+    }
     monkeypatch.setattr(weights, "MANIFEST", entries)
     return entries
 
@@ -53,8 +56,11 @@ def test_trickling_server_fails_on_minimum_throughput_and_keeps_the_part(manifes
 def test_overall_deadline(manifest, tmp_path):
     with Server({"good.bin": PAYLOAD}) as srv:
         srv.trickle = (50_000, 0.05)  # fast enough for the throughput floor, too slow for the deadline
-        with pytest.raises(FetchError, match=r"good.bin: download from .*/good.bin ran past its deadline with "
-                                             r"[\d,]+ bytes received; kept them in .*\.good\.bin\.part"):
+        with pytest.raises(
+            FetchError,
+            match=r"good.bin: download from .*/good.bin ran past its deadline with "
+            r"[\d,]+ bytes received; kept them in .*\.good\.bin\.part",
+        ):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url, deadline_s=0.3)
     assert installed(tmp_path) == []
 
@@ -107,15 +113,22 @@ def test_416_forever_on_a_resume_stops_after_one_fresh_attempt(manifest, tmp_pat
 def test_connection_dropped_midway_keeps_part_not_target(manifest, tmp_path):
     with Server({"good.bin": PAYLOAD}) as srv:
         srv.cut_after = 123_456
-        with pytest.raises(FetchError, match=r"good.bin: download from .*/good.bin ended after 123,456 of "
-                                             r"1,024,000 bytes \(the connection closed early\)"):
+        with pytest.raises(
+            FetchError,
+            match=r"good.bin: download from .*/good.bin ended after 123,456 of "
+            r"1,024,000 bytes \(the connection closed early\)",
+        ):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     assert installed(tmp_path) == [] and (tmp_path / ".good.bin.part").stat().st_size == 123_456
 
 
 def test_longer_corrupt_file_is_refused_before_download(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD + b"tail of another file"}) as srv, pytest.raises(
-            FetchError, match=r"good\.bin: .*/good\.bin offers 1,024,020 bytes but the published file has 1,024,000"):
+    with (
+        Server({"good.bin": PAYLOAD + b"tail of another file"}) as srv,
+        pytest.raises(
+            FetchError, match=r"good\.bin: .*/good\.bin offers 1,024,020 bytes but the published file has 1,024,000"
+        ),
+    ):
         fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     assert installed(tmp_path) == [] and not (tmp_path / ".good.bin.part").exists()
 
@@ -139,8 +152,11 @@ def test_no_content_length_longer_stream_is_cut_and_deleted(manifest, tmp_path, 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(FetchError, match=r"good.bin: .* sent more than the 1,024,000 bytes of the published "
-                                             r"file; deleted what arrived"):
+        with pytest.raises(
+            FetchError,
+            match=r"good.bin: .* sent more than the 1,024,000 bytes of the published "
+            r"file; deleted what arrived",
+        ):
             fetch(["good.bin"], tmp_path, progress=None, url_base=f"http://127.0.0.1:{httpd.server_address[1]}")
     finally:
         httpd.shutdown()
@@ -168,8 +184,11 @@ def test_destination_not_writable(manifest, tmp_path):
     # /sys refuses new entries even to root, so this runs the same as root and as a user
     with pytest.raises(FetchError, match=r"destination /sys/fs/objdet-weights: cannot create the folder \("):
         fetch(["good.bin"], Path("/sys/fs/objdet-weights"), progress=None, url_base="http://127.0.0.1:9")
-    with pytest.raises(FetchError, match=r"(destination /sys/fs: the folder is not writable|"
-                                         r"cannot open the lock file /sys/fs/\.good\.bin\.lock)"):
+    with pytest.raises(
+        FetchError,
+        match=r"(destination /sys/fs: the folder is not writable|"
+        r"cannot open the lock file /sys/fs/\.good\.bin\.lock)",
+    ):
         fetch(["good.bin"], Path("/sys/fs"), progress=None, url_base="http://127.0.0.1:9")
 
 
@@ -189,16 +208,20 @@ def test_fetch_never_writes_through_symlinks(manifest, tmp_path):
             fetch(["good.bin"], dest, progress=None, url_base=srv.url)
         (dest / ".good.bin.lock").unlink()
         (dest / "good.bin").symlink_to(outside)
-        with pytest.raises(FetchError, match=r"good.bin: .*good.bin is a symbolic link to .*outside that does not "
-                                             r"hold the published file"):
+        with pytest.raises(
+            FetchError,
+            match=r"good.bin: .*good.bin is a symbolic link to .*outside that does not "
+            r"hold the published file",
+        ):
             fetch(["good.bin"], dest, progress=None, url_base=srv.url)
     assert outside.read_bytes() == b"precious"
 
 
 def run_cli(args, env=None, timeout=60):
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | (env or {})
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("case", ["dest-file", "mirror", "weights-dir-file"])
@@ -230,9 +253,25 @@ def test_ctrl_c_during_fetch_is_one_line_and_leaves_a_resumable_part(tmp_path):
     with Server({"yolo-fastest-1.1.weights": data}) as srv:
         srv.trickle = (16_384, 0.05)
         full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")}
-        proc = subprocess.Popen([sys.executable, "-m", "app", "weights", "fetch", "yolo-fastest-1.1.weights",
-                                 "--dest", str(tmp_path), "--mirror", srv.url], cwd=REPO, env=full,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app",
+                "weights",
+                "fetch",
+                "yolo-fastest-1.1.weights",
+                "--dest",
+                str(tmp_path),
+                "--mirror",
+                srv.url,
+            ],
+            cwd=REPO,
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             for _ in range(600):  # until some bytes have arrived
                 if part.exists() and part.stat().st_size > 0:
@@ -265,8 +304,19 @@ def test_cli_min_rate_and_deadline_flags_reach_the_download(tmp_path):
         pytest.skip(f"{weights_file} absent (set OBJDET_SHARED_DIR)")
     with Server({"yolo-fastest-1.1.weights": weights_file.read_bytes()}) as srv:
         srv.trickle = (4096, 0.05)  # ~80 KB/s: passes the default floor, not a 10 MB/s one nor a 1 s deadline
-        proc = run_cli(["weights", "fetch", "yolo-fastest-1.1.weights", "--dest", str(tmp_path),
-                        "--mirror", srv.url, "--deadline", "1"])
+        proc = run_cli(
+            [
+                "weights",
+                "fetch",
+                "yolo-fastest-1.1.weights",
+                "--dest",
+                str(tmp_path),
+                "--mirror",
+                srv.url,
+                "--deadline",
+                "1",
+            ]
+        )
         assert proc.returncode == 1 and "ran past its deadline" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "yolo-fastest-1.1.weights").exists()

@@ -17,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -45,8 +45,12 @@ def load_dir(sub: str) -> list[tuple[Path, dict]]:
 
 def objects(kind: str, sub: str | None = None) -> list[dict]:
     subs = [sub] if sub else ["argocd", "flux"]
-    return [doc for s in subs for _, doc in load_dir(s) if doc.get("kind") == kind
-            and not doc["apiVersion"].startswith("kustomize.config.k8s.io/")]
+    return [
+        doc
+        for s in subs
+        for _, doc in load_dir(s)
+        if doc.get("kind") == kind and not doc["apiVersion"].startswith("kustomize.config.k8s.io/")
+    ]
 
 
 def one(kind: str, sub: str) -> dict:
@@ -70,12 +74,13 @@ def assert_overlay_path(path: str, who: str) -> str:
 
 # --- schemas --------------------------------------------------------------------------------------------------
 
+
 def schema_for(doc: dict) -> Path:
     group, _, version = doc["apiVersion"].rpartition("/")
     return SCHEMAS / group / f"{doc['kind'].lower()}_{version}.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(path: Path):
     schema = json.loads(path.read_text())
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
@@ -90,13 +95,17 @@ def validate(doc: dict, where: str) -> None:
     assert path.is_file(), f"{where}: no schema for {doc['apiVersion']} {doc['kind']} (looked for {path})"
     errors = sorted(validator(path).iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, f"{where}: " + "; ".join(
-        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors)
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors
+    )
 
 
 def all_documents() -> list[tuple[str, dict]]:
-    return [(f"{p.relative_to(REPO)} {d['kind']}/{d['metadata']['name']}", d)
-            for sub in ("argocd", "flux") for p, d in load_dir(sub)
-            if not d["apiVersion"].startswith("kustomize.config.k8s.io/")]
+    return [
+        (f"{p.relative_to(REPO)} {d['kind']}/{d['metadata']['name']}", d)
+        for sub in ("argocd", "flux")
+        for p, d in load_dir(sub)
+        if not d["apiVersion"].startswith("kustomize.config.k8s.io/")
+    ]
 
 
 @pytest.mark.parametrize("where,doc", all_documents(), ids=[w for w, _ in all_documents()])
@@ -111,6 +120,7 @@ def test_expected_objects_exist():
 
 # --- Argo CD: the ApplicationSet's Applications ----------------------------------------------------------------
 
+
 def render_go_template(value, element: dict):
     """The subset of Go templates the ApplicationSet uses: {{.key}} substitution (missingkey=error)."""
     if isinstance(value, dict):
@@ -118,6 +128,7 @@ def render_go_template(value, element: dict):
     if isinstance(value, list):
         return [render_go_template(v, element) for v in value]
     if isinstance(value, str):
+
         def sub(match: re.Match) -> str:
             assert match[1] in element, f"template key {match[1]!r} missing in element {element}"
             return str(element[match[1]])
@@ -137,9 +148,14 @@ def generated_applications() -> list[dict]:
         assert set(generator) == {"list"}, "a list generator: one element per overlay"
         for element in generator["list"]["elements"]:
             template = render_go_template(spec["template"], element)
-            apps.append({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
-                         "metadata": {**template["metadata"], "namespace": appset["metadata"]["namespace"]},
-                         "spec": template["spec"]})
+            apps.append(
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Application",
+                    "metadata": {**template["metadata"], "namespace": appset["metadata"]["namespace"]},
+                    "spec": template["spec"],
+                }
+            )
     return apps
 
 
@@ -156,7 +172,8 @@ def test_one_application_per_overlay_with_matching_namespace():
         name, spec = app["metadata"]["name"], app["spec"]
         env = assert_overlay_path(spec["source"]["path"], f"Application {name}")
         assert spec["destination"]["namespace"] == overlay_kustomization(env)["namespace"], (
-            f"Application {name}: destination namespace differs from overlays/{env}'s namespace")
+            f"Application {name}: destination namespace differs from overlays/{env}'s namespace"
+        )
         assert spec["source"]["repoURL"] == REPO_URL
         seen[env] = name
     assert sorted(seen) == OVERLAYS, f"Applications cover {sorted(seen)}, overlays are {OVERLAYS}"
@@ -175,7 +192,8 @@ def test_argo_cannot_delete_the_weights_pvc():
     assert appset["spec"]["syncPolicy"]["preserveResourcesOnDeletion"] is True
     for app in generated_applications():
         assert "resources-finalizer.argocd.argoproj.io" not in app["metadata"].get("finalizers", []), (
-            f"{app['metadata']['name']}: deleting the Application would cascade")
+            f"{app['metadata']['name']}: deleting the Application would cascade"
+        )
     pvc = yaml.safe_load((REPO / "base" / "pvc.yaml").read_text())
     options = pvc["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")
     assert {"Prune=false", "Delete=false"} <= {o.strip() for o in options}
@@ -185,19 +203,26 @@ def test_applications_stay_inside_the_project():
     project = one("AppProject", "argocd")
     spec = project["spec"]
     assert spec["sourceRepos"] == [REPO_URL], "restricted to this repository (no '*')"
-    assert all("*" not in (d.get("namespace", "") + d.get("name", "") + d.get("server", ""))
-               for d in spec["destinations"]), "destinations without wildcards"
+    assert all(
+        "*" not in (d.get("namespace", "") + d.get("name", "") + d.get("server", "")) for d in spec["destinations"]
+    ), "destinations without wildcards"
     for app in generated_applications():
         assert app["spec"]["project"] == project["metadata"]["name"]
         dest = app["spec"]["destination"]
-        assert any(d.get("namespace") == dest["namespace"]
-                   and (d.get("name") == dest.get("name") if "name" in dest else d.get("server") == dest.get("server"))
-                   for d in spec["destinations"]), f"{app['metadata']['name']}: destination {dest} not allowed"
+        assert any(
+            d.get("namespace") == dest["namespace"]
+            and (d.get("name") == dest.get("name") if "name" in dest else d.get("server") == dest.get("server"))
+            for d in spec["destinations"]
+        ), f"{app['metadata']['name']}: destination {dest} not allowed"
 
 
 def kubectl() -> str | None:
-    for candidate in (KUBECTL_ENV, str(Path(sys.executable).parent / "kubectl"),
-                      str(REPO / ".venv" / "bin" / "kubectl"), shutil.which("kubectl")):
+    for candidate in (
+        KUBECTL_ENV,
+        str(Path(sys.executable).parent / "kubectl"),
+        str(REPO / ".venv" / "bin" / "kubectl"),
+        shutil.which("kubectl"),
+    ):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -216,8 +241,14 @@ def rendered_kinds() -> set[tuple[str, str, str]]:
         found |= {(d["apiVersion"].rpartition("/")[0], d["kind"], d["metadata"]["name"]) for d in docs}
     for path in sorted((REPO / "components").glob("*/*.yaml")):
         for d in yaml.safe_load_all(path.read_text()):
-            if (d and "kind" in d and not d["apiVersion"].startswith("kustomize.config.k8s.io/") and "metadata" in d
-                    and d["kind"] not in {"Component"} and "spec" in d):
+            if (
+                d
+                and "kind" in d
+                and not d["apiVersion"].startswith("kustomize.config.k8s.io/")
+                and "metadata" in d
+                and d["kind"] not in {"Component"}
+                and "spec" in d
+            ):
                 found.add((d["apiVersion"].rpartition("/")[0], d["kind"], d["metadata"]["name"]))
     return found
 
@@ -229,8 +260,9 @@ def test_project_admits_every_kind_the_overlays_render_and_nothing_more():
     assert all(item["kind"] != "*" and item["group"] != "*" for item in cluster + namespaced), "no wildcards"
 
     def admitted(rules, group, kind, name):
-        return any(r["group"] == group and r["kind"] == kind and fnmatch.fnmatchcase(name, r.get("name", "*"))
-                   for r in rules)
+        return any(
+            r["group"] == group and r["kind"] == kind and fnmatch.fnmatchcase(name, r.get("name", "*")) for r in rules
+        )
 
     kinds = rendered_kinds()
     for group, kind, name in sorted(kinds):
@@ -242,6 +274,7 @@ def test_project_admits_every_kind_the_overlays_render_and_nothing_more():
 
 
 # --- Flux -----------------------------------------------------------------------------------------------------
+
 
 def gitignore_excluded(rel: str, patterns: list[str]) -> bool:
     """.gitignore semantics for the anchored patterns the GitRepository uses; last match wins."""
@@ -271,13 +304,25 @@ def test_gitrepository_serves_only_what_the_kustomizations_build():
     assert spec["url"] == REPO_URL
     assert spec.get("ref"), "a branch, tag or semver ref"
     patterns = spec["ignore"].splitlines()
-    needed = [p.relative_to(REPO).as_posix() for top in ("base", "overlays", "components")
-              for p in (REPO / top).rglob("*") if p.is_file()]
+    needed = [
+        p.relative_to(REPO).as_posix()
+        for top in ("base", "overlays", "components")
+        for p in (REPO / top).rglob("*")
+        if p.is_file()
+    ]
     assert needed
     dropped = [p for p in needed if gitignore_excluded(p, patterns)]
     assert not dropped, f"the ignore list drops files the overlays build from: {dropped}"
-    for path in ("app/cli.py", "tests/test_gitops.py", "docs/kubernetes.md", "Dockerfile", "pyproject.toml",
-                 "gitops/flux/gitrepository.yaml", ".github/workflows/ci.yaml", "README.md"):
+    for path in (
+        "app/cli.py",
+        "tests/test_gitops.py",
+        "docs/kubernetes.md",
+        "Dockerfile",
+        "pyproject.toml",
+        "gitops/flux/gitrepository.yaml",
+        ".github/workflows/ci.yaml",
+        "README.md",
+    ):
         assert gitignore_excluded(path, patterns), f"{path} would be part of the Flux artifact"
 
 
@@ -308,12 +353,17 @@ def test_flux_kustomization_prunes_waits_and_checks_the_deployment(name):
         assert not checks, f"{name}: with wait: true Flux ignores healthChecks; drop them or set wait: false"
     else:
         namespace = overlay_kustomization(env)["namespace"]
-        assert any(c["kind"] == "Deployment" and c["apiVersion"] == "apps/v1" and c["name"] == "objdet"
-                   and c.get("namespace") == namespace for c in checks), (
-            f"{name}: with wait: false, a health check on Deployment objdet in {namespace}")
+        assert any(
+            c["kind"] == "Deployment"
+            and c["apiVersion"] == "apps/v1"
+            and c["name"] == "objdet"
+            and c.get("namespace") == namespace
+            for c in checks
+        ), f"{name}: with wait: false, a health check on Deployment objdet in {namespace}"
     pvc = yaml.safe_load((REPO / "base" / "pvc.yaml").read_text())
     assert pvc["metadata"]["annotations"].get("kustomize.toolkit.fluxcd.io/prune") == "disabled", (
-        "prune: true must not delete the weights PVC")
+        "prune: true must not delete the weights PVC"
+    )
 
 
 def test_argo_and_flux_agree_on_the_overlays():
@@ -330,11 +380,16 @@ def test_argocd_kustomization_lists_every_file():
 
 # --- deletion and version floors ------------------------------------------------------------------------------
 
+
 def test_appproject_works_on_argo_cd_3_0():
     """clusterResourceWhitelist[].name exists only from Argo CD 3.3; 3.0-3.2 reject a project that uses it."""
     spec = one("AppProject", "argocd")["spec"]
-    for key in ("clusterResourceWhitelist", "clusterResourceBlacklist", "namespaceResourceWhitelist",
-                "namespaceResourceBlacklist"):
+    for key in (
+        "clusterResourceWhitelist",
+        "clusterResourceBlacklist",
+        "namespaceResourceWhitelist",
+        "namespaceResourceBlacklist",
+    ):
         named = [r for r in spec.get(key, []) if "name" in r]
         assert not named, f"AppProject {key} uses `name` (Argo CD >= 3.3 only): {named}"
 
@@ -345,11 +400,16 @@ def test_deleting_a_flux_kustomization_keeps_the_data():
     for ks in objects("Kustomization", "flux"):
         spec = ks["spec"]
         assert spec.get("deletionPolicy") in ("MirrorPrune", "Orphan"), (
-            f"{ks['metadata']['name']}: an explicit deletionPolicy that honours prune: disabled")
+            f"{ks['metadata']['name']}: an explicit deletionPolicy that honours prune: disabled"
+        )
         env = assert_overlay_path(spec["path"], ks["metadata"]["name"])
         kdir = REPO / "overlays" / env
-        namespaces = [d for f in kdir.glob("*.yaml") for d in yaml.safe_load_all(f.read_text())
-                      if isinstance(d, dict) and d.get("kind") == "Namespace"]
+        namespaces = [
+            d
+            for f in kdir.glob("*.yaml")
+            for d in yaml.safe_load_all(f.read_text())
+            if isinstance(d, dict) and d.get("kind") == "Namespace"
+        ]
         assert namespaces, f"overlays/{env} declares its Namespace"
         for ns in namespaces:
             ann = ns["metadata"].get("annotations") or {}

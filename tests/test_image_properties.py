@@ -28,8 +28,13 @@ from app.images import ImageError, load_image
 REPO = Path(__file__).resolve().parent.parent
 MAX_PIXELS = 1_000_000  # every decode below is at most 3 MB of pixels, whatever a flipped header claims
 NUMPY_PEAK_BYTES = 32 * 2**20
-PROPERTY = settings(max_examples=300, deadline=timedelta(seconds=10), derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=300,
+    deadline=timedelta(seconds=10),
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _sources() -> dict[str, bytes]:
@@ -38,8 +43,11 @@ def _sources() -> dict[str, bytes]:
         return {}
     buf = io.BytesIO()
     Image.open(shared / "chelsea.png").convert("RGB").resize((160, 100)).save(buf, "WEBP", quality=80)
-    return {"rocket.jpg": (shared / "rocket.jpg").read_bytes(), "chelsea.png": (shared / "chelsea.png").read_bytes(),
-            "chelsea.webp": buf.getvalue()}
+    return {
+        "rocket.jpg": (shared / "rocket.jpg").read_bytes(),
+        "chelsea.png": (shared / "chelsea.png").read_bytes(),
+        "chelsea.webp": buf.getvalue(),
+    }
 
 
 SOURCES = _sources()
@@ -102,7 +110,7 @@ def test_random_bytes_give_an_image_error(magic, body):
 @pytest.mark.parametrize("name", ["rocket.jpg", "chelsea.png", "chelsea.webp"])
 def test_every_prefix_of_the_headers_is_refused(name):
     data = SOURCES[name]
-    for end in range(0, min(len(data), 600)):
+    for end in range(min(len(data), 600)):
         with pytest.raises(ImageError, match=rf"^cut-{name}: "):
             load_image(data[:end], f"cut-{name}", max_pixels=MAX_PIXELS)
 
@@ -112,8 +120,13 @@ def _limit_memory():  # runs in the child before exec: 3 GiB of address space at
 
 
 @needs_sources
-@settings(max_examples=4, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(damaged())
 def test_cli_on_damaged_files_reports_them_by_name(yolo_env, images_dir, tmp_path, sample):
     import cv2
@@ -124,9 +137,15 @@ def test_cli_on_damaged_files_reports_them_by_name(yolo_env, images_dir, tmp_pat
     bad = tmp_path / f"damaged-{name}"
     bad.write_bytes(data)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | yolo_env
-    proc = subprocess.run([sys.executable, "-m", "app", "detect", "--model", "yolo", "--json", str(bad),
-                           str(images_dir / "coffee.png")], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120, preexec_fn=_limit_memory)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "detect", "--model", "yolo", "--json", str(bad), str(images_dir / "coffee.png")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_limit_memory,
+    )
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
     damaged_entry, coffee = json.loads(proc.stdout)["images"]
     assert ("results" in damaged_entry) != ("error" in damaged_entry)

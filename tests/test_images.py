@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
+import resource
+import socket
 import struct
+import threading
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+import simplejpeg
+from PIL import Image, ImageOps
 
-from app.images import ImageError, load_image
+from app.images import DECODE_GATE, GATED_DECODE_PIXELS, ImageError, PixelGate, load_image
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -38,8 +43,10 @@ def test_exif_orientation_applied():
     assert arr[2, 10, 0] > 200 and arr[38, 10, 2] > 200  # red now on top
 
 
-@pytest.mark.parametrize("mode,value", [("L", 128), ("LA", (128, 255)), ("RGBA", (10, 20, 30, 255)),
-                                        ("CMYK", (0, 255, 255, 0)), ("P", 3), ("1", 1)])
+@pytest.mark.parametrize(
+    "mode,value",
+    [("L", 128), ("LA", (128, 255)), ("RGBA", (10, 20, 30, 255)), ("CMYK", (0, 255, 255, 0)), ("P", 3), ("1", 1)],
+)
 def test_modes_converted(mode, value):
     im = Image.new(mode, (8, 8), value)
     fmt = "JPEG" if mode == "CMYK" else "PNG"
@@ -92,8 +99,10 @@ def test_truncated(tmp_path, fmt):
 
 def bomb_png(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height (the pixel data is never needed)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
 
@@ -121,16 +130,6 @@ def test_unsupported_format():
 
 
 # --- Input hardening (issue 8): files checked before they are read, JPEG decoded strictly -------------
-
-import os  # noqa: E402
-import resource  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-
-import simplejpeg  # noqa: E402
-from PIL import ImageOps  # noqa: E402
-
-from app.images import DECODE_GATE, GATED_DECODE_PIXELS, PixelGate  # noqa: E402
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -192,8 +191,11 @@ def test_sparse_3gb_file_refused_from_its_size(tmp_path):
     with open(sparse, "wb") as fh:
         fh.truncate(3 * 2**30)  # 3 GiB that occupy no disk: reading it would cost 3 GiB of memory
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(ImageError, match=r"huge\.png: file is 3,221,225,472 bytes, more than the limit of "
-                                         r"136,777,216 \(OBJDET_MAX_FILE_BYTES\)"):
+    with pytest.raises(
+        ImageError,
+        match=r"huge\.png: file is 3,221,225,472 bytes, more than the limit of "
+        r"136,777,216 \(OBJDET_MAX_FILE_BYTES\)",
+    ):
         load_image(sparse)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB: nothing was read
 
@@ -202,8 +204,11 @@ def test_file_byte_limit_is_configurable(tmp_path):
     data = encode(noise(32, 32), "PNG")
     path = tmp_path / "n.png"
     path.write_bytes(data)
-    with pytest.raises(ImageError, match=rf"n\.png: file is {len(data):,} bytes, more than the limit of "
-                                         rf"{len(data) - 1:,}"):
+    with pytest.raises(
+        ImageError,
+        match=rf"n\.png: file is {len(data):,} bytes, more than the limit of "
+        rf"{len(data) - 1:,}",
+    ):
         load_image(path, max_bytes=len(data) - 1)
     with pytest.raises(ImageError, match=rf"up\.png: file is {len(data):,} bytes"):
         load_image(data, "up.png", max_bytes=len(data) - 1)
@@ -214,19 +219,24 @@ def test_file_byte_limit_is_configurable(tmp_path):
 def jpeg_claiming_more_rows(data: bytes, factor: int) -> bytes:
     """The same JPEG with the frame header's height multiplied: the scan data covers only the first rows."""
     sof = data.index(b"\xff\xc0")
-    height = struct.unpack(">H", data[sof + 5:sof + 7])[0]
-    return data[:sof + 5] + struct.pack(">H", height * factor) + data[sof + 7:]
+    height = struct.unpack(">H", data[sof + 5 : sof + 7])[0]
+    return data[: sof + 5] + struct.pack(">H", height * factor) + data[sof + 7 :]
 
 
 @pytest.mark.parametrize("kind", ["cut", "cut+EOI", "header claims 4x the rows"])
 def test_truncated_jpeg_refused_not_grey_filled(images_dir, tmp_path, kind):
     data = (images_dir / "rocket.jpg").read_bytes()
-    broken = {"cut": data[: len(data) // 2], "cut+EOI": data[: len(data) // 2] + b"\xff\xd9",
-              "header claims 4x the rows": jpeg_claiming_more_rows(data, 4)}[kind]
+    broken = {
+        "cut": data[: len(data) // 2],
+        "cut+EOI": data[: len(data) // 2] + b"\xff\xd9",
+        "header claims 4x the rows": jpeg_claiming_more_rows(data, 4),
+    }[kind]
     # Pillow alone decodes two of these without complaint (grey fill): the check must not rely on it.
     path = tmp_path / "rocket-broken.jpg"
     path.write_bytes(broken)
-    with pytest.raises(ImageError, match=r"rocket-broken\.jpg: image data is truncated or corrupt \((Corrupt|Premature)"):
+    with pytest.raises(
+        ImageError, match=r"rocket-broken\.jpg: image data is truncated or corrupt \((Corrupt|Premature)"
+    ):
         load_image(path)
     good = load_image(images_dir / "rocket.jpg")  # the intact file still decodes
     assert good.shape == (427, 640, 3)
@@ -236,7 +246,9 @@ def test_truncated_jpeg_refused_not_grey_filled(images_dir, tmp_path, kind):
 @pytest.mark.parametrize("keep", [0.5, 0.99])
 def test_other_truncated_formats_refused(fmt, keep):
     data = encode(noise(64, 64), fmt)
-    with pytest.raises(ImageError, match=rf"^cut\.{fmt.lower()}: (image data is truncated or corrupt|cannot read image header)"):
+    with pytest.raises(
+        ImageError, match=rf"^cut\.{fmt.lower()}: (image data is truncated or corrupt|cannot read image header)"
+    ):
         load_image(data[: int(len(data) * keep)], f"cut.{fmt.lower()}")
 
 
@@ -280,11 +292,14 @@ def multi_frame(fmt: str, frames: int = 3) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("fmt,warning", [
-    ("TIFF", "multi-page TIFF with 3 pages: only page 1 is used"),
-    ("WEBP", "animated WEBP with 3 frames: only frame 1 is used"),
-    ("PNG", "animated PNG with 3 frames: only frame 1 is used"),
-])
+@pytest.mark.parametrize(
+    "fmt,warning",
+    [
+        ("TIFF", "multi-page TIFF with 3 pages: only page 1 is used"),
+        ("WEBP", "animated WEBP with 3 frames: only frame 1 is used"),
+        ("PNG", "animated PNG with 3 frames: only frame 1 is used"),
+    ],
+)
 def test_multi_frame_uses_the_first_and_says_so(fmt, warning):
     warnings: list[str] = []
     arr = load_image(multi_frame(fmt), f"pages.{fmt.lower()}", warnings=warnings)
@@ -298,6 +313,7 @@ def test_multi_frame_uses_the_first_and_says_so(fmt, warning):
 def png_with_chunk(kind: bytes, payload: bytes) -> bytes:
     def chunk(k, data):
         return struct.pack(">I", len(data)) + k + data + struct.pack(">I", zlib.crc32(k + data))
+
     png = encode(Image.new("RGB", (4, 4), (1, 2, 3)), "PNG")
     return png[:33] + chunk(kind, payload) + png[33:]  # right after IHDR
 
@@ -328,7 +344,9 @@ def bmp_claiming(width: int, height: int) -> bytes:
 
 
 def test_bmp_header_lies():
-    with pytest.raises(ImageError, match=r"b\.bmp: image is 100000x100000 = 10,000,000,000 pixels, more than the limit"):
+    with pytest.raises(
+        ImageError, match=r"b\.bmp: image is 100000x100000 = 10,000,000,000 pixels, more than the limit"
+    ):
         load_image(bmp_claiming(100_000, 100_000), "b.bmp")
     with pytest.raises(ImageError, match=r"b\.bmp: image data is truncated or corrupt"):
         load_image(bmp_claiming(3000, 3000), "b.bmp")
@@ -388,8 +406,13 @@ def test_large_image_copied_in_strips_matches_pillow(mode):
     base = noise(side // 10, side // 10).resize((side, side), Image.NEAREST)
     im = base.convert(mode) if mode != "RGBA" else base.convert("RGBA")
     data = encode(im, "PNG")
-    expected = np.asarray(Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA"))
-                          .convert("RGB")) if mode == "RGBA" else np.asarray(im.convert("RGB"))
+    expected = (
+        np.asarray(
+            Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im.convert("RGBA")).convert("RGB")
+        )
+        if mode == "RGBA"
+        else np.asarray(im.convert("RGB"))
+    )
     arr = load_image(data, "big.png")
     assert arr.flags.writeable and arr.flags.c_contiguous
     assert np.array_equal(arr, expected)

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run(args, env, timeout=180):
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -39,8 +40,9 @@ def yolo_cli(yolo_env):
 def detector(yolo_dir):
     from app.detectors.yolo import YoloDetector
 
-    return YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg",
-                        names=yolo_dir / "coco.names")
+    return YoloDetector(
+        yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
+    )
 
 
 def detect_json(args, env, expect_rc):
@@ -71,8 +73,9 @@ def test_bad_files_refused_by_name_while_the_good_ones_run(yolo_cli, images_dir,
     assert errors["/dev/zero"] == "/dev/zero: is a character device, not an image file: refused without reading it"
     assert errors[str(fifo)] == f"{fifo}: is a FIFO (named pipe), not an image file: refused without reading it"
     assert errors[str(tmp_path)] == f"{tmp_path}: is a directory, not an image"
-    assert errors[str(sparse)] == (f"{sparse}: file is 3,221,225,472 bytes, more than the limit of 136,777,216 "
-                                   "(OBJDET_MAX_FILE_BYTES)")
+    assert errors[str(sparse)] == (
+        f"{sparse}: file is 3,221,225,472 bytes, more than the limit of 136,777,216 (OBJDET_MAX_FILE_BYTES)"
+    )
     assert errors[str(cut)].startswith(f"{cut}: image data is truncated or corrupt (Corrupt JPEG data")
     assert doc["failed"] == 5
     assert "cup" in labels(doc["images"][0]) and "cat" in labels(doc["images"][-1])
@@ -80,11 +83,16 @@ def test_bad_files_refused_by_name_while_the_good_ones_run(yolo_cli, images_dir,
 
 def test_file_byte_limit_from_the_environment(yolo_cli, images_dir):
     size = (images_dir / "coffee.png").stat().st_size
-    doc, _ = detect_json([str(images_dir / "coffee.png"), str(images_dir / "rocket.jpg")],
-                         yolo_cli | {"OBJDET_MAX_FILE_BYTES": str(size - 1)}, expect_rc=1)
+    doc, _ = detect_json(
+        [str(images_dir / "coffee.png"), str(images_dir / "rocket.jpg")],
+        yolo_cli | {"OBJDET_MAX_FILE_BYTES": str(size - 1)},
+        expect_rc=1,
+    )
     coffee, rocket = doc["images"]
-    assert coffee["error"] == (f"{images_dir / 'coffee.png'}: file is {size:,} bytes, more than the limit of "
-                               f"{size - 1:,} (OBJDET_MAX_FILE_BYTES)")
+    assert coffee["error"] == (
+        f"{images_dir / 'coffee.png'}: file is {size:,} bytes, more than the limit of "
+        f"{size - 1:,} (OBJDET_MAX_FILE_BYTES)"
+    )
     assert rocket["results"][0]["model"] == "yolo"
 
 
@@ -108,8 +116,10 @@ def out_cases(tmp_path):
     a_file.write_text("not a folder")
     blocked = tmp_path / "blocked"
     (blocked / "coffee.yolo.png").mkdir(parents=True)  # the target name is taken by a folder
-    return {"out is a file": (a_file, f"cannot create the output folder {a_file} (it is a file, not a folder)"),
-            "target is a folder": (blocked, f"cannot write {blocked / 'coffee.yolo.png'} (Is a directory)")}
+    return {
+        "out is a file": (a_file, f"cannot create the output folder {a_file} (it is a file, not a folder)"),
+        "target is a folder": (blocked, f"cannot write {blocked / 'coffee.yolo.png'} (Is a directory)"),
+    }
 
 
 @pytest.mark.parametrize("case", ["out is a file", "target is a folder"])
@@ -135,8 +145,10 @@ def test_out_folder_not_writable(yolo_cli, images_dir, tmp_path):
     coffee, chelsea = str(images_dir / "coffee.png"), str(images_dir / "chelsea.png")
     doc, _ = detect_json(["--out", str(out), coffee, chelsea], yolo_cli, expect_rc=1)
     for entry, stem in zip(doc["images"], ("coffee", "chelsea"), strict=True):
-        assert entry["error"] == (f"{entry['file']}: annotated image not written: cannot write "
-                                  f"{out / (stem + '.yolo.png')} (Permission denied)")
+        assert entry["error"] == (
+            f"{entry['file']}: annotated image not written: cannot write "
+            f"{out / (stem + '.yolo.png')} (Permission denied)"
+        )
         assert entry["results"][0]["detections"]
     assert doc["failed"] == 2
 
@@ -240,6 +252,5 @@ def test_gif_is_refused_as_unsupported(yolo_cli, images_dir, tmp_path):
     Image.new("RGB", (8, 8)).save(buf, "GIF")
     gif.write_bytes(buf.getvalue())
     doc, _ = detect_json([str(gif), str(images_dir / "coffee.png")], yolo_cli, expect_rc=1)
-    assert doc["images"][0]["error"] == (f"{gif}: unsupported image format GIF; supported: JPEG, PNG, WebP, BMP, "
-                                         "TIFF")
+    assert doc["images"][0]["error"] == (f"{gif}: unsupported image format GIF; supported: JPEG, PNG, WebP, BMP, TIFF")
     assert "cup" in labels(doc["images"][1])

@@ -11,19 +11,20 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from app import registry
 from app.config import Settings
 from app.detectors.base import ModelLoadError
 from app.labels import MAX_NAMES_BYTES, read_names
 from app.weights import MISSING, OK, check_file, missing_reason
-from conftest import REPO
 
 
 def run_cli(args, env: dict) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture
@@ -41,8 +42,10 @@ def flipped_yolo(yolo_dir, tmp_path) -> Path:
 def test_detect_and_bench_refuse_a_manifest_name_with_another_hash(flipped_yolo, images_dir, command):
     target = flipped_yolo / "yolo-fastest-1.1.weights"
     actual = hashlib.sha256(target.read_bytes()).hexdigest()
-    proc = run_cli([*command, str(images_dir / "astronaut.png")],
-                   {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(flipped_yolo)})
+    proc = run_cli(
+        [*command, str(images_dir / "astronaut.png")],
+        {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(flipped_yolo)},
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     err = proc.stderr
     assert f"yolo weights file {target} does not match the weights manifest entry" in err
@@ -55,11 +58,15 @@ def test_official_ssd_name_on_another_state_dict_is_refused(tmp_path):
     pytest.importorskip("torch")
     from ssd_weights import make_state_dict
 
-    path = make_state_dict("ssdlite320_mobilenet_v3_large",
-                           tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth")
+    path = make_state_dict(
+        "ssdlite320_mobilenet_v3_large", tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"
+    )
     settings = Settings.from_env({"OBJDET_MODELS": "ssd", "OBJDET_WEIGHTS_DIR": str(tmp_path)})
-    with pytest.raises(ModelLoadError, match=rf"ssd weights file {path} does not match .* expected sha256 a79551df, "
-                                             r"actual [0-9a-f]{64}\. .*give your own file a name"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"ssd weights file {path} does not match .* expected sha256 a79551df, "
+        r"actual [0-9a-f]{64}\. .*give your own file a name",
+    ):
         registry.build_detector("ssd", settings)
 
 
@@ -90,9 +97,9 @@ def test_names_file_of_10_mb_is_refused_without_reading_it(tmp_path):
 def test_names_problems_surface_through_the_detector(tmp_path):
     pytest.importorskip("onnx")
     import numpy as np
+    from onnx_models import build_yolo_onnx
 
     from app.detectors.yolo import YoloDetector
-    from onnx_models import build_yolo_onnx
 
     model = build_yolo_onnx(tmp_path / "m.onnx", np.zeros((1, 5, 85), np.float32), 64)
     names = tmp_path / "bad.names"
@@ -133,8 +140,9 @@ def test_pickle_with_code_is_not_loaded_and_says_why(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         load_state_dict(path)
     msg = str(err.value)
-    assert msg.startswith(f"SSD weights {path}: not a plain state dict: it contains Python objects (it references "
-                          "posix.system)")
+    assert msg.startswith(
+        f"SSD weights {path}: not a plain state dict: it contains Python objects (it references posix.system)"
+    )
     assert "loading them could run code, so it was NOT loaded" in msg and msg.endswith("at that file")
     assert not marker.exists()
 
@@ -155,8 +163,11 @@ def test_zip_bomb_state_dict_is_refused_before_torch_inflates_it(tmp_path):
             for _ in range(limit // len(chunk) + 2):
                 fh.write(chunk)
     assert bomb.stat().st_size < limit // 100
-    with pytest.raises(ModelLoadError, match=rf"SSD weights {bomb}: its entries unpack to [\d,]+ bytes, more than "
-                                             rf"the {limit:,} .*zip bomb.*NOT loaded"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"SSD weights {bomb}: its entries unpack to [\d,]+ bytes, more than "
+        rf"the {limit:,} .*zip bomb.*NOT loaded",
+    ):
         SSDDetector("ssdlite320_mobilenet_v3_large", bomb, device="cpu")
 
 
@@ -208,12 +219,22 @@ def test_verify_reports_symlinks_leaving_the_folder_and_a_bad_weights_dir(yolo_d
 @pytest.mark.parametrize("quote", ["", '"', "'"])
 def test_environment_values_with_spaces_and_quotes(tmp_path, quote):
     q = quote
-    env = {name: f"  {q}{value}{q} " for name, value in {
-        "OBJDET_MODELS": "ssd, yolo", "OBJDET_REQUIRED_MODELS": "yolo", "OBJDET_SSD_ARCH": "ssd300_vgg16",
-        "OBJDET_WEIGHTS_DIR": str(tmp_path), "OBJDET_YOLO_WEIGHTS": str(tmp_path / "y.weights"),
-        "OBJDET_YOLO_NAMES": str(tmp_path / "my.names"), "OBJDET_DEVICE": "CPU", "OBJDET_NUM_THREADS": "3",
-        "OBJDET_MAX_IMAGE_PIXELS": "1000", "OBJDET_WEIGHTS_MODE": "fetch", "OBJDET_YOLO_INPUT_SIZE": "320",
-    }.items()}
+    env = {
+        name: f"  {q}{value}{q} "
+        for name, value in {
+            "OBJDET_MODELS": "ssd, yolo",
+            "OBJDET_REQUIRED_MODELS": "yolo",
+            "OBJDET_SSD_ARCH": "ssd300_vgg16",
+            "OBJDET_WEIGHTS_DIR": str(tmp_path),
+            "OBJDET_YOLO_WEIGHTS": str(tmp_path / "y.weights"),
+            "OBJDET_YOLO_NAMES": str(tmp_path / "my.names"),
+            "OBJDET_DEVICE": "CPU",
+            "OBJDET_NUM_THREADS": "3",
+            "OBJDET_MAX_IMAGE_PIXELS": "1000",
+            "OBJDET_WEIGHTS_MODE": "fetch",
+            "OBJDET_YOLO_INPUT_SIZE": "320",
+        }.items()
+    }
     s = Settings.from_env(env)
     assert s.models == ("ssd", "yolo") and s.required_models == ("yolo",) and s.ssd_arch == "ssd300_vgg16"
     assert s.weights_dir == tmp_path and s.ssd_weights == tmp_path / "ssd300_vgg16_coco-b556d3b4.pth"
@@ -269,15 +290,28 @@ def seeded_ssd(tmp_path_factory) -> Path:
     return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("pth") / "seeded.pth")
 
 
-@pytest.mark.parametrize("kind,message", [
-    ("empty", r"the file is empty \(0 bytes\)"),
-    ("text", (r"not a torch state dict: its pickle data cannot be read \(Unsupported operand 123\); the file is "
-              r"damaged or not a \.pth\.")),
-    ("half", (r"not a loadable torch state dict \(PytorchStreamReader failed reading zip archive: failed finding "
-              r"central directory\); the file is truncated, damaged or not a \.pth\. Re-fetch")),
-    ("few-bytes-short", r"not a loadable torch state dict \(.*\); the file is truncated"),
-    ("list", r"holds a list, not a state dict of tensors"),
-])
+@pytest.mark.parametrize(
+    "kind,message",
+    [
+        ("empty", r"the file is empty \(0 bytes\)"),
+        (
+            "text",
+            (
+                r"not a torch state dict: its pickle data cannot be read \(Unsupported operand 123\); the file is "
+                r"damaged or not a \.pth\."
+            ),
+        ),
+        (
+            "half",
+            (
+                r"not a loadable torch state dict \(PytorchStreamReader failed reading zip archive: failed finding "
+                r"central directory\); the file is truncated, damaged or not a \.pth\. Re-fetch"
+            ),
+        ),
+        ("few-bytes-short", r"not a loadable torch state dict \(.*\); the file is truncated"),
+        ("list", r"holds a list, not a state dict of tensors"),
+    ],
+)
 def test_damaged_or_foreign_pth_files_are_one_whole_message(seeded_ssd, tmp_path, kind, message):
     import torch
 
@@ -288,8 +322,14 @@ def test_damaged_or_foreign_pth_files_are_one_whole_message(seeded_ssd, tmp_path
     if kind == "list":
         torch.save([1, 2, 3], path)
     else:
-        path.write_bytes({"empty": b"", "text": b'{"weights": [1, 2]}', "half": data[: len(data) // 2],
-                          "few-bytes-short": data[:-10]}[kind])
+        path.write_bytes(
+            {
+                "empty": b"",
+                "text": b'{"weights": [1, 2]}',
+                "half": data[: len(data) // 2],
+                "few-bytes-short": data[:-10],
+            }[kind]
+        )
     with pytest.raises(ModelLoadError, match=rf"^SSD weights {path}: {message}") as err:
         load_state_dict(path)
     assert "\n" not in str(err.value) and "If you are seeing" not in str(err.value)  # no cut torch paragraph

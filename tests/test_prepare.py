@@ -3,6 +3,7 @@ assets (their real manifest hashes), a real loopback HTTP server for fetch mode,
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import shutil
@@ -10,10 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import http.server
 from pathlib import Path
-
-import pytest
 
 from app.config import Settings
 from app.prepare import prepare
@@ -61,9 +59,13 @@ class Server:
 def settings_for(weights_dir: Path, **extra: str) -> Settings:
     """Both models; SSD is a custom (unverified) state dict, YOLO the real Yolo-Fastest files. The names
     file is set explicitly, as every ConfigMap does (unset, it is only used when it already exists)."""
-    env = {"OBJDET_MODELS": "ssd,yolo", "OBJDET_WEIGHTS_DIR": str(weights_dir),
-           "OBJDET_SSD_WEIGHTS": str(weights_dir / "my-ssd.pth"),
-           "OBJDET_YOLO_NAMES": str(weights_dir / "coco.names"), **extra}
+    env = {
+        "OBJDET_MODELS": "ssd,yolo",
+        "OBJDET_WEIGHTS_DIR": str(weights_dir),
+        "OBJDET_SSD_WEIGHTS": str(weights_dir / "my-ssd.pth"),
+        "OBJDET_YOLO_NAMES": str(weights_dir / "coco.names"),
+        **extra,
+    }
     return Settings.from_env(env)
 
 
@@ -82,6 +84,7 @@ def run(settings: Settings, dest: Path, mode: str = "verify", wait_s: int = 0, *
 
 
 # ------------------------------------------------------------------------------------- verify mode
+
 
 def test_verify_succeeds_at_once_when_every_file_is_present(yolo_dir, tmp_path):
     seed(tmp_path, yolo_dir)
@@ -160,6 +163,7 @@ def test_dest_maps_the_weights_dir_onto_the_init_containers_mount(yolo_dir, tmp_
 
 # -------------------------------------------------------------------------------------- fetch mode
 
+
 def test_fetch_downloads_only_what_is_missing_then_nothing(yolo_dir, tmp_path):
     seed(tmp_path, yolo_dir, names=("yolo-fastest-1.1.cfg",))
     served = {name: (yolo_dir / name).read_bytes() for name in YOLO_FILES}
@@ -207,16 +211,28 @@ def test_fetch_into_an_unwritable_volume_fails_at_once(yolo_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------------ the CLI
 
+
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", "weights", "prepare", *args], cwd=REPO, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "weights", "prepare", *args],
+        cwd=REPO,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_prepare_as_the_init_container_runs_it(yolo_dir, tmp_path):
     """The mode and the deadline come from the environment (the ConfigMap), --dest from the manifest."""
-    env = {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": "/mnt/models", "OBJDET_YOLO_NAMES": "/mnt/models/coco.names",
-           "OBJDET_WEIGHTS_MODE": "verify", "OBJDET_WEIGHTS_WAIT_S": "0"}
+    env = {
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_WEIGHTS_DIR": "/mnt/models",
+        "OBJDET_YOLO_NAMES": "/mnt/models/coco.names",
+        "OBJDET_WEIGHTS_MODE": "verify",
+        "OBJDET_WEIGHTS_WAIT_S": "0",
+    }
     missing = cli(["--dest", str(tmp_path)], env)
     assert missing.returncode == 1, missing.stderr
     assert "mode verify" in missing.stderr

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from serving import REPO, Server, health
 
 pytestmark = pytest.mark.server
@@ -37,8 +36,12 @@ def test_health_only_after_models_loaded(yolo_env, ssd_file):
 
 
 def test_base_url_path_and_optional_model(yolo_env, tmp_path):
-    env = {**yolo_env, "OBJDET_MODELS": "ssd,yolo", "OBJDET_REQUIRED_MODELS": "yolo",
-           "OBJDET_SSD_WEIGHTS": str(tmp_path / "absent.pth")}
+    env = {
+        **yolo_env,
+        "OBJDET_MODELS": "ssd,yolo",
+        "OBJDET_REQUIRED_MODELS": "yolo",
+        "OBJDET_SSD_WEIGHTS": str(tmp_path / "absent.pth"),
+    }
     server = Server(env, base_path="object-detection")
     try:
         server.wait_healthy()
@@ -53,10 +56,12 @@ def test_missing_required_weights_exit_non_zero_naming_the_file(yolo_env, tmp_pa
 
     missing = tmp_path / "nowhere" / "ssd.pth"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
-    env.update(yolo_env, OBJDET_MODELS="ssd,yolo", OBJDET_SSD_WEIGHTS=str(missing),
-               STREAMLIT_SERVER_PORT="1")  # would fail to bind: it must never get that far
-    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
+    env.update(
+        yolo_env, OBJDET_MODELS="ssd,yolo", OBJDET_SSD_WEIGHTS=str(missing), STREAMLIT_SERVER_PORT="1"
+    )  # would fail to bind: it must never get that far
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 1
     err = " ".join(proc.stderr.split())  # the paragraph is wrapped
     assert "required model 'ssd' is missing" in err and str(missing) in err and "weights fetch" in err
@@ -66,8 +71,9 @@ def test_invalid_configuration_exits_2(yolo_env):
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | yolo_env | {"OBJDET_DEVICE": "npu"}
-    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "OBJDET_DEVICE='npu'" in proc.stderr
 
 
@@ -77,13 +83,21 @@ def broken_yolo(yolo_dir, tmp_path):
     half = tmp_path / "half.weights"
     data = (yolo_dir / "yolo-fastest-1.1.weights").read_bytes()
     half.write_bytes(data[: len(data) // 2])
-    return {"OBJDET_YOLO_WEIGHTS": str(half), "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
-            "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names")}
+    return {
+        "OBJDET_YOLO_WEIGHTS": str(half),
+        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    }
 
 
 def test_broken_optional_model_is_reported_while_the_other_serves(broken_yolo, ssd_file):
-    env = {**broken_yolo, "OBJDET_MODELS": "ssd,yolo", "OBJDET_REQUIRED_MODELS": "",
-           "OBJDET_SSD_WEIGHTS": str(ssd_file), "OBJDET_NUM_THREADS": "1"}
+    env = {
+        **broken_yolo,
+        "OBJDET_MODELS": "ssd,yolo",
+        "OBJDET_REQUIRED_MODELS": "",
+        "OBJDET_SSD_WEIGHTS": str(ssd_file),
+        "OBJDET_NUM_THREADS": "1",
+    }
     server = Server(env)
     try:
         server.wait_healthy()
@@ -104,8 +118,9 @@ def test_broken_required_model_exits_1_with_the_paragraph(broken_yolo):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
     env.update(broken_yolo, OBJDET_MODELS="yolo", STREAMLIT_SERVER_PORT="1")
-    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     err = " ".join(proc.stderr.split())
     assert "objdet: cannot start: required model 'yolo' is failed." in err
@@ -120,8 +135,9 @@ def test_weights_dir_that_is_a_file_is_reported_at_start_up(yolo_env, tmp_path):
     afile.write_text("not a folder")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
     env.update(OBJDET_MODELS="ssd,yolo", OBJDET_WEIGHTS_DIR=str(afile), STREAMLIT_SERVER_PORT="1")
-    proc = subprocess.run([sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240
+    )
     assert proc.returncode == 1
     err = " ".join(proc.stderr.split())
     assert f"warning: OBJDET_WEIGHTS_DIR={afile} is a file, not a folder" in err

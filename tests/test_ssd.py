@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from ssd_weights import make_state_dict
 from torchvision.models import detection
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -13,8 +14,6 @@ from app.detectors.base import ModelLoadError
 from app.detectors.ssd import SSDDetector
 from app.images import load_image
 from app.result import DetectParams
-
-from ssd_weights import make_state_dict
 
 ARCH = "ssdlite320_mobilenet_v3_large"
 
@@ -33,8 +32,9 @@ def torchvision_direct(arch, weights, image_path, conf, iou, max_det):
     """torchvision's model with these thresholds, on the file decoded by Pillow: the golden values."""
     from PIL import Image
 
-    model = getattr(detection, arch)(weights=None, weights_backbone=None, score_thresh=conf,
-                                     nms_thresh=iou, detections_per_img=max_det)
+    model = getattr(detection, arch)(
+        weights=None, weights_backbone=None, score_thresh=conf, nms_thresh=iou, detections_per_img=max_det
+    )
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     tensor = pil_to_tensor(Image.open(image_path).convert("RGB")).float() / 255.0
@@ -65,8 +65,9 @@ def test_class_filter_then_cap(ssd, ssdlite_weights, images_dir):
     wanted = {labels[0], labels[-1]}
     expect = [(lab, float(s)) for lab, s in zip(labels, full["scores"].tolist(), strict=True) if lab in wanted][:7]
     got = ssd.detect(load_image(path), DetectParams(conf=0.3, iou=0.45, classes=frozenset(wanted), max_det=7))
-    assert [(d.label, pytest.approx(d.score, rel=1e-5)) for d in got.detections] == \
-        [(lab, pytest.approx(s, rel=1e-5)) for lab, s in expect]
+    assert [(d.label, pytest.approx(d.score, rel=1e-5)) for d in got.detections] == [
+        (lab, pytest.approx(s, rel=1e-5)) for lab, s in expect
+    ]
     assert {d.label for d in got.detections} <= wanted
 
 

@@ -27,15 +27,16 @@ def detect(yolo_dir):
         pytest.skip("Darknet needs OpenCV 4")
     from app.detectors.yolo import YoloDetector
 
-    detector = YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg",
-                            names=yolo_dir / "coco.names")
+    detector = YoloDetector(
+        yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
+    )
     return detector.detect
 
 
 def boxes(data: bytes, start: int, end: int):
     at = start
     while at < end:
-        size, kind = struct.unpack(">I4s", data[at:at + 8])
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
         yield kind, at, size
         at += size
 
@@ -45,21 +46,21 @@ def faststart(mp4: bytes) -> bytes:
     ``ffmpeg -movflags faststart`` writes): a copy cut short then still has its index, claiming every frame."""
     top = {kind: (at, size) for kind, at, size in boxes(mp4, 0, len(mp4))}
     moov_at, moov_size = top[b"moov"]
-    moov = bytearray(mp4[moov_at:moov_at + moov_size])
+    moov = bytearray(mp4[moov_at : moov_at + moov_size])
 
     def shift(start, end):
         for kind, at, size in boxes(moov, start, end):
             if kind in (b"trak", b"mdia", b"minf", b"stbl"):
                 shift(at + 8, at + size)
             elif kind == b"stco":
-                count = struct.unpack(">I", moov[at + 12:at + 16])[0]
+                count = struct.unpack(">I", moov[at + 12 : at + 16])[0]
                 for k in range(count):
                     pos = at + 16 + 4 * k
-                    moov[pos:pos + 4] = struct.pack(">I", struct.unpack(">I", moov[pos:pos + 4])[0] + moov_size)
+                    moov[pos : pos + 4] = struct.pack(">I", struct.unpack(">I", moov[pos : pos + 4])[0] + moov_size)
 
     shift(8, moov_size)
     mdat_at = top[b"mdat"][0]
-    return mp4[:mdat_at] + bytes(moov) + mp4[mdat_at:moov_at] + mp4[moov_at + moov_size:]
+    return mp4[:mdat_at] + bytes(moov) + mp4[mdat_at:moov_at] + mp4[moov_at + moov_size :]
 
 
 def frames_opencv_reads(path) -> tuple[int, int]:
@@ -88,8 +89,12 @@ def test_truncated_faststart_clip_processed_as_far_as_it_decodes(clip, detect, t
     assert claimed == 40 and 0 < decodable < 40
     report = process_video(cut, "cut.mp4", detect, PARAMS, every_n=5)
     assert report.frames_read == decodable
-    assert report.notes == [(f"the header claims 40 frames but only {decodable} could be decoded: the file is "
-                             "truncated or damaged; those frames were processed")]
+    assert report.notes == [
+        (
+            f"the header claims 40 frames but only {decodable} could be decoded: the file is "
+            "truncated or damaged; those frames were processed"
+        )
+    ]
     assert report.mp4
 
 
@@ -105,8 +110,11 @@ def test_refused_before_anything_is_written(clip, detect, tmp_path, monkeypatch)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "absent"))
     with pytest.raises(VideoError, match=r"^empty\.mp4: file is empty \(0 bytes\)$"):
         process_video(b"", "empty.mp4", detect, PARAMS)
-    with pytest.raises(VideoError, match=rf"^big\.mp4: file is {len(clip):,} bytes, more than the limit of "
-                                         rf"{len(clip) - 1:,} \(OBJDET_MAX_FILE_BYTES\)$"):
+    with pytest.raises(
+        VideoError,
+        match=rf"^big\.mp4: file is {len(clip):,} bytes, more than the limit of "
+        rf"{len(clip) - 1:,} \(OBJDET_MAX_FILE_BYTES\)$",
+    ):
         process_video(clip, "big.mp4", detect, PARAMS, max_bytes=len(clip) - 1)
 
 
@@ -119,8 +127,11 @@ def test_default_byte_limit_follows_the_pixel_limit(clip, detect):
 
 
 def test_frames_over_the_pixel_limit_refused(clip, detect):
-    with pytest.raises(VideoError, match=r"^clip\.mp4: frames are 640x480 = 307,200 pixels, more than the limit "
-                                         r"of 307,199 \(OBJDET_MAX_IMAGE_PIXELS\)$"):
+    with pytest.raises(
+        VideoError,
+        match=r"^clip\.mp4: frames are 640x480 = 307,200 pixels, more than the limit "
+        r"of 307,199 \(OBJDET_MAX_IMAGE_PIXELS\)$",
+    ):
         process_video(clip, "clip.mp4", detect, PARAMS, max_pixels=640 * 480 - 1)
 
 
@@ -132,10 +143,12 @@ def test_big_frames_made_with_videowriter_refused(detect, tmp_path):
     for _ in range(2):
         writer.write(frame)
     writer.release()
-    with pytest.raises(VideoError, match=r"^wide\.avi: frames are 4000x3000 = 12,000,000 pixels, more than the "
-                                         r"limit of 10,000,000"):
+    with pytest.raises(
+        VideoError,
+        match=r"^wide\.avi: frames are 4000x3000 = 12,000,000 pixels, more than the "
+        r"limit of 10,000,000",
+    ):
         process_video(path.read_bytes(), "wide.avi", detect, PARAMS, max_pixels=10_000_000)
-
 
 
 @pytest.mark.parametrize("side", [40000, 16000])
@@ -153,7 +166,7 @@ def test_frames_claiming_a_huge_size_refused(detect, tmp_path, side):
     at = data.find(b"\xff\xc0")
     assert at > 0
     while at >= 0:
-        data[at + 5:at + 9] = struct.pack(">HH", side, side)
+        data[at + 5 : at + 9] = struct.pack(">HH", side, side)
         at = data.find(b"\xff\xc0", at + 1)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(VideoError, match=r"^huge\.avi: OpenCV cannot decode this video"):

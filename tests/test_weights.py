@@ -66,7 +66,7 @@ class Server:
                 step, pause = outer.trickle
                 try:
                     for i in range(0, len(body), step):
-                        self.wfile.write(body[i:i + step])
+                        self.wfile.write(body[i : i + step])
                         self.wfile.flush()
                         time.sleep(pause)
                 except OSError:  # the client gave up (what the tests want)
@@ -88,10 +88,15 @@ class Server:
 @pytest.fixture
 def manifest(monkeypatch):
     entries = {
-        "good.bin": ManifestEntry("good.bin", "https://example.invalid/good.bin",
-                                  hashlib.sha256(PAYLOAD).hexdigest(), "yolo", len(PAYLOAD)),
-        "prefix-only.pth": ManifestEntry("prefix-only.pth", "https://example.invalid/prefix-only.pth",
-                                         hashlib.sha256(PAYLOAD[::-1]).hexdigest()[:8], "ssd"),
+        "good.bin": ManifestEntry(
+            "good.bin", "https://example.invalid/good.bin", hashlib.sha256(PAYLOAD).hexdigest(), "yolo", len(PAYLOAD)
+        ),
+        "prefix-only.pth": ManifestEntry(
+            "prefix-only.pth",
+            "https://example.invalid/prefix-only.pth",
+            hashlib.sha256(PAYLOAD[::-1]).hexdigest()[:8],
+            "ssd",
+        ),
     }
     monkeypatch.setattr(weights, "MANIFEST", entries)
     return entries
@@ -142,8 +147,11 @@ def test_404_names_the_url_and_gives_no_resume_advice(manifest, tmp_path):
 def test_other_http_errors_say_the_status(manifest, tmp_path):
     with Server({"good.bin": PAYLOAD}) as srv:
         srv.status["good.bin"] = 503
-        with pytest.raises(FetchError, match=r"good.bin: .*/good.bin answered HTTP 503 Service Unavailable; "
-                                             r"nothing was installed; try again later"):
+        with pytest.raises(
+            FetchError,
+            match=r"good.bin: .*/good.bin answered HTTP 503 Service Unavailable; "
+            r"nothing was installed; try again later",
+        ):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
         srv.status["good.bin"] = 403
         with pytest.raises(FetchError, match=r"answered HTTP 403 Forbidden; nothing was installed$"):
@@ -158,10 +166,22 @@ def test_two_processes_fetching_into_one_volume(tmp_path):
     if not src.exists():
         pytest.skip(f"{src} absent (set OBJDET_SHARED_DIR)")
     with Server({"coco.names": src.read_bytes()}) as srv:
-        cmd = [sys.executable, "-m", "app", "weights", "fetch", "coco.names", "--dest", str(tmp_path),
-               "--mirror", srv.url]
-        procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for _ in range(2)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "app",
+            "weights",
+            "fetch",
+            "coco.names",
+            "--dest",
+            str(tmp_path),
+            "--mirror",
+            srv.url,
+        ]
+        procs = [
+            subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)
+        ]
         outs = [p.communicate(timeout=60)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert sorted("fetched" in o for o in outs) == [False, True], outs
@@ -185,8 +205,14 @@ def run_verify(env: dict, cwd=REPO):
     import os
 
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run([sys.executable, "-m", "app", "weights", "verify"], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app", "weights", "verify"],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_verify_command_reports_each_state(yolo_dir, tmp_path):
@@ -194,8 +220,11 @@ def test_verify_command_reports_each_state(yolo_dir, tmp_path):
         (tmp_path / name).write_bytes((yolo_dir / name).read_bytes())
     (tmp_path / "coco.names").write_bytes((yolo_dir / "coco.names").read_bytes() + b"extra\n")  # corrupt
     (tmp_path / "my-ssd.pth").write_bytes(b"custom state dict")  # unverified
-    env = {"OBJDET_WEIGHTS_DIR": str(tmp_path), "OBJDET_SSD_WEIGHTS": str(tmp_path / "my-ssd.pth"),
-           "OBJDET_YOLO_WEIGHTS": str(tmp_path / "yolo-fastest-1.1.weights")}
+    env = {
+        "OBJDET_WEIGHTS_DIR": str(tmp_path),
+        "OBJDET_SSD_WEIGHTS": str(tmp_path / "my-ssd.pth"),
+        "OBJDET_YOLO_WEIGHTS": str(tmp_path / "yolo-fastest-1.1.weights"),
+    }
     out = run_verify(env)
     lines = {line.split()[1]: line for line in out.stdout.splitlines()}
     assert "unverified" in lines["weights"] or "unverified" in out.stdout

@@ -54,8 +54,9 @@ def detector(yolo_dir):
         pytest.skip(f"OpenCV {cv2.__version__} has no Darknet importer")
     from app.detectors.yolo import YoloDetector
 
-    return YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg",
-                        yolo_dir / "coco.names")
+    return YoloDetector(
+        yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", yolo_dir / "coco.names"
+    )
 
 
 @needs_cv4
@@ -126,7 +127,7 @@ def test_shared_detector_is_thread_safe(detector, images_dir):
             for rep in range(6):
                 i = (k + rep) % len(images)
                 results[(k, rep)] = (i, [(d.label, round(d.score, 5)) for d in detector.detect(images[i]).detections])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure in a thread is collected and reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]

@@ -6,13 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from onnx_models import build_yolo_onnx
 
 from app.detectors.base import ModelLoadError
 from app.detectors.yolo import LETTERBOX_FILL, YoloDetector, letterbox
 from app.labels import COCO80
 from app.result import DetectParams
-
-from onnx_models import build_yolo_onnx
 
 S = 320
 
@@ -53,13 +52,15 @@ def image(width, height):
 def test_v5_layout_decodes_and_maps_letterbox_back(tmp_path, width, height):
     cup, person = COCO80.index("cup"), COCO80.index("person")
     objects = [
-        ((50, 40, 250, 300), cup, 0.9, 0.8),       # score 0.72
-        ((60, 45, 245, 290), cup, 0.8, 0.5),       # overlaps the first: suppressed by NMS
-        ((20, 30, 120, 200), person, 0.95, 0.6),   # 0.57, another class
-        ((10, 10, 40, 40), person, 0.3, 0.5),      # 0.15, below the threshold
+        ((50, 40, 250, 300), cup, 0.9, 0.8),  # score 0.72
+        ((60, 45, 245, 290), cup, 0.8, 0.5),  # overlaps the first: suppressed by NMS
+        ((20, 30, 120, 200), person, 0.95, 0.6),  # 0.57, another class
+        ((10, 10, 40, 40), person, 0.3, 0.5),  # 0.15, below the threshold
     ]
-    objects = [((x1 * width / 600, y1 * height / 400, x2 * width / 600, y2 * height / 400), c, o, p)
-               for (x1, y1, x2, y2), c, o, p in objects]
+    objects = [
+        ((x1 * width / 600, y1 * height / 400, x2 * width / 600, y2 * height / 400), c, o, p)
+        for (x1, y1, x2, y2), c, o, p in objects
+    ]
     model = build_yolo_onnx(tmp_path / "v5.onnx", v5_table(objects, width, height), S)
     det = YoloDetector(model, input_size=S)
     result = det.detect(image(width, height), DetectParams(conf=0.3, iou=0.45))
@@ -72,9 +73,11 @@ def test_v5_layout_decodes_and_maps_letterbox_back(tmp_path, width, height):
 @pytest.mark.parametrize("width,height", [(640, 360), (250, 500)])
 def test_v8_layout_decodes_and_maps_letterbox_back(tmp_path, width, height):
     dog, cat = COCO80.index("dog"), COCO80.index("cat")
-    objects = [((0.1 * width, 0.2 * height, 0.5 * width, 0.9 * height), dog, 0.88),
-               ((0.6 * width, 0.1 * height, 0.95 * width, 0.5 * height), cat, 0.41),
-               ((0.62 * width, 0.12 * height, 0.93 * width, 0.5 * height), cat, 0.35)]  # same cat: suppressed
+    objects = [
+        ((0.1 * width, 0.2 * height, 0.5 * width, 0.9 * height), dog, 0.88),
+        ((0.6 * width, 0.1 * height, 0.95 * width, 0.5 * height), cat, 0.41),
+        ((0.62 * width, 0.12 * height, 0.93 * width, 0.5 * height), cat, 0.35),
+    ]  # same cat: suppressed
     model = build_yolo_onnx(tmp_path / "v8.onnx", v8_table(objects, width, height), S, decoy_first=True)
     det = YoloDetector(model, input_size=S)
     result = det.detect(image(width, height), DetectParams(conf=0.25, iou=0.5))
@@ -107,9 +110,12 @@ def test_boxes_clipped_to_image(tmp_path):
 def test_wrong_class_count_is_refused_at_load_naming_the_file_and_fix(tmp_path):
     """The warm-up forward inside the constructor checks the outputs against the names (issue 8, item 8)."""
     model = build_yolo_onnx(tmp_path / "c3.onnx", np.zeros((1, 10, 8), np.float32), S)
-    with pytest.raises(ModelLoadError, match=r"c3\.onnx: no output has the shape of .* for 80 classes; outputs "
-                                             r"are \(1, 10, 8\)\. Check OBJDET_YOLO_NAMES .*80 names from the "
-                                             r"built-in COCO list"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"c3\.onnx: no output has the shape of .* for 80 classes; outputs "
+        r"are \(1, 10, 8\)\. Check OBJDET_YOLO_NAMES .*80 names from the "
+        r"built-in COCO list",
+    ):
         YoloDetector(model, input_size=S)
     names = tmp_path / "five.names"
     names.write_text("a\nb\nc\nd\ne\n")

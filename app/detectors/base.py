@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..result import DetectParams, DetectionResult
+from ..result import DetectionResult, DetectParams
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -78,8 +78,10 @@ class Detector(ABC):
             unknown = sorted(set(params.classes) - set(self.labels))
             if unknown:
                 known = list(dict.fromkeys(n for n in self.labels if n not in ("N/A", "__background__")))
-                raise ValueError(f"{self.name}: unknown class {', '.join(unknown)}; this model knows "
-                                 f"{len(known)} classes such as {', '.join(known[:5])}")
+                raise ValueError(
+                    f"{self.name}: unknown class {', '.join(unknown)}; this model knows "
+                    f"{len(known)} classes such as {', '.join(known[:5])}"
+                )
 
 
 def ms_since(start: float) -> float:

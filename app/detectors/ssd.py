@@ -13,10 +13,9 @@ import threading
 import time
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from torchvision.models import detection as tv_detection
 
 from ..catalog import SSD_ARCHS
 from ..labels import COCO_CATEGORIES
-from ..result import DetectParams, Detection, DetectionResult
+from ..result import Detection, DetectionResult, DetectParams
 from ..weights import missing_reason
 from .base import Detector, ModelLoadError, RawOutput, ms_since
 
@@ -60,44 +59,58 @@ def check_archive_size(path: Path, limit: int) -> None:
         with zipfile.ZipFile(path) as archive:
             declared = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ModelLoadError(f"SSD weights {path}: damaged zip archive ({exc}). Re-fetch with "
-                             "`python -m app weights fetch`") from None
+        raise ModelLoadError(
+            f"SSD weights {path}: damaged zip archive ({exc}). Re-fetch with `python -m app weights fetch`"
+        ) from None
     if declared > limit:
-        raise ModelLoadError(f"SSD weights {path}: its entries unpack to {declared:,} bytes, more than the "
-                             f"{limit:,} any state dict of this architecture needs (a zip bomb or not a state dict "
-                             f"of it); it was NOT loaded. Point OBJDET_SSD_WEIGHTS at the right file")
+        raise ModelLoadError(
+            f"SSD weights {path}: its entries unpack to {declared:,} bytes, more than the "
+            f"{limit:,} any state dict of this architecture needs (a zip bomb or not a state dict "
+            f"of it); it was NOT loaded. Point OBJDET_SSD_WEIGHTS at the right file"
+        )
 
 
 def load_state_dict(path: Path, max_bytes: int | None = None) -> dict:
     """The state dict in ``path``: never unpickles code, never inflates more than ``max_bytes``."""
     path = Path(path)
     if path.is_dir():
-        raise ModelLoadError(f"SSD weights {path}: is a directory, not a state dict file. Point OBJDET_SSD_WEIGHTS "
-                             "at the .pth file inside it")
+        raise ModelLoadError(
+            f"SSD weights {path}: is a directory, not a state dict file. Point OBJDET_SSD_WEIGHTS "
+            "at the .pth file inside it"
+        )
     if not path.is_file():
-        raise ModelLoadError(f"SSD weights {path}: {missing_reason(path)}. Fetch them with `python -m app weights "
-                             "fetch` or point OBJDET_SSD_WEIGHTS at a state dict")
+        raise ModelLoadError(
+            f"SSD weights {path}: {missing_reason(path)}. Fetch them with `python -m app weights "
+            "fetch` or point OBJDET_SSD_WEIGHTS at a state dict"
+        )
     if max_bytes is not None:
         check_archive_size(path, max_bytes)
     if path.stat().st_size == 0:
-        raise ModelLoadError(f"SSD weights {path}: the file is empty (0 bytes). Re-fetch with "
-                             "`python -m app weights fetch`")
+        raise ModelLoadError(
+            f"SSD weights {path}: the file is empty (0 bytes). Re-fetch with `python -m app weights fetch`"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if not found:
-            raise ModelLoadError(f"SSD weights {path}: not a torch state dict: its pickle data cannot be read "
-                                 f"({_torch_reason(str(exc))}); the file is damaged or not a .pth. Re-fetch with "
-                                 "`python -m app weights fetch`") from None
-        raise ModelLoadError(f"SSD weights {path}: not a plain state dict: it contains Python objects (it "
-                             f"references {found.group(1)}) that only a full unpickle could build, and loading "
-                             "them could run code, so it was NOT loaded. Save the weights with "
-                             "torch.save(model.state_dict(), path) and point OBJDET_SSD_WEIGHTS at that file") from None
+            raise ModelLoadError(
+                f"SSD weights {path}: not a torch state dict: its pickle data cannot be read "
+                f"({_torch_reason(str(exc))}); the file is damaged or not a .pth. Re-fetch with "
+                "`python -m app weights fetch`"
+            ) from None
+        raise ModelLoadError(
+            f"SSD weights {path}: not a plain state dict: it contains Python objects (it "
+            f"references {found.group(1)}) that only a full unpickle could build, and loading "
+            "them could run code, so it was NOT loaded. Save the weights with "
+            "torch.save(model.state_dict(), path) and point OBJDET_SSD_WEIGHTS at that file"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise ModelLoadError(f"SSD weights {path}: not a loadable torch state dict ({_torch_reason(str(exc)) or type(exc).__name__}); "
-                             "the file is truncated, damaged or not a .pth. Re-fetch with `python -m app weights "
-                             "fetch`") from None
+        raise ModelLoadError(
+            f"SSD weights {path}: not a loadable torch state dict ({_torch_reason(str(exc)) or type(exc).__name__}); "
+            "the file is truncated, damaged or not a .pth. Re-fetch with `python -m app weights "
+            "fetch`"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # training checkpoints wrap the state dict
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -134,11 +147,14 @@ class SSDDetector(Detector):
         torch.manual_seed(0)
         path = Path(folder) / "ssd-random-seed0.pth"
         torch.save(build_model(settings.ssd_arch).state_dict(), path)
-        return (replace(settings, ssd_weights=path),
-                f"seeded random weights ({settings.ssd_arch}; {settings.ssd_weights} absent)")
+        return (
+            replace(settings, ssd_weights=path),
+            f"seeded random weights ({settings.ssd_arch}; {settings.ssd_weights} absent)",
+        )
 
-    def __init__(self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None,
-                 name: str = "ssd"):
+    def __init__(
+        self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None, name: str = "ssd"
+    ):
         if arch not in BUILDERS:
             raise ModelLoadError(f"SSD architecture {arch!r} is not supported; allowed: {', '.join(BUILDERS)}")
         if num_threads:
@@ -186,8 +202,7 @@ class SSDDetector(Detector):
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         data = {"head": head_outputs, "anchors": anchors, "sizes": images.image_sizes, "original": [(height, width)]}
-        return RawOutput(self.name, (width, height), data,
-                         {"preprocess": preprocess_ms, "inference": ms_since(t1)})
+        return RawOutput(self.name, (width, height), data, {"preprocess": preprocess_ms, "inference": ms_since(t1)})
 
     @torch.inference_mode()
     def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
@@ -243,8 +258,11 @@ def _load_into(model: torch.nn.Module, state: dict, arch: str, path: Path) -> st
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
         guess = next((a for a in BUILDERS if a != arch and _fits(a, state)), None)
-        hint = (f" It looks like {guess} weights: set OBJDET_SSD_ARCH={guess}." if guess else
-                " Use the state dict saved from this architecture (torchvision's file or your own).")
+        hint = (
+            f" It looks like {guess} weights: set OBJDET_SSD_ARCH={guess}."
+            if guess
+            else " Use the state dict saved from this architecture (torchvision's file or your own)."
+        )
         detail = []
         if missing:
             detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
@@ -252,8 +270,9 @@ def _load_into(model: torch.nn.Module, state: dict, arch: str, path: Path) -> st
             detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         if wrong:
             k = wrong[0]
-            detail.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, "
-                          f"model {tuple(own[k].shape)})")
+            detail.append(
+                f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+            )
         return f"SSD weights {path} do not fit architecture {arch}: {'; '.join(detail)}.{hint}"
     model.load_state_dict(state, strict=True)
     return None
@@ -262,4 +281,3 @@ def _load_into(model: torch.nn.Module, state: dict, arch: str, path: Path) -> st
 def _fits(arch: str, state: dict) -> bool:
     own = build_model(arch, num_classes=_num_classes(state, arch) or 91).state_dict()
     return own.keys() == state.keys() and all(tuple(own[k].shape) == tuple(state[k].shape) for k in own)
-

@@ -20,7 +20,7 @@ import numpy as np
 from ..catalog import yolo_format
 from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
-from ..result import DetectParams, Detection, DetectionResult
+from ..result import Detection, DetectionResult, DetectParams
 from ..weights import missing_reason
 from .base import Detector, ModelLoadError, RawOutput, clip_boxes, ms_since
 
@@ -42,11 +42,16 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[fl
     height, width = image.shape[:2]
     scale = min(size / width, size / height)
     new_w, new_h = round(width * scale), round(height * scale)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else image
+    resized = (
+        cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        if (new_w, new_h) != (width, height)
+        else image
+    )
     pad_x, pad_y = (size - new_w) / 2, (size - new_h) / 2
     top, left = round(pad_y - 0.1), round(pad_x - 0.1)
-    out = cv2.copyMakeBorder(resized, top, size - new_h - top, left, size - new_w - left,
-                             cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
+    out = cv2.copyMakeBorder(
+        resized, top, size - new_h - top, left, size - new_w - left, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3
+    )
     return out, scale, (float(left), float(top))
 
 
@@ -61,19 +66,33 @@ class YoloDetector(Detector):
 
     @classmethod
     def from_settings(cls, settings) -> YoloDetector:
-        return cls(settings.yolo_weights, settings.yolo_config, settings.yolo_names, settings.yolo_input_size,
-                   settings.num_threads)
+        return cls(
+            settings.yolo_weights,
+            settings.yolo_config,
+            settings.yolo_names,
+            settings.yolo_input_size,
+            settings.num_threads,
+        )
 
-    def __init__(self, weights: Path, config: Path | None = None, names: Path | None = None,
-                 input_size: int | None = None, num_threads: int | None = None, name: str = "yolo"):
+    def __init__(
+        self,
+        weights: Path,
+        config: Path | None = None,
+        names: Path | None = None,
+        input_size: int | None = None,
+        num_threads: int | None = None,
+        name: str = "yolo",
+    ):
         self.name = name
         self.weights = Path(weights)
         self.format = yolo_format(self.weights)
         if num_threads:
             cv2.setNumThreads(num_threads)
         if not self.weights.is_file():
-            raise ModelLoadError(f"YOLO weights {self.weights}: {missing_reason(self.weights)}. Fetch them with "
-                                 "`python -m app weights fetch` or point OBJDET_YOLO_WEIGHTS at a model file")
+            raise ModelLoadError(
+                f"YOLO weights {self.weights}: {missing_reason(self.weights)}. Fetch them with "
+                "`python -m app weights fetch` or point OBJDET_YOLO_WEIGHTS at a model file"
+            )
         try:
             self.labels = read_names(names) if names is not None else COCO80
         except ValueError as exc:
@@ -98,13 +117,16 @@ class YoloDetector(Detector):
             blob, _ = self.preprocess(np.full((self.input_size, self.input_size, 3), LETTERBOX_FILL, np.uint8))
             return self._find_layout(self.run_net(blob))
         except OutputMismatch as exc:
-            raise ModelLoadError(f"{exc} ({len(self.labels)} names from "
-                                 f"{names if names is not None else 'the built-in COCO list'})") from None
+            raise ModelLoadError(
+                f"{exc} ({len(self.labels)} names from {names if names is not None else 'the built-in COCO list'})"
+            ) from None
         except cv2.error as exc:
             files = f"{self.weights}" + (f" with config {self.config}" if self.config else "")
-            raise ModelLoadError(f"YOLO model {files}: OpenCV cannot run it ({_cv_reason(exc)}). Check that "
-                                 "the .cfg's classes= and filters= agree with each other and with the names "
-                                 "file, and that the files belong together (`python -m app weights verify`)") from None
+            raise ModelLoadError(
+                f"YOLO model {files}: OpenCV cannot run it ({_cv_reason(exc)}). Check that "
+                "the .cfg's classes= and filters= agree with each other and with the names "
+                "file, and that the files belong together (`python -m app weights verify`)"
+            ) from None
 
     def _read_darknet(self, config: Path | None, input_size: int | None):
         if not hasattr(cv2.dnn, "readNetFromDarknet") or OPENCV_MAJOR >= 5:
@@ -112,24 +134,31 @@ class YoloDetector(Detector):
                 f"YOLO weights {self.weights}: Darknet models need OpenCV 4.x, and this is OpenCV "
                 f"{cv2.__version__}, which removed the Darknet importer. Install opencv-python-headless 4.x "
                 "(the version pinned in pyproject.toml), or export the model to ONNX and set OBJDET_YOLO_WEIGHTS "
-                "to the .onnx file")
+                "to the .onnx file"
+            )
         config = Path(config) if config is not None else self.weights.with_suffix(".cfg")
         if not config.is_file():
-            raise ModelLoadError(f"YOLO config {config}: {missing_reason(config)} (Darknet needs the .cfg beside "
-                                 "the .weights, or OBJDET_YOLO_CONFIG)")
+            raise ModelLoadError(
+                f"YOLO config {config}: {missing_reason(config)} (Darknet needs the .cfg beside "
+                "the .weights, or OBJDET_YOLO_CONFIG)"
+            )
         self.config = config
         try:
             check_weights_size(self.weights, config)
             sections = parse_cfg(config)
         except DarknetError as exc:
-            raise ModelLoadError(f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
-                                 "or point OBJDET_YOLO_CONFIG at the .cfg these weights were trained with") from None
+            raise ModelLoadError(
+                f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
+                "or point OBJDET_YOLO_CONFIG at the .cfg these weights were trained with"
+            ) from None
         try:
             net = cv2.dnn.readNetFromDarknet(str(config), str(self.weights))
         except cv2.error as exc:
-            raise ModelLoadError(f"YOLO weights {self.weights} with config {config}: OpenCV cannot read them "
-                                 f"({_cv_reason(exc)}). Check that the .cfg and .weights belong together and are "
-                                 "complete (`python -m app weights verify`)") from None
+            raise ModelLoadError(
+                f"YOLO weights {self.weights} with config {config}: OpenCV cannot read them "
+                f"({_cv_reason(exc)}). Check that the .cfg and .weights belong together and are "
+                "complete (`python -m app weights verify`)"
+            ) from None
         if net.empty():
             raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
         width = net_option(sections, "width")
@@ -140,8 +169,9 @@ class YoloDetector(Detector):
         try:
             net = cv2.dnn.readNetFromONNX(str(self.weights))
         except cv2.error as exc:
-            raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV cannot read this ONNX file "
-                                 f"({_cv_reason(exc)})") from None
+            raise ModelLoadError(
+                f"YOLO weights {self.weights}: OpenCV cannot read this ONNX file ({_cv_reason(exc)})"
+            ) from None
         if net.empty():
             raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
         return net
@@ -154,8 +184,11 @@ class YoloDetector(Detector):
         """
         size = self.input_size
         if self.format == "darknet":
-            resized = image if image.shape[:2] == (size, size) else cv2.resize(image, (size, size),
-                                                                                interpolation=cv2.INTER_LINEAR)
+            resized = (
+                image
+                if image.shape[:2] == (size, size)
+                else cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+            )
             mapping = {"scale": None}
         else:
             resized, scale, pad = letterbox(image, size)
@@ -202,8 +235,12 @@ class YoloDetector(Detector):
         rows = self._candidate_rows(outs)
         boxes, scores, class_ids = self._decode_rows(rows, mapping, width, height)
         data = {"boxes": boxes, "scores": scores, "class_ids": class_ids}
-        return RawOutput(self.name, (width, height), data,
-                         {"preprocess": preprocess_ms, "inference": inference_ms, "candidates": ms_since(t2)})
+        return RawOutput(
+            self.name,
+            (width, height),
+            data,
+            {"preprocess": preprocess_ms, "inference": inference_ms, "candidates": ms_since(t2)},
+        )
 
     def _layouts(self) -> dict[str, str]:
         """The output layouts this model's format may have, each with the shape it takes (for messages)."""
@@ -239,8 +276,10 @@ class YoloDetector(Detector):
     def _shape_error(self, outs) -> str:
         shapes = ", ".join(str(tuple(o.shape)) for o in outs)
         wanted = " or ".join(self._layouts().values())
-        return (f"YOLO model {self.weights}: no output has the shape of {wanted} for {len(self.labels)} classes; "
-                f"outputs are {shapes}. Check OBJDET_YOLO_NAMES (one line per class the model was trained on)")
+        return (
+            f"YOLO model {self.weights}: no output has the shape of {wanted} for {len(self.labels)} classes; "
+            f"outputs are {shapes}. Check OBJDET_YOLO_NAMES (one line per class the model was trained on)"
+        )
 
     def _decode_rows(self, rows: np.ndarray, mapping: dict, width: int, height: int):
         """Candidates as boxes (x1, y1, x2, y2) in original pixels (unclipped), scores and class ids."""

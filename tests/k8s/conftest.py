@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from .helpers import (BATCH_EXAMPLE, DEPLOYABLE, OVERLAYS, REPO, TARGETS, VARIANT, Render, kustomize_build,
-                      make_variant)
+from .helpers import BATCH_EXAMPLE, DEPLOYABLE, OVERLAYS, REPO, TARGETS, VARIANT, Render, kustomize_build, make_variant
 
 
 class Renders:

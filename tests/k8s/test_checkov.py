@@ -30,8 +30,10 @@ ALLOWED_SKIPS = {
 def checkov_bin() -> Path:
     path = Path(CHECKOV_ENV) if CHECKOV_ENV else REPO / ".venv-tools" / "bin" / "checkov"
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.skip(f"checkov not found at {path} (set OBJDET_CHECKOV or create .venv-tools: "
-                    "python3 -m venv .venv-tools && .venv-tools/bin/pip install checkov==3.3.30)")
+        pytest.skip(
+            f"checkov not found at {path} (set OBJDET_CHECKOV or create .venv-tools: "
+            "python3 -m venv .venv-tools && .venv-tools/bin/pip install checkov==3.3.30)"
+        )
     return path
 
 
@@ -42,12 +44,24 @@ def checkov_results(renders, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     folder = tmp_path_factory.mktemp("checkov")
     for name in DEPLOYABLE:
         (folder / f"{name}.yaml").write_text(renders[name].text)
-    env = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE",
-           "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "WARNING"}
     proc = subprocess.run(
-        [str(binary), "--directory", str(folder), "--framework", "kubernetes", "--skip-download",
-         "--output", "json", "--soft-fail"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=folder,
+        [
+            str(binary),
+            "--directory",
+            str(folder),
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--output",
+            "json",
+            "--soft-fail",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=folder,
     )
     assert proc.returncode == 0, f"checkov failed to run (rc {proc.returncode}):\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout)
@@ -55,8 +69,9 @@ def checkov_results(renders, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     assert len(reports) == 1 and reports[0].get("check_type") == "kubernetes", proc.stdout[:2000]
     results = reports[0]["results"]
     assert reports[0]["summary"]["parsing_errors"] == 0, reports[0]["summary"]
-    by_render: dict[str, dict[str, list]] = {n: {"passed_checks": [], "failed_checks": [], "skipped_checks": []}
-                                              for n in DEPLOYABLE}
+    by_render: dict[str, dict[str, list]] = {
+        n: {"passed_checks": [], "failed_checks": [], "skipped_checks": []} for n in DEPLOYABLE
+    }
     for kind in by_render[DEPLOYABLE[0]]:
         for check in results.get(kind, []):
             by_render[Path(check["file_abs_path"]).stem][kind].append(check)
@@ -89,7 +104,10 @@ def test_checkov_skips_are_annotated_with_reasons(checkov_result) -> None:
 
 def test_checkov_summary(checkov_results) -> None:
     """Prints checkov's numbers per render (shown with -rA or -s)."""
-    lines = [f"{name}: passed {len(r['passed_checks'])}, failed {len(r['failed_checks'])}, "
-             f"skipped {len(r['skipped_checks'])}" for name, r in checkov_results.items()]
+    lines = [
+        f"{name}: passed {len(r['passed_checks'])}, failed {len(r['failed_checks'])}, "
+        f"skipped {len(r['skipped_checks'])}"
+        for name, r in checkov_results.items()
+    ]
     print("checkov " + "; ".join(lines))
     assert all(not r["failed_checks"] for r in checkov_results.values())

@@ -19,17 +19,40 @@ import yaml
 
 from app.config import DEFAULT_WEIGHTS_WAIT_S, ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
 
-from .helpers import (BATCH_EXAMPLE, OVERLAYS, REPO, SERVER, UID, VARIANT, Render, all_containers, container,
-                      pod_template, quantity)
+from .helpers import (
+    BATCH_EXAMPLE,
+    OVERLAYS,
+    REPO,
+    SERVER,
+    UID,
+    VARIANT,
+    Render,
+    all_containers,
+    container,
+    pod_template,
+    quantity,
+)
 
 HEALTH = "_stcore/health"
 LOADER_JOB = "objdet-weights-loader"  # components/weights-loader
 BATCH_JOB = "objdet-batch"  # components/batch-job
-BATCH_OBJECTS = {("Job", BATCH_JOB), ("NetworkPolicy", BATCH_JOB), ("PersistentVolumeClaim", "objdet-batch-input"),
-                 ("PersistentVolumeClaim", "objdet-batch-output")}
+BATCH_OBJECTS = {
+    ("Job", BATCH_JOB),
+    ("NetworkPolicy", BATCH_JOB),
+    ("PersistentVolumeClaim", "objdet-batch-input"),
+    ("PersistentVolumeClaim", "objdet-batch-output"),
+}
 INIT = "weights-prepare"  # the init container that makes the weights volume ready
-PSS_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                    "projected", "secret"}
+PSS_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 WRITABLE_ENV = ("HOME", "TORCH_HOME", "MPLCONFIGDIR", "XDG_CACHE_HOME")
 STREAMLIT_FIXED = {
     "STREAMLIT_SERVER_ADDRESS": "0.0.0.0",
@@ -39,8 +62,12 @@ STREAMLIT_FIXED = {
     # Never disabled: XSRF protection guards the upload endpoint.
     "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "true",
 }
-STREAMLIT_REQUIRED = (*STREAMLIT_FIXED, "STREAMLIT_SERVER_PORT", "STREAMLIT_SERVER_BASE_URL_PATH",
-                      "STREAMLIT_SERVER_MAX_UPLOAD_SIZE")
+STREAMLIT_REQUIRED = (
+    *STREAMLIT_FIXED,
+    "STREAMLIT_SERVER_PORT",
+    "STREAMLIT_SERVER_BASE_URL_PATH",
+    "STREAMLIT_SERVER_MAX_UPLOAD_SIZE",
+)
 # The files `python -m app weights fetch` writes, flat in its destination, for the configured models.
 WEIGHT_FILES = {
     "OBJDET_YOLO_WEIGHTS": YOLO_DEFAULT_WEIGHTS,
@@ -50,6 +77,7 @@ WEIGHT_FILES = {
 
 
 # --------------------------------------------------------------------------------------- helpers
+
 
 def loader_jobs(render: Render) -> list[dict[str, Any]]:
     return [j for j in render.of_kind("Job") if j["metadata"]["name"] == LOADER_JOB]
@@ -91,8 +119,11 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def pods_selected(render: Render, selector: dict[str, str], namespace: str | None) -> list[dict[str, Any]]:
-    return [w for w in render.pod_workloads()
-            if _ns(w) == namespace and _matches(selector, pod_template(w)["metadata"].get("labels") or {})]
+    return [
+        w
+        for w in render.pod_workloads()
+        if _ns(w) == namespace and _matches(selector, pod_template(w)["metadata"].get("labels") or {})
+    ]
 
 
 def container_ports(workload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -135,6 +166,7 @@ def _size_bytes(nginx_size: str) -> float:
 
 
 # ------------------------------------------------------------------------------ pod security
+
 
 def pss_problems(w: dict[str, Any]) -> list[str]:
     """Violations of PSS restricted (+ read-only root filesystem, uid/gid 10001) in one workload."""
@@ -208,8 +240,9 @@ def test_writable_paths_are_on_emptydir(render: Render) -> None:
             assert "/tmp" in mounts, f"{_name(w)} {c['name']}: /tmp must be an emptyDir"
             env = {e["name"]: e.get("value") for e in c.get("env") or []}
             for var in WRITABLE_ENV:
-                assert env.get(var) and any(_under(env[var], m) for m in mounts), \
+                assert env.get(var) and any(_under(env[var], m) for m in mounts), (
                     f"{_name(w)} {c['name']}: {var}={env.get(var)!r} must lie on an emptyDir mount {mounts}"
+                )
 
 
 def test_service_account_and_token(render: Render) -> None:
@@ -227,6 +260,7 @@ def test_service_account_and_token(render: Render) -> None:
 
 # ------------------------------------------------------------------------ resources and probes
 
+
 def test_every_container_has_requests_and_limits(render: Render) -> None:
     for w in render.pod_workloads():
         for c in all_containers(pod_template(w)["spec"]):
@@ -242,8 +276,9 @@ def test_num_threads_equal_cpu_limit(render: Render) -> None:
     env = server_env(render)
     limit = quantity(container(render.deployment)["resources"]["limits"]["cpu"])
     assert limit == int(limit), f"{render.name}: use a whole-core CPU limit (OBJDET_NUM_THREADS follows it)"
-    assert int(env["OBJDET_NUM_THREADS"]) == int(limit), \
+    assert int(env["OBJDET_NUM_THREADS"]) == int(limit), (
         f"{render.name}: OBJDET_NUM_THREADS={env['OBJDET_NUM_THREADS']} but the CPU limit is {limit:g}"
+    )
 
 
 def test_probes_present_distinct_and_under_base_path(render: Render) -> None:
@@ -255,8 +290,10 @@ def test_probes_present_distinct_and_under_base_path(render: Render) -> None:
     for probe in ("startupProbe", "readinessProbe"):
         get = c[probe].get("httpGet")
         assert get, f"{render.name}: {probe} must call the health endpoint"
-        assert get["path"] == health_path(env), \
-            f"{render.name}: {probe} path {get['path']} != {health_path(env)} (base URL path {env.get('STREAMLIT_SERVER_BASE_URL_PATH')!r})"
+        assert get["path"] == health_path(env), (
+            f"{render.name}: {probe} path {get['path']} != {health_path(env)} "
+            f"(base URL path {env.get('STREAMLIT_SERVER_BASE_URL_PATH')!r})"
+        )
         assert get["port"] in port_names, f"{render.name}: {probe} port {get['port']} names no container port"
     live = c["livenessProbe"]
     # A different mechanism: slow inference (a late HTTP answer) must never restart the pod.
@@ -274,7 +311,9 @@ def test_rollout_settings(render: Render) -> None:
     assert spec.get("minReadySeconds", 0) > 0
     assert "revisionHistoryLimit" in spec
     startup = c["startupProbe"]
-    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get(
+        "failureThreshold", 3
+    )
     assert spec["progressDeadlineSeconds"] > budget, "progressDeadlineSeconds must outlast model loading"
     pre_stop = (c.get("lifecycle") or {}).get("preStop") or {}
     pause = (pre_stop.get("sleep") or {}).get("seconds")
@@ -284,15 +323,22 @@ def test_rollout_settings(render: Render) -> None:
 
 # --------------------------------------------------------------------- the contract with the app
 
+
 def test_objdet_keys_are_ones_the_app_reads(render: Render) -> None:
     unknown = []
     for cm in render.of_kind("ConfigMap"):
-        unknown += [f"ConfigMap {cm['metadata']['name']}: {k}" for k in cm.get("data") or {}
-                    if k.startswith("OBJDET_") and k not in ENV_VARS]
+        unknown += [
+            f"ConfigMap {cm['metadata']['name']}: {k}"
+            for k in cm.get("data") or {}
+            if k.startswith("OBJDET_") and k not in ENV_VARS
+        ]
     for w in render.pod_workloads():
         for c in all_containers(pod_template(w)["spec"]):
-            unknown += [f"{_name(w)} env: {e['name']}" for e in c.get("env") or []
-                        if e["name"].startswith("OBJDET_") and e["name"] not in ENV_VARS]
+            unknown += [
+                f"{_name(w)} env: {e['name']}"
+                for e in c.get("env") or []
+                if e["name"].startswith("OBJDET_") and e["name"] not in ENV_VARS
+            ]
     assert not unknown, "not declared in app/config.py ENV_VARS:\n" + "\n".join(unknown)
 
 
@@ -336,8 +382,9 @@ def test_streamlit_settings(render: Render) -> None:
     for k, v in STREAMLIT_FIXED.items():
         assert env[k] == v, f"{render.name}: {k}={env[k]!r}, must be {v!r}"
     http = [p for p in container(render.deployment)["ports"] if p["name"] == "http"]
-    assert len(http) == 1 and str(http[0]["containerPort"]) == env["STREAMLIT_SERVER_PORT"], \
+    assert len(http) == 1 and str(http[0]["containerPort"]) == env["STREAMLIT_SERVER_PORT"], (
         f"{render.name}: STREAMLIT_SERVER_PORT must equal the container port named http"
+    )
     assert int(env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"]) > 0
     assert "/" not in env["STREAMLIT_SERVER_BASE_URL_PATH"].strip("/"), "one path segment"
 
@@ -370,14 +417,16 @@ def test_weights_layout(render: Render) -> None:
     mount = mount_of(container(d), vol)
     assert mount.get("readOnly") is True, f"{render.name}: the server mounts the weights read-only, always"
     assert "subPath" not in mount
-    assert posixpath.normpath(wdir) == posixpath.normpath(mount["mountPath"]), \
+    assert posixpath.normpath(wdir) == posixpath.normpath(mount["mountPath"]), (
         f"{render.name}: OBJDET_WEIGHTS_DIR={wdir} but the weights volume is mounted at {mount['mountPath']}"
+    )
     init = init_container(d)
     cmd = _command(init)
     assert cmd[:5] == ["python", "-m", "app", "weights", "prepare"], cmd
     imount = mount_of(init, vol)
-    assert "subPath" not in imount and _flag(cmd, "--dest") == imount["mountPath"], \
+    assert "subPath" not in imount and _flag(cmd, "--dest") == imount["mountPath"], (
         "weights prepare --dest must be the init container's mount of the claim's root"
+    )
     assert "--mode" not in cmd, "the mode comes from the ConfigMap (OBJDET_WEIGHTS_MODE)"
     pvcs = {p["metadata"]["name"] for p in render.of_kind("PersistentVolumeClaim")}
     assert "objdet-weights" in pvcs
@@ -392,9 +441,12 @@ def test_weights_layout(render: Render) -> None:
 
 def _egress_ports(render: Render, pod_labels: dict[str, str]) -> set[tuple[Any, str]] | None:
     """Ports the pod may reach (None: egress unrestricted, no policy with Egress selects it)."""
-    policies = [np for np in render.of_kind("NetworkPolicy")
-                if _matches(np["spec"]["podSelector"].get("matchLabels") or {}, pod_labels)
-                and "Egress" in np["spec"].get("policyTypes", [])]
+    policies = [
+        np
+        for np in render.of_kind("NetworkPolicy")
+        if _matches(np["spec"]["podSelector"].get("matchLabels") or {}, pod_labels)
+        and "Egress" in np["spec"].get("policyTypes", [])
+    ]
     if not policies:
         return None
     ports = set()
@@ -436,15 +488,21 @@ def test_rollout_outlasts_the_weights_wait(render: Render) -> None:
     d = render.deployment
     wait_s = int(server_env(render).get("OBJDET_WEIGHTS_WAIT_S", DEFAULT_WEIGHTS_WAIT_S))
     startup = container(d)["startupProbe"]
-    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
-    assert d["spec"]["progressDeadlineSeconds"] > wait_s + budget, \
+    budget = startup.get("initialDelaySeconds", 0) + startup.get("periodSeconds", 10) * startup.get(
+        "failureThreshold", 3
+    )
+    assert d["spec"]["progressDeadlineSeconds"] > wait_s + budget, (
         f"{render.name}: progressDeadlineSeconds {d['spec']['progressDeadlineSeconds']} <= {wait_s} + {budget}"
+    )
 
 
 def _generated_names(render: Render) -> set[str]:
     """Names the ConfigMap/Secret generators made (they end in a content hash)."""
-    return {o["metadata"]["name"] for o in render.of_kind("ConfigMap") + render.of_kind("Secret")
-            if re.fullmatch(r".+-[a-z0-9]{10}", o["metadata"]["name"])}
+    return {
+        o["metadata"]["name"]
+        for o in render.of_kind("ConfigMap") + render.of_kind("Secret")
+        if re.fullmatch(r".+-[a-z0-9]{10}", o["metadata"]["name"])
+    }
 
 
 def test_minikube_has_no_job_on_a_generated_name(renders) -> None:
@@ -491,10 +549,14 @@ def test_loader_job_is_rerunnable(render: Render) -> None:
 
 # ------------------------------------------------------------------------ references and wiring
 
+
 def test_references_resolve(render: Render) -> None:
     names = {(o["kind"], _ns(o), o["metadata"]["name"]) for o in render.objects}
-    data = {(o["kind"], _ns(o), o["metadata"]["name"]): o.get("data") or {} for o in render.objects
-            if o["kind"] in ("ConfigMap", "Secret")}
+    data = {
+        (o["kind"], _ns(o), o["metadata"]["name"]): o.get("data") or {}
+        for o in render.objects
+        if o["kind"] in ("ConfigMap", "Secret")
+    }
     missing = []
     for w in render.pod_workloads():
         ns, spec = _ns(w), pod_template(w)["spec"]
@@ -510,8 +572,11 @@ def test_references_resolve(render: Render) -> None:
                     if ref and not ref.get("optional") and ref["key"] not in data.get((kind, ns, ref["name"]), {}):
                         missing.append(f"{_name(w)}: env {e['name']} -> {kind} {ref['name']}/{ref['key']}")
         for v in spec.get("volumes") or []:
-            for kind, key, field in (("ConfigMap", "configMap", "name"), ("Secret", "secret", "secretName"),
-                                     ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName")):
+            for kind, key, field in (
+                ("ConfigMap", "configMap", "name"),
+                ("Secret", "secret", "secretName"),
+                ("PersistentVolumeClaim", "persistentVolumeClaim", "claimName"),
+            ):
                 ref = v.get(key)
                 if ref and not ref.get("optional") and (kind, ns, ref[field]) not in names:
                     missing.append(f"{_name(w)}: volume {v['name']} -> {kind} {ref[field]}")
@@ -525,14 +590,18 @@ def test_services_select_pods_and_name_their_ports(render: Render) -> None:
         for port in svc["spec"]["ports"]:
             assert isinstance(port["targetPort"], str), "targetPort names the container port"
             for w in pods:
-                assert port["targetPort"] in {p.get("name") for p in container_ports(w)}, \
+                assert port["targetPort"] in {p.get("name") for p in container_ports(w)}, (
                     f"Service port {port['name']} -> {port['targetPort']} is no container port of {_name(w)}"
+                )
 
 
 def test_selectors_match_pod_templates(render: Render) -> None:
     for d in render.of_kind("Deployment"):
         sel = d["spec"]["selector"]["matchLabels"]
-        assert sel.get("app.kubernetes.io/name") == "objdet" and set(sel) == {"app.kubernetes.io/name", "app.kubernetes.io/component"}
+        assert sel.get("app.kubernetes.io/name") == "objdet" and set(sel) == {
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/component",
+        }
         assert _matches(sel, d["spec"]["template"]["metadata"]["labels"])
     for pdb in render.of_kind("PodDisruptionBudget"):
         assert pods_selected(render, pdb["spec"]["selector"]["matchLabels"], _ns(pdb)), _name(pdb)
@@ -542,14 +611,17 @@ def test_selectors_match_pod_templates(render: Render) -> None:
         for rule in np["spec"].get("ingress") or []:
             for port in rule.get("ports") or []:
                 for w in pods:
-                    assert port["port"] in {p.get("name") for p in container_ports(w)}, \
+                    assert port["port"] in {p.get("name") for p in container_ports(w)}, (
                         f"NetworkPolicy {np['metadata']['name']} admits {port['port']}: no container port of {_name(w)}"
+                    )
 
 
 def test_only_the_app_port_is_admitted(render: Render) -> None:
     d = render.deployment
     labels = d["spec"]["template"]["metadata"]["labels"]
-    policies = [np for np in render.of_kind("NetworkPolicy") if _matches(np["spec"]["podSelector"]["matchLabels"], labels)]
+    policies = [
+        np for np in render.of_kind("NetworkPolicy") if _matches(np["spec"]["podSelector"]["matchLabels"], labels)
+    ]
     assert len(policies) == 1, f"{render.name}: exactly one NetworkPolicy for the server pods"
     np = policies[0]
     assert "Ingress" in np["spec"]["policyTypes"]
@@ -578,8 +650,12 @@ def test_routes_and_autoscalers_reference_real_targets(render: Render) -> None:
     routes = {(_ns(r), r["metadata"]["name"]) for r in render.of_kind("HTTPRoute")}
     for policy in render.of_kind("BackendTrafficPolicy") + render.of_kind("SecurityPolicy"):
         refs = policy["spec"].get("targetRefs") or []
-        assert refs and all(t["group"] == "gateway.networking.k8s.io" and t["kind"] == "HTTPRoute"
-                            and (_ns(policy), t["name"]) in routes for t in refs), f"{_name(policy)} -> {refs}"
+        assert refs and all(
+            t["group"] == "gateway.networking.k8s.io"
+            and t["kind"] == "HTTPRoute"
+            and (_ns(policy), t["name"]) in routes
+            for t in refs
+        ), f"{_name(policy)} -> {refs}"
     for policy in render.of_kind("BackendTrafficPolicy"):
         # CEL rules of the CRD that JSON schema does not run (x-kubernetes-validations).
         lb = policy["spec"].get("loadBalancer")
@@ -601,23 +677,31 @@ def test_sticky_sessions_and_upload_limits(render: Render) -> None:
         assert ann.get("nginx.ingress.kubernetes.io/affinity") == "cookie"
         assert ann.get("nginx.ingress.kubernetes.io/affinity-mode") == "persistent"
         body = _size_bytes(ann.get("nginx.ingress.kubernetes.io/proxy-body-size", "1m"))
-        assert body >= max_upload_mib * 2**20, \
-            f"proxy-body-size {ann.get('nginx.ingress.kubernetes.io/proxy-body-size')} < STREAMLIT_SERVER_MAX_UPLOAD_SIZE={max_upload_mib} MB"
+        assert body >= max_upload_mib * 2**20, (
+            f"proxy-body-size {ann.get('nginx.ingress.kubernetes.io/proxy-body-size')} < "
+            f"STREAMLIT_SERVER_MAX_UPLOAD_SIZE={max_upload_mib} MB"
+        )
         for t in ("proxy-read-timeout", "proxy-send-timeout"):
             assert int(ann.get(f"nginx.ingress.kubernetes.io/{t}", "60")) >= 3600, f"websocket {t}"
     replicas = render.deployment["spec"].get("replicas", 2 if render.of_kind("HorizontalPodAutoscaler") else 1)
     policies = render.of_kind("BackendTrafficPolicy")
     for route in render.of_kind("HTTPRoute"):
         name = route["metadata"]["name"]
-        cookie_hash = [p for p in policies if _targets(p, "HTTPRoute", name)
-                       and (p["spec"].get("loadBalancer") or {}).get("consistentHash", {}).get("type") == "Cookie"]
+        cookie_hash = [
+            p
+            for p in policies
+            if _targets(p, "HTTPRoute", name)
+            and (p["spec"].get("loadBalancer") or {}).get("consistentHash", {}).get("type") == "Cookie"
+        ]
         for rule in route["spec"]["rules"]:
             persistence = rule.get("sessionPersistence")
             if persistence:
                 assert persistence.get("type", "Cookie") == "Cookie", f"{render.name}: HTTPRoute {name}"
             elif render.name != "base" and replicas != 1:
-                assert cookie_hash, (f"{render.name}: HTTPRoute {name} with {replicas} replicas needs sticky sessions "
-                                     "(components/sticky-sessions-envoy-gateway or -gateway-api)")
+                assert cookie_hash, (
+                    f"{render.name}: HTTPRoute {name} with {replicas} replicas needs sticky sessions "
+                    "(components/sticky-sessions-envoy-gateway or -gateway-api)"
+                )
 
 
 # Gateway API fields only in the experimental channel (the shared schema carries them too): the
@@ -645,14 +729,19 @@ def test_edge_auth_secret_is_not_in_git(renders) -> None:
         assert ref.get("kind", "Secret") == "Secret" and "namespace" not in ref
         assert not [o for o in r.of_kind("Secret") if o["metadata"]["name"] == ref["name"]], "no Secret in git"
         assert _targets(sp, "HTTPRoute", "objdet")
-    uploads = [rule for p in r.of_kind("BackendTrafficPolicy") if "rateLimit" in p["spec"]
-               for rule in p["spec"]["rateLimit"]["local"]["rules"]]
+    uploads = [
+        rule
+        for p in r.of_kind("BackendTrafficPolicy")
+        if "rateLimit" in p["spec"]
+        for rule in p["spec"]["rateLimit"]["local"]["rules"]
+    ]
     assert uploads, "an upload rate limit"
     paths = [sel["path"]["value"] for rule in uploads for sel in rule.get("clientSelectors", []) if "path" in sel]
     assert "/_stcore/upload_file" in paths
 
 
 # ---------------------------------------------------------------------------- environments
+
 
 def test_namespaces_enforce_restricted(deployable: Render) -> None:
     namespaces = {n["metadata"]["name"]: n for n in deployable.of_kind("Namespace")}
@@ -670,7 +759,9 @@ def test_recommended_labels(render: Render) -> None:
         if o["kind"] == "Namespace":
             continue
         labels = o["metadata"].get("labels") or {}
-        assert labels.get("app.kubernetes.io/name") == "objdet" and labels.get("app.kubernetes.io/part-of") == "objdet", _name(o)
+        assert (
+            labels.get("app.kubernetes.io/name") == "objdet" and labels.get("app.kubernetes.io/part-of") == "objdet"
+        ), _name(o)
         assert "app.kubernetes.io/component" in labels or o["kind"] in ("ServiceAccount", "ConfigMap"), _name(o)
 
 
@@ -705,7 +796,9 @@ def test_replicas_and_spread(render: Render) -> None:
         assert render.of_kind("HTTPRoute"), "prod: an HTTPRoute is the default route"
         for t in pod.get("topologySpreadConstraints") or []:
             # Cordoned/draining (tainted) nodes must not count in the skew, or evicted replicas stay Pending.
-            assert t.get("nodeTaintsPolicy") == "Honor", f"{render.name}: {t['topologyKey']} needs nodeTaintsPolicy: Honor"
+            assert t.get("nodeTaintsPolicy") == "Honor", (
+                f"{render.name}: {t['topologyKey']} needs nodeTaintsPolicy: Honor"
+            )
 
 
 def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
@@ -732,8 +825,10 @@ SYSTEM_MEMORY_MI = 100 + 70 + 50 + 4 * 64
 
 def pod_requests(pod_spec: dict[str, Any]) -> tuple[float, float]:
     """The scheduler's view of a pod: max(largest init container, sum of containers), cpu m / memory Mi."""
+
     def total(cs, r):
         return [quantity((c.get("resources") or {}).get("requests", {}).get(r, 0)) for c in cs]
+
     out = []
     for r, unit in (("cpu", 1e-3), ("memory", 2**20)):
         init = max(total(pod_spec.get("initContainers") or [], r), default=0)
@@ -765,44 +860,94 @@ def test_namespaces_survive_app_deletion(deployable: Render) -> None:
 
 _C = "spec.template.spec.containers[objdet]"
 _COMMON = {"*": ["metadata.namespace"]}
-_WEIGHT_PATHS = [f"data.{k}" for k in ("OBJDET_WEIGHTS_DIR", "OBJDET_SSD_WEIGHTS", "OBJDET_YOLO_WEIGHTS",
-                                        "OBJDET_YOLO_CONFIG", "OBJDET_YOLO_NAMES", "OBJDET_NUM_THREADS")]
+_WEIGHT_PATHS = [
+    f"data.{k}"
+    for k in (
+        "OBJDET_WEIGHTS_DIR",
+        "OBJDET_SSD_WEIGHTS",
+        "OBJDET_YOLO_WEIGHTS",
+        "OBJDET_YOLO_CONFIG",
+        "OBJDET_YOLO_NAMES",
+        "OBJDET_NUM_THREADS",
+    )
+]
 _I = "spec.template.spec.initContainers[weights-prepare]"
-_DEPLOYMENT = ["spec.replicas", f"{_C}.image", f"{_C}.resources.*", f"{_C}.volumeMounts[weights].mountPath",
-               f"{_C}.envFrom[0].configMapRef.name", f"{_I}.image", f"{_I}.envFrom[0].configMapRef.name"]
+_DEPLOYMENT = [
+    "spec.replicas",
+    f"{_C}.image",
+    f"{_C}.resources.*",
+    f"{_C}.volumeMounts[weights].mountPath",
+    f"{_C}.envFrom[0].configMapRef.name",
+    f"{_I}.image",
+    f"{_I}.envFrom[0].configMapRef.name",
+]
 # components/weights-fetch: the mode, a writable init mount, DNS + HTTPS egress.
-_FETCH = {"ConfigMap": ["data.OBJDET_WEIGHTS_MODE"],
-          "Deployment": [f"{_I}.volumeMounts[weights].readOnly", "spec.template.spec.volumes[weights].persistentVolumeClaim.readOnly"],
-          "NetworkPolicy": ["spec.egress"]}
+_FETCH = {
+    "ConfigMap": ["data.OBJDET_WEIGHTS_MODE"],
+    "Deployment": [
+        f"{_I}.volumeMounts[weights].readOnly",
+        "spec.template.spec.volumes[weights].persistentVolumeClaim.readOnly",
+    ],
+    "NetworkPolicy": ["spec.egress"],
+}
 ALLOWED = {
     # overlay: (changed paths by kind, objects it may add)
     "minikube": (
-        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS, "data.STREAMLIT_SERVER_PORT", "data.STREAMLIT_SERVER_BASE_URL_PATH",
-                       *_FETCH["ConfigMap"]],
-         "Deployment": [*_DEPLOYMENT, f"{_C}.ports[http].containerPort",
-                        f"{_C}.startupProbe.httpGet.path", f"{_C}.readinessProbe.httpGet.path", *_FETCH["Deployment"]],
-         "Service": ["spec.type", "spec.ports[http].nodePort"],
-         "NetworkPolicy": _FETCH["NetworkPolicy"]},
+        {
+            "ConfigMap": [
+                "metadata.name",
+                *_WEIGHT_PATHS,
+                "data.STREAMLIT_SERVER_PORT",
+                "data.STREAMLIT_SERVER_BASE_URL_PATH",
+                *_FETCH["ConfigMap"],
+            ],
+            "Deployment": [
+                *_DEPLOYMENT,
+                f"{_C}.ports[http].containerPort",
+                f"{_C}.startupProbe.httpGet.path",
+                f"{_C}.readinessProbe.httpGet.path",
+                *_FETCH["Deployment"],
+            ],
+            "Service": ["spec.type", "spec.ports[http].nodePort"],
+            "NetworkPolicy": _FETCH["NetworkPolicy"],
+        },
         {("Namespace", "object-detection")},
     ),
     "prod": (
-        {"ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
-         "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
-         "PersistentVolumeClaim": ["spec.storageClassName"]},
-        {("Namespace", "objdet"), ("PodDisruptionBudget", "objdet"), ("HTTPRoute", "objdet"),
-         ("BackendTrafficPolicy", "objdet")},
+        {
+            "ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
+            "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
+            "PersistentVolumeClaim": ["spec.storageClassName"],
+        },
+        {
+            ("Namespace", "objdet"),
+            ("PodDisruptionBudget", "objdet"),
+            ("HTTPRoute", "objdet"),
+            ("BackendTrafficPolicy", "objdet"),
+        },
     ),
 }
 # prod with every component, compared with prod itself.
 ALLOWED_VARIANT = (
-    {"ConfigMap": ["metadata.name", *_FETCH["ConfigMap"]],
-     "Deployment": ["spec.replicas", f"{_C}.envFrom[0].configMapRef.name", f"{_I}.envFrom[0].configMapRef.name",
-                    *_FETCH["Deployment"]],
-     "NetworkPolicy": _FETCH["NetworkPolicy"],
-     "HTTPRoute": ["spec.rules[0].sessionPersistence"],
-     "BackendTrafficPolicy": ["spec.rateLimit"]},
-    {("Job", "objdet-weights-loader"), ("NetworkPolicy", "objdet-weights-loader"),
-     ("HorizontalPodAutoscaler", "objdet"), ("SecurityPolicy", "objdet"), ("Ingress", "objdet")},
+    {
+        "ConfigMap": ["metadata.name", *_FETCH["ConfigMap"]],
+        "Deployment": [
+            "spec.replicas",
+            f"{_C}.envFrom[0].configMapRef.name",
+            f"{_I}.envFrom[0].configMapRef.name",
+            *_FETCH["Deployment"],
+        ],
+        "NetworkPolicy": _FETCH["NetworkPolicy"],
+        "HTTPRoute": ["spec.rules[0].sessionPersistence"],
+        "BackendTrafficPolicy": ["spec.rateLimit"],
+    },
+    {
+        ("Job", "objdet-weights-loader"),
+        ("NetworkPolicy", "objdet-weights-loader"),
+        ("HorizontalPodAutoscaler", "objdet"),
+        ("SecurityPolicy", "objdet"),
+        ("Ingress", "objdet"),
+    },
 )
 
 
@@ -857,8 +1002,9 @@ def test_overlay_differs_from_base_only_in_intended_fields(renders, overlay: str
     ours = {_key(o): o for o in renders[overlay].objects}
     theirs = {_key(o): o for o in reference.objects}
     assert not theirs.keys() - ours.keys(), f"{overlay} drops {sorted(theirs.keys() - ours.keys())}"
-    assert ours.keys() - theirs.keys() == added, \
+    assert ours.keys() - theirs.keys() == added, (
         f"{overlay} adds {sorted(ours.keys() - theirs.keys())}, allowed {sorted(added)}"
+    )
     unexpected = []
     for key in theirs:
         patterns = changed.get(key[0], []) + common.get("*", [])
@@ -874,6 +1020,7 @@ def test_overlay_differs_from_base_only_in_intended_fields(renders, overlay: str
 
 
 # ------------------------------------------------------------------------------ batch Job
+
 
 def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
     """components/batch-job (overlays/batch-example): an Indexed Job of N
@@ -891,8 +1038,12 @@ def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert int(env["BATCH_SHARD_COUNT"]) == spec["completions"], f"{name}: BATCH_SHARD_COUNT != completions"
         rules = spec["podFailurePolicy"]["rules"]
-        assert any(r["action"] == "FailJob" and r["onExitCodes"] == {"containerName": c["name"], "operator": "In",
-                                                                     "values": [2]} for r in rules if "onExitCodes" in r)
+        assert any(
+            r["action"] == "FailJob"
+            and r["onExitCodes"] == {"containerName": c["name"], "operator": "In", "values": [2]}
+            for r in rules
+            if "onExitCodes" in r
+        )
         assert not pss_problems(job), pss_problems(job)
         sc = server["spec"]["template"]["spec"]
         assert pod["securityContext"] == sc["securityContext"]
@@ -911,7 +1062,9 @@ def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
         assert cmd[:4] == ["python", "-m", "app", "batch"] and "--shard" not in cmd, "K/N come from the Job"
         assert cmd[4] == mount_of(c, inp["name"])["mountPath"]
         assert _flag(cmd, "--output") == mount_of(c, out["name"])["mountPath"]
-        assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), f"{name}: batch pods reach nothing"
+        assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), (
+            f"{name}: batch pods reach nothing"
+        )
 
 
 def test_documented_batch_helper_pod_is_restricted() -> None:

@@ -29,8 +29,12 @@ VERSIONS = (OLDEST_SUPPORTED, NEWEST)
 # Custom resources: validated against ../shared/schemas/<group>/<kind>_<version>.json.
 CUSTOM_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "cert-manager.io"}
 
-KUSTOMIZATIONS = [REPO / "base", *(REPO / "overlays" / o for o in OVERLAYS), *(REPO / p for p in LAYERED_COMPONENTS.values()),
-                  *(REPO / "components" / c for c in (*COMPONENTS, *LAYERED_COMPONENTS))]
+KUSTOMIZATIONS = [
+    REPO / "base",
+    *(REPO / "overlays" / o for o in OVERLAYS),
+    *(REPO / p for p in LAYERED_COMPONENTS.values()),
+    *(REPO / "components" / c for c in (*COMPONENTS, *LAYERED_COMPONENTS)),
+]
 DEPRECATED_FIELDS = {
     "commonLabels": "use labels: with includeSelectors",
     "bases": "use resources:",
@@ -115,8 +119,9 @@ def test_custom_resources_validate_against_shared_schemas(renders) -> None:
             assert path.is_file(), f"no schema {path} for {obj['kind']}"
             validator = jsonschema.Draft7Validator(json.loads(path.read_text()))
             for err in validator.iter_errors(obj):
-                errors.append(f"{target}: {obj['kind']}/{obj['metadata']['name']}: "
-                              f"{'.'.join(map(str, err.path))}: {err.message}")
+                errors.append(
+                    f"{target}: {obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, err.path))}: {err.message}"
+                )
     assert seen, "no custom resource rendered: is components/httproute in the prod-all-components variant?"
     assert not errors, "\n".join(errors)
 
@@ -125,10 +130,19 @@ def test_every_component_is_exercised(renders) -> None:
     """prod-all-components really contains each component's objects."""
     r = renders["prod-all-components"]
     kinds = {o["kind"] for o in r.objects}
-    assert {"Job", "HTTPRoute", "HorizontalPodAutoscaler", "BackendTrafficPolicy", "SecurityPolicy", "Ingress"} <= kinds, kinds
+    assert {
+        "Job",
+        "HTTPRoute",
+        "HorizontalPodAutoscaler",
+        "BackendTrafficPolicy",
+        "SecurityPolicy",
+        "Ingress",
+    } <= kinds, kinds
     listed = sorted(p.parent.name for p in (REPO / "components").glob("*/kustomization.yaml"))
-    assert sorted([*COMPONENTS, *LAYERED_COMPONENTS]) == listed, \
-        f"tests/k8s/helpers.py COMPONENTS + LAYERED_COMPONENTS {sorted([*COMPONENTS, *LAYERED_COMPONENTS])} != components/ {listed}"
+    assert sorted([*COMPONENTS, *LAYERED_COMPONENTS]) == listed, (
+        f"tests/k8s/helpers.py COMPONENTS + LAYERED_COMPONENTS {sorted([*COMPONENTS, *LAYERED_COMPONENTS])} "
+        f"!= components/ {listed}"
+    )
     for component, overlay in LAYERED_COMPONENTS.items():
         k = yaml.safe_load((REPO / overlay / "kustomization.yaml").read_text())
         assert f"../../components/{component}" in k["components"]
@@ -153,7 +167,9 @@ def test_documented_gateway_and_certificate_validate() -> None:
     assert {o["kind"] for o in objs} == {"Gateway", "Certificate"}, "docs/kubernetes.md: a Gateway and a Certificate"
     for obj in objs:
         group, version = obj["apiVersion"].split("/")
-        validator = jsonschema.Draft7Validator(json.loads((schemas / group / f"{obj['kind'].lower()}_{version}.json").read_text()))
+        validator = jsonschema.Draft7Validator(
+            json.loads((schemas / group / f"{obj['kind'].lower()}_{version}.json").read_text())
+        )
         errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(obj)]
         assert not errors, f"docs/kubernetes.md {obj['kind']}: {errors}"
     (gateway,) = [o for o in objs if o["kind"] == "Gateway"]
@@ -161,7 +177,7 @@ def test_documented_gateway_and_certificate_validate() -> None:
     route = yaml.safe_load((REPO / "components" / "httproute" / "httproute.yaml").read_text())
     (parent,) = route["spec"]["parentRefs"]
     assert (gateway["metadata"]["name"], gateway["metadata"]["namespace"]) == (parent["name"], parent["namespace"])
-    (listener,) = [l for l in gateway["spec"]["listeners"] if l["name"] == parent["sectionName"]]
+    (listener,) = [x for x in gateway["spec"]["listeners"] if x["name"] == parent["sectionName"]]
     assert listener["protocol"] == "HTTPS" and listener["tls"]["mode"] == "Terminate"
     assert [r["name"] for r in listener["tls"]["certificateRefs"]] == [cert["spec"]["secretName"]]
     assert cert["metadata"]["namespace"] == gateway["metadata"]["namespace"], "the TLS Secret lives beside the Gateway"
