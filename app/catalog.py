@@ -61,11 +61,12 @@ class Family:
     title: str  # UI title, e.g. "SSD (torchvision)"
     label: str  # short label, e.g. "SSD"
     detector: str  # "module:Class", imported on first build
-    install_hint: str  # the fix when that import fails
     weights_env: str  # the variable naming its main file (status messages point at it)
     env_vars: tuple[EnvVar, ...]
     files: tuple[ModelFile, ...]  # its published files (the weights manifest)
     model_files: Callable[[Any], dict[str, Path]]  # Settings -> the files it reads, by role
+    # the fix when importing the detector class fails
+    install_hint: str = "reinstall the project (`pip install .`): its pinned dependencies include OpenCV"
     # Settings -> (what, problem) for files that exist but do not belong together (`weights verify`)
     file_problems: Callable[[Any], list[tuple[str, str]]] = lambda settings: []
 
@@ -85,25 +86,27 @@ def _torchvision_file(name: str) -> ModelFile:
     return ModelFile(name, _TORCHVISION + name, name.rsplit("-", 1)[1].split(".")[0])
 
 
-SSD_ARCHS: dict[str, SSDArch] = {
-    a.name: a
-    for a in (
-        SSDArch(
-            "ssdlite320_mobilenet_v3_large",
-            "ssdlite320_mobilenet_v3_large",
-            _torchvision_file("ssdlite320_mobilenet_v3_large_coco-a79551df.pth"),
-            3_473_074,
-            ("head.classification_head.module_list.0.1.weight", 6),
-        ),
-        SSDArch(
-            "ssd300_vgg16",
-            "ssd300_vgg16",
-            _torchvision_file("ssd300_vgg16_coco-b556d3b4.pth"),
-            35_641_826,
-            ("head.classification_head.module_list.0.weight", 4),
-        ),
-    )
-}
+def _by_name(*records):
+    """Records keyed by their ``name``, in the order given (the first is the default)."""
+    return {r.name: r for r in records}
+
+
+SSD_ARCHS: dict[str, SSDArch] = _by_name(
+    SSDArch(
+        "ssdlite320_mobilenet_v3_large",
+        "ssdlite320_mobilenet_v3_large",
+        _torchvision_file("ssdlite320_mobilenet_v3_large_coco-a79551df.pth"),
+        3_473_074,
+        ("head.classification_head.module_list.0.1.weight", 6),
+    ),
+    SSDArch(
+        "ssd300_vgg16",
+        "ssd300_vgg16",
+        _torchvision_file("ssd300_vgg16_coco-b556d3b4.pth"),
+        35_641_826,
+        ("head.classification_head.module_list.0.weight", 4),
+    ),
+)
 SSD_DEFAULT_FILES = {a.name: a.weights.name for a in SSD_ARCHS.values()}
 
 # --- YOLO (OpenCV DNN) ---------------------------------------------------------------------------------------
@@ -145,6 +148,29 @@ YOLO_DEFAULT_WEIGHTS = "yolo-fastest-1.1.weights"
 YOLO_FORMATS = {".weights": "darknet", ".onnx": "onnx"}  # the suffix picks the format
 
 
+@dataclass(frozen=True)
+class DarknetOnnx:
+    """What app/darknet_onnx.py writes when it converts a Darknet model, and how the detector knows one.
+
+    ``batchnorm_eps`` and ``region_thresh`` are the values OpenCV 4's Darknet importer uses (its BatchNorm
+    layers get eps 1e-6, ``.000001f`` in Darknet; a ``[yolo]`` layer without ``thresh=`` zeroes class scores
+    at or below 0.2), so the converted graph gives that importer's outputs.
+    """
+
+    version: int = 1  # part of the cache key: bump it when the graph the converter writes changes
+    producer: str = "objdet-darknet-onnx"
+    opset: int = 13
+    ir_version: int = 8  # readable by the onnx versions OpenCV 4.x and 5.x parse
+    input_name: str = "input"
+    output_prefix: str = "darknet_yolo_"  # + layer index; marks a converted .onnx for the detector
+    batchnorm_eps: float = 1e-6
+    region_thresh: float = 0.2
+    cache_subdir: str = "objdet/darknet-onnx"  # under $XDG_CACHE_HOME (else ~/.cache)
+
+
+DARKNET_ONNX = DarknetOnnx()
+
+
 def yolo_format(path: Path) -> str:
     """``darknet`` for ``.weights``, ``onnx`` for ``.onnx``; anything else is an error."""
     suffix = Path(path).suffix.lower()
@@ -178,78 +204,73 @@ def _yolo_file_problems(settings) -> list[tuple[str, str]]:
 
 # --- the registry of families ---------------------------------------------------------------------------------
 
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family(
-            "ssd",
-            "SSD (torchvision)",
-            "SSD",
-            "app.detectors.ssd:SSDDetector",
-            "install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo",
-            "OBJDET_SSD_WEIGHTS",
-            (
-                EnvVar(
-                    "OBJDET_SSD_ARCH",
-                    next(iter(SSD_ARCHS)),
-                    " / ".join(f"`{a}`" for a in SSD_ARCHS),
-                    "torchvision SSD architecture the state dict belongs to.",
-                    True,
-                ),
-                EnvVar(
-                    "OBJDET_SSD_WEIGHTS",
-                    "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`",
-                    "path to a state dict (`.pth`)",
-                    "SSD weights: the official torchvision COCO file or your own state dict.",
-                    True,
-                ),
+FAMILIES: dict[str, Family] = _by_name(
+    Family(
+        name="ssd",
+        title="SSD (torchvision)",
+        label="SSD",
+        detector="app.detectors.ssd:SSDDetector",
+        weights_env="OBJDET_SSD_WEIGHTS",
+        install_hint="install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo",
+        env_vars=(
+            EnvVar(
+                "OBJDET_SSD_ARCH",
+                next(iter(SSD_ARCHS)),
+                " / ".join(f"`{a}`" for a in SSD_ARCHS),
+                "torchvision SSD architecture the state dict belongs to.",
+                True,
             ),
-            tuple(a.weights for a in SSD_ARCHS.values()),
-            lambda settings: {"weights": settings.ssd_weights},
-        ),
-        Family(
-            "yolo",
-            "YOLO (OpenCV DNN)",
-            "YOLO",
-            "app.detectors.yolo:YoloDetector",
-            "install the project's OpenCV (`pip install .`, opencv-python-headless) or set OBJDET_MODELS=ssd",
-            "OBJDET_YOLO_WEIGHTS",
-            (
-                EnvVar(
-                    "OBJDET_YOLO_WEIGHTS",
-                    f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`",
-                    "path to `.weights` (Darknet) or `.onnx`",
-                    "YOLO model file; the suffix picks the format.",
-                    True,
-                ),
-                EnvVar(
-                    "OBJDET_YOLO_CONFIG",
-                    "the weights path with `.cfg`",
-                    "path to a Darknet `.cfg`",
-                    "Darknet network description (Darknet only).",
-                    True,
-                ),
-                EnvVar(
-                    "OBJDET_YOLO_NAMES",
-                    "`coco.names` beside the weights, else the COCO list",
-                    "path to a names file, one per line",
-                    "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used "
-                    "as given.",
-                    True,
-                ),
-                EnvVar(
-                    "OBJDET_YOLO_INPUT_SIZE",
-                    "from the `.cfg` (Darknet), 640 (ONNX)",
-                    "multiple of 32, 32-2048",
-                    "Network input size (square).",
-                ),
+            EnvVar(
+                "OBJDET_SSD_WEIGHTS",
+                "`$OBJDET_WEIGHTS_DIR/<official file of the arch>`",
+                "path to a state dict (`.pth`)",
+                "SSD weights: the official torchvision COCO file or your own state dict.",
+                True,
             ),
-            YOLO_FILES,
-            _yolo_files,
-            _yolo_file_problems,
         ),
-    )
-}
+        files=tuple(a.weights for a in SSD_ARCHS.values()),
+        model_files=lambda settings: {"weights": settings.ssd_weights},
+    ),
+    Family(
+        name="yolo",
+        title="YOLO (OpenCV DNN)",
+        label="YOLO",
+        detector="app.detectors.yolo:YoloDetector",
+        weights_env="OBJDET_YOLO_WEIGHTS",
+        env_vars=(
+            EnvVar(
+                "OBJDET_YOLO_WEIGHTS",
+                f"`$OBJDET_WEIGHTS_DIR/{YOLO_DEFAULT_WEIGHTS}`",
+                "path to `.weights` (Darknet) or `.onnx`",
+                "YOLO model file; the suffix picks the format.",
+                True,
+            ),
+            EnvVar(
+                "OBJDET_YOLO_CONFIG",
+                "the weights path with `.cfg`",
+                "path to a Darknet `.cfg`",
+                "Darknet network description (Darknet only).",
+                True,
+            ),
+            EnvVar(
+                "OBJDET_YOLO_NAMES",
+                "`coco.names` beside the weights, else the COCO list",
+                "path to a names file, one per line",
+                "Class names; Darknet's COCO spellings are mapped to torchvision's, a custom file is used as given.",
+                True,
+            ),
+            EnvVar(
+                "OBJDET_YOLO_INPUT_SIZE",
+                "from the `.cfg` (Darknet), 640 (ONNX)",
+                "multiple of 32, 32-2048",
+                "Network input size (square).",
+            ),
+        ),
+        files=YOLO_FILES,
+        model_files=_yolo_files,
+        file_problems=_yolo_file_problems,
+    ),
+)
 
 
 def family(name: str) -> Family:

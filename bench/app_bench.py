@@ -45,21 +45,13 @@ def _from_tests(module: str):
     return loaded
 
 
-Server = _from_tests("serving").Server
+_serving = _from_tests("serving")
+Server = _serving.Server
 
 SHARED = Path(os.environ.get("OBJDET_SHARED_DIR", REPO.parent / "shared"))
 YOLO = SHARED / "assets" / "weights" / "yolo-fastest-1.1"
 COFFEE = SHARED / "assets" / "images" / "coffee.png"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
+CHROMIUM_ARGS = [*_serving.CHROMIUM_ARGS, "--disable-dev-shm-usage"]  # 8 pages share /dev/shm
 LIMIT_MIB = 2048  # the Deployment's memory limit (base/deployment.yaml: 2Gi)
 BIG_SIDE = 6320  # 6320 x 6320 = 39,942,400 pixels: just under the 40 MP default of OBJDET_MAX_IMAGE_PIXELS
 
