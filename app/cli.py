@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--wait", type=int, metavar="SECONDS", help="deadline (default OBJDET_WEIGHTS_WAIT_S)")
     pr.add_argument("--mirror", help="fetch mode: download from this base URL instead of the upstream addresses")
     wsub.add_parser("list", help="print the manifest")
+    cv = wsub.add_parser("convert", help="convert a Darknet .cfg + .weights to ONNX (how OpenCV 5 runs Darknet models)")
+    cv.add_argument("cfg", type=Path, metavar="CFG")
+    cv.add_argument("weights", type=Path, metavar="WEIGHTS")
+    cv.add_argument("--out", type=Path, metavar="FILE.onnx", help="default: WEIGHTS with the suffix .onnx")
 
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
     b.add_argument("images", nargs="*", metavar="IMAGE")
@@ -297,6 +301,10 @@ def cmd_weights(args, settings: Settings) -> int:
         weights_dir_problem,
     )
 
+    if args.weights_command == "convert":
+        from .darknet_onnx import cmd_convert
+
+        return cmd_convert(args.cfg, args.weights, args.out)
     if args.weights_command == "list":
         for e in MANIFEST.values():
             print(f"{e.name:52} {e.model:5} {e.sha256[:16]:16} {e.url}")

@@ -1,5 +1,10 @@
-"""YOLO through OpenCV's DNN module: Darknet (.cfg + .weights, OpenCV 4.x) and ONNX exports in the
-YOLOv5 layout (1, N, 5+C) and the YOLOv8/YOLO11 layout (1, 4+C, N) (OpenCV 4.x and 5.x).
+"""YOLO through OpenCV's DNN module: Darknet (.cfg + .weights) and ONNX exports in the YOLOv5 layout
+(1, N, 5+C) and the YOLOv8/YOLO11 layout (1, 4+C, N), on OpenCV 5 (the default) and 4.
+
+Darknet models go through OpenCV 4's Darknet importer where it exists; OpenCV 5 removed it, so there
+they are converted to ONNX by ``app.darknet_onnx`` (cached, keyed by the files' sha256) and run on its
+new engine. A converted graph (also loadable as an ``.onnx`` file) gives the Darknet importer's output
+rows: it is preprocessed (stretched) and decoded like a Darknet model.
 
 Outputs are picked by shape, never by position (the order differs between OpenCV 4 and 5), and
 ``cv2.dnn.DetectionModel`` is not used (it corrupts the heap on OpenCV 5.0). A ``cv2.dnn.Net`` is
@@ -17,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..catalog import yolo_format
+from ..catalog import DARKNET_ONNX, yolo_format
 from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
 from ..result import Detection, DetectionResult, DetectParams
@@ -25,6 +30,8 @@ from ..weights import missing_reason
 from .base import Detector, ModelLoadError, RawOutput, clip_boxes, ms_since
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
+# OpenCV 4's own Darknet importer; on OpenCV 5 Darknet models are converted to ONNX instead.
+DARKNET_IMPORTER = OPENCV_MAJOR < 5 and hasattr(cv2.dnn, "readNetFromDarknet")
 LETTERBOX_FILL = 114  # the grey Ultralytics pads with
 
 
@@ -97,13 +104,21 @@ class YoloDetector(Detector):
             self.labels = read_names(names) if names is not None else COCO80
         except ValueError as exc:
             raise ModelLoadError(f"YOLO names {exc} (OBJDET_YOLO_NAMES)") from None
+        self.config: Path | None = None
+        self.converted = False  # a Darknet model converted to ONNX (app/darknet_onnx.py)
         if self.format == "darknet":
             self.net, self.input_size = self._read_darknet(config, input_size)
         else:
-            self.net = self._read_onnx()
+            self.net = self._read_onnx(self.weights)
             self.input_size = input_size or 640
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+            if self._is_converted():
+                from ..darknet_onnx import converted_input_size
+
+                self.converted = True
+                self.input_size = input_size or converted_input_size(self.weights)
+        if OPENCV_MAJOR < 5:  # OpenCV 5's new engine has one CPU backend and warns when a target is set
+            self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
         self.output_names = list(self.net.getUnconnectedOutLayersNames())
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -129,13 +144,6 @@ class YoloDetector(Detector):
             ) from None
 
     def _read_darknet(self, config: Path | None, input_size: int | None):
-        if not hasattr(cv2.dnn, "readNetFromDarknet") or OPENCV_MAJOR >= 5:
-            raise ModelLoadError(
-                f"YOLO weights {self.weights}: Darknet models need OpenCV 4.x, and this is OpenCV "
-                f"{cv2.__version__}, which removed the Darknet importer. Install opencv-python-headless 4.x "
-                "(the version pinned in pyproject.toml), or export the model to ONNX and set OBJDET_YOLO_WEIGHTS "
-                "to the .onnx file"
-            )
         config = Path(config) if config is not None else self.weights.with_suffix(".cfg")
         if not config.is_file():
             raise ModelLoadError(
@@ -151,6 +159,10 @@ class YoloDetector(Detector):
                 f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
                 "or point OBJDET_YOLO_CONFIG at the .cfg these weights were trained with"
             ) from None
+        width = net_option(sections, "width")
+        size = input_size or (int(width) if width and width.isdigit() else 416)
+        if not DARKNET_IMPORTER:
+            return self._read_converted(config), size
         try:
             net = cv2.dnn.readNetFromDarknet(str(config), str(self.weights))
         except cv2.error as exc:
@@ -161,29 +173,50 @@ class YoloDetector(Detector):
             ) from None
         if net.empty():
             raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
-        width = net_option(sections, "width")
-        return net, input_size or (int(width) if width and width.isdigit() else 416)
+        return net, size
 
-    def _read_onnx(self):
-        self.config = None
+    def _read_converted(self, config: Path):
+        """OpenCV 5: the Darknet model converted to ONNX, from the cache (converted on first use)."""
+        from ..darknet_onnx import cached_onnx, default_cache_dir
+
         try:
-            net = cv2.dnn.readNetFromONNX(str(self.weights))
-        except cv2.error as exc:
+            model = cached_onnx(config, self.weights, default_cache_dir())
+        except DarknetError as exc:
             raise ModelLoadError(
-                f"YOLO weights {self.weights}: OpenCV cannot read this ONNX file ({_cv_reason(exc)})"
+                f"YOLO Darknet model: {exc}. OpenCV {cv2.__version__} runs Darknet models converted to ONNX; "
+                "this one cannot be converted (`python -m app weights convert` says why)"
             ) from None
+        except OSError as exc:
+            raise ModelLoadError(f"YOLO Darknet model {self.weights}: cannot read it ({exc})") from None
+        self.converted = True
+        return self._read_onnx(model)
+
+    def _read_onnx(self, model: Path | bytes):
+        """An ONNX model from a file or (a converted one that could not be cached) from memory."""
+        what = f"YOLO weights {self.weights}" + ("" if model == self.weights else f" converted to ONNX ({model})")
+        try:
+            source = str(model) if isinstance(model, Path) else np.frombuffer(model, np.uint8)
+            net = cv2.dnn.readNetFromONNX(source)
+        except cv2.error as exc:
+            raise ModelLoadError(f"{what}: OpenCV cannot read this ONNX file ({_cv_reason(exc)})") from None
         if net.empty():
-            raise ModelLoadError(f"YOLO weights {self.weights}: OpenCV read an empty network")
+            raise ModelLoadError(f"{what}: OpenCV read an empty network")
         return net
+
+    def _is_converted(self) -> bool:
+        """An ``.onnx`` written by ``python -m app weights convert``: its outputs carry the converter's prefix."""
+        names = list(self.net.getUnconnectedOutLayersNames())
+        return bool(names) and all(n.startswith(DARKNET_ONNX.output_prefix) for n in names)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, dict]:
         """The blob for the network and how to map its boxes back (image is RGB already).
 
-        Darknet: plain stretch; ONNX: letterbox. Then NCHW and 1/255 into a per-thread buffer reused
-        across calls (a fresh 1.2 MB float array per image costs more than the scaling itself).
+        Darknet (also converted): plain stretch; ONNX: letterbox. Then NCHW into a per-thread buffer
+        reused across calls (a fresh 1.2 MB float array per image costs more than the scaling itself),
+        then 1/255.
         """
         size = self.input_size
-        if self.format == "darknet":
+        if self.format == "darknet" or self.converted:
             resized = (
                 image
                 if image.shape[:2] == (size, size)
@@ -245,7 +278,7 @@ class YoloDetector(Detector):
     def _layouts(self) -> dict[str, str]:
         """The output layouts this model's format may have, each with the shape it takes (for messages)."""
         n_cls = len(self.labels)
-        if self.format == "darknet":
+        if self.format == "darknet" or self.converted:
             return {"darknet": f"(N, {5 + n_cls}) Darknet YOLO outputs"}
         return {"v5": f"(1, N, {5 + n_cls}) YOLOv5", "v8": f"(1, {4 + n_cls}, N) YOLOv8"}
 
