@@ -171,29 +171,6 @@ class DarknetOnnx:
 DARKNET_ONNX = DarknetOnnx()
 
 
-@dataclass(frozen=True)
-class DarknetOnnx:
-    """What app/darknet_onnx.py writes when it converts a Darknet model, and how the detector knows one.
-
-    ``batchnorm_eps`` and ``region_thresh`` are the values OpenCV 4's Darknet importer uses (its BatchNorm
-    layers get eps 1e-6, ``.000001f`` in Darknet; a ``[yolo]`` layer without ``thresh=`` zeroes class scores
-    at or below 0.2), so the converted graph gives that importer's outputs.
-    """
-
-    version: int = 1  # part of the cache key: bump it when the graph the converter writes changes
-    producer: str = "objdet-darknet-onnx"
-    opset: int = 13
-    ir_version: int = 8  # readable by the onnx versions OpenCV 4.x and 5.x parse
-    input_name: str = "input"
-    output_prefix: str = "darknet_yolo_"  # + layer index; marks a converted .onnx for the detector
-    batchnorm_eps: float = 1e-6
-    region_thresh: float = 0.2
-    cache_subdir: str = "objdet/darknet-onnx"  # under $XDG_CACHE_HOME (else ~/.cache)
-
-
-DARKNET_ONNX = DarknetOnnx()
-
-
 def yolo_format(path: Path) -> str:
     """``darknet`` for ``.weights``, ``onnx`` for ``.onnx``; anything else is an error."""
     suffix = Path(path).suffix.lower()
