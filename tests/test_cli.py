@@ -23,10 +23,6 @@ def run(args, env, timeout=180):
 
 @pytest.fixture
 def darknet_ok(yolo_env):
-    import cv2
-
-    if int(cv2.__version__.split(".")[0]) >= 5:
-        pytest.skip("Darknet needs OpenCV 4")
     return yolo_env
 
 

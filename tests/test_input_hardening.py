@@ -31,8 +31,6 @@ def run(args, env, timeout=180):
 
 @pytest.fixture
 def yolo_cli(yolo_env):
-    if int(cv2.__version__.split(".")[0]) >= 5:
-        pytest.skip("Darknet needs OpenCV 4")
     return yolo_env
 
 

@@ -23,8 +23,6 @@ def clip(images_dir):
 
 @pytest.fixture(scope="module")
 def detect(yolo_dir):
-    if int(cv2.__version__.split(".")[0]) >= 5:
-        pytest.skip("Darknet needs OpenCV 4")
     from app.detectors.yolo import YoloDetector
 
     detector = YoloDetector(
