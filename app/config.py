@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import FAMILIES, SSD_ARCHS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, EnvVar, yolo_format
+from .catalog import FAMILIES, SSD_ARCHS, SSD_DEFAULT_FILES, SSD_ENGINES, YOLO_DEFAULT_WEIGHTS, EnvVar, yolo_format
 from .cpus import available_cpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +23,8 @@ DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 WEIGHTS_MODES = ("fetch", "verify")
 DEFAULT_WEIGHTS_WAIT_S = 600
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def default_max_file_bytes(max_pixels: int) -> int:
@@ -95,6 +97,26 @@ _GENERAL = (
         "How long `weights prepare` waits (verify mode) or downloads (fetch mode) before it fails "
         "naming each missing file.",
     ),
+    EnvVar(
+        "OBJDET_METRICS_PORT",
+        "0 (off)",
+        "integer 0-65535",
+        "Port on which `python -m app serve` serves Prometheus metrics at `/metrics` (its own listener on "
+        "`STREAMLIT_SERVER_ADDRESS`, never through Streamlit's port or base path); 0 turns it off.",
+    ),
+    EnvVar(
+        "OBJDET_LOG_FORMAT",
+        "text",
+        " / ".join(f"`{f}`" for f in LOG_FORMATS),
+        "The app's log lines on stderr: `[objdet] message key=value` or one JSON object per line.",
+    ),
+    EnvVar(
+        "OBJDET_LOG_LEVEL",
+        "info",
+        " / ".join(f"`{v}`" for v in LOG_LEVELS),
+        "Least severe event logged (`info`: one line per detection); Streamlit's own logger follows "
+        "unless `STREAMLIT_LOGGER_LEVEL` is set.",
+    ),
 )
 # Every variable the app reads: the model selection, each family's own (app/catalog.py), the rest.
 ENV_VARS: dict[str, EnvVar] = {
@@ -121,6 +143,10 @@ class Settings:
     max_file_bytes: int = 0  # 0 in a hand-built Settings: the default for max_image_pixels
     weights_mode: str = "verify"
     weights_wait_s: int = DEFAULT_WEIGHTS_WAIT_S
+    ssd_engine: str = next(iter(SSD_ENGINES))
+    metrics_port: int = 0
+    log_format: str = "text"
+    log_level: str = "info"
 
     def __post_init__(self):
         if not self.max_file_bytes:
@@ -161,6 +187,11 @@ class Settings:
         if ssd_arch not in SSD_ARCHS:
             raise ConfigError(f"OBJDET_SSD_ARCH={ssd_arch!r} is not supported; allowed: {', '.join(SSD_ARCHS)}")
         ssd_weights = _path(get("OBJDET_SSD_WEIGHTS")) or weights_dir / SSD_DEFAULT_FILES[ssd_arch]
+        ssd_engine = (get("OBJDET_SSD_ENGINE") or ENV_VARS["OBJDET_SSD_ENGINE"].default).lower()
+        if ssd_engine not in SSD_ENGINES:
+            raise ConfigError(
+                f"OBJDET_SSD_ENGINE={get('OBJDET_SSD_ENGINE')!r} is not supported; allowed: {', '.join(SSD_ENGINES)}"
+            )
 
         yolo_weights = _path(get("OBJDET_YOLO_WEIGHTS")) or weights_dir / YOLO_DEFAULT_WEIGHTS
         try:
@@ -199,6 +230,9 @@ class Settings:
                 f"OBJDET_WEIGHTS_MODE={weights_mode!r} is not supported; allowed: {', '.join(WEIGHTS_MODES)}"
             )
         wait_s = _int_or(get, "OBJDET_WEIGHTS_WAIT_S", 0, 86400, DEFAULT_WEIGHTS_WAIT_S)
+        metrics_port = _int_or(get, "OBJDET_METRICS_PORT", 0, 65535, 0)
+        log_format = _choice(get, "OBJDET_LOG_FORMAT", LOG_FORMATS)
+        log_level = _choice(get, "OBJDET_LOG_LEVEL", LOG_LEVELS)
         return cls(
             models=models,
             required_models=required,
@@ -215,6 +249,10 @@ class Settings:
             max_file_bytes=max_bytes,
             weights_mode=weights_mode,
             weights_wait_s=wait_s,
+            ssd_engine=ssd_engine,
+            metrics_port=metrics_port,
+            log_format=log_format,
+            log_level=log_level,
         )
 
 
@@ -239,6 +277,14 @@ def _model_list(name: str, raw: str, allow_empty: bool) -> tuple[str, ...]:
     if not items and not allow_empty:
         raise ConfigError(f"{name}={raw!r} enables no model; allowed: a comma list of {', '.join(MODEL_FAMILIES)}")
     return tuple(dict.fromkeys(items))
+
+
+def _choice(get: Callable[[str], str], name: str, allowed: tuple[str, ...]) -> str:
+    """The variable, lower-cased, when it is one of ``allowed``; unset or empty: ``ENV_VARS``' default."""
+    value = (get(name) or ENV_VARS[name].default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={get(name)!r} is not supported; allowed: {', '.join(allowed)}")
+    return value
 
 
 def _int_or(get: Callable[[str], str], name: str, low: int, high: int, default: int | None) -> int | None:

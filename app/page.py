@@ -26,6 +26,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import images as image_io  # load_image looked up per call (tests count decodes)
+from . import metrics
 from .annotate import annotate, to_png
 from .catalog import FAMILIES
 from .config import ConfigError, Settings
@@ -179,7 +180,14 @@ def decode_once(name: str, data: bytes, settings: Settings, models: list[str]) -
     Decodes again only when one of ``models`` has no cached output and the working copy was let go."""
     digest = hashlib.sha256(data).hexdigest()
     key = image_key(digest, settings)
-    value = CACHE.get_or_compute(key, lambda: prepare(name, data, settings), owner=session_id())
+
+    def decode() -> PreparedImage | ImageError:
+        value = prepare(name, data, settings)
+        if isinstance(value, ImageError):  # counted once per refused content, like the decode itself
+            metrics.record_refused(name, value.reason, models)
+        return value
+
+    value = CACHE.get_or_compute(key, decode, owner=session_id())
     if isinstance(value, ImageError):
         raise ImageError(name, value.reason)
     if value.working is None and any(raw_key(m, digest, settings) not in CACHE for m in models):
@@ -319,8 +327,10 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
             progress=lambda f, t: bar.progress(f, text=t),
         )
     except VideoError as exc:
+        metrics.record_refused(upload.name, str(exc), [model])
         st.error(str(exc))
         return
+    metrics.record_video(model, report.frames_detected, report.stopped_by_budget)
     bar.progress(1.0, text="done")
     note = " (stopped by the time budget)" if report.stopped_by_budget else ""
     st.success(
@@ -338,6 +348,7 @@ def main() -> None:
     st.set_page_config(page_title="Object detection: SSD vs YOLO", page_icon="🔎", layout="wide")
     st.title("Object detection: SSD and YOLO")
     start_janitor()
+    metrics.session_seen(session_id())
     settings = settings_or_stop()
     statuses = load_models(settings, repr(settings))
     models, params = sidebar(settings, statuses)

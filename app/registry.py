@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import weights
+from . import metrics, weights
 from .catalog import family
 from .config import Settings
 from .cpus import available_cpus
@@ -75,12 +75,13 @@ def build_detector(model: str, settings: Settings) -> Detector:
 
 
 def get_detector(model: str, settings: Settings) -> Detector:
-    """The process-wide detector for ``model`` under ``settings``, built on first use."""
+    """The process-wide detector for ``model`` under ``settings``, built on first use, its forward and
+    decode measured (``metrics.instrument``: recorded only while ``serve`` records)."""
     key = (model, settings)
     with _cache_lock:
         detector = _cache.get(key)
         if detector is None:
-            detector = build_detector(model, settings)
+            detector = metrics.instrument(build_detector(model, settings))
             BUILD_COUNT[model] = BUILD_COUNT.get(model, 0) + 1
             _cache[key] = detector
         return detector
@@ -138,7 +139,7 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
     return ModelStatus(model, LOADED, files)
 
 
-_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots: dict[int, metrics.SlotGauges] = {}
 
 
 def inference_slot_count(settings: Settings) -> int:
@@ -146,9 +147,12 @@ def inference_slot_count(settings: Settings) -> int:
     return max(1, available_cpus() // max(1, settings.num_threads))
 
 
-def inference_slots(settings: Settings) -> threading.BoundedSemaphore:
+def inference_slots(settings: Settings) -> metrics.SlotGauges:
     """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed
-    (``inference_slot_count`` of them)."""
+    (``inference_slot_count`` of them): a semaphore as a context manager that keeps the slots in use
+    and the runs waiting in ``objdet_inference_slots_in_use`` / ``_waiting``."""
     count = inference_slot_count(settings)
     with _cache_lock:
-        return _slots.setdefault(count, threading.BoundedSemaphore(count))
+        if count not in _slots:
+            _slots[count] = metrics.SlotGauges(threading.BoundedSemaphore(count), count)
+        return _slots[count]

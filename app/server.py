@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import logs, metrics
 from .config import Settings
 from .cpus import cpu_budget
 from .registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
@@ -33,10 +34,6 @@ STREAMLIT_DEFAULTS = {
     "STREAMLIT_CLIENT_TOOLBAR_MODE": "viewer",
     "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS": "false",
 }
-
-
-def log(message: str) -> None:
-    print(f"[objdet] {message}", file=sys.stderr, flush=True)
 
 
 def prepare_models(settings: Settings) -> list[str]:
@@ -59,17 +56,25 @@ def prepare_models(settings: Settings) -> list[str]:
                     f"the warm-up run failed ({exc})",
                     "check that the model files belong together (`python -m app weights verify`)",
                 )
+        metrics.set_model_status(status)
+        seconds = round(time.perf_counter() - t0, 1)
         if status.ok:
-            log(
-                f"{model}: loaded and warmed in {time.perf_counter() - t0:.1f} s "
-                f"({', '.join(f'{f.role} {f.state}' for f in status.files)})"
+            logs.event(
+                f"{model}: loaded and warmed in {seconds:.1f} s "
+                f"({', '.join(f'{f.role} {f.state}' for f in status.files)})",
+                model=model,
+                state=status.state,
+                seconds=seconds,
             )
             loaded.append(model)
         else:
             required = model in settings.required_models
-            log(
+            logs.event(
                 f"{model}: {status.state}{' (REQUIRED)' if required else ' (optional: the app shows its status)'}: "
-                f"{status.message}"
+                f"{status.message}",
+                level="error" if required else "warning",
+                model=model,
+                state=status.state,
             )
             if required:
                 failures.append(status)
@@ -85,22 +90,53 @@ def prepare_models(settings: Settings) -> list[str]:
     return loaded
 
 
+def start_metrics(settings: Settings) -> None:
+    """The metrics listener on ``OBJDET_METRICS_PORT`` (0: none), on Streamlit's address; a port that
+    cannot be used ends the process with status 1 and the reason."""
+    if not settings.metrics_port:
+        return
+    address = os.environ.get("STREAMLIT_SERVER_ADDRESS") or "0.0.0.0"  # noqa: S104 - where Streamlit listens too
+    app_port = os.environ.get("STREAMLIT_SERVER_PORT") or "8501"
+    problem = ""
+    if str(settings.metrics_port) == app_port.strip():
+        problem = f"it is Streamlit's port (STREAMLIT_SERVER_PORT={app_port}); give the metrics their own port"
+    else:
+        try:
+            metrics.start_server(settings.metrics_port, address, settings.models)
+        except OSError as exc:
+            problem = f"cannot listen on {address}:{settings.metrics_port} ({exc.strerror or exc})"
+    if problem:
+        print(f"objdet: cannot start: OBJDET_METRICS_PORT={settings.metrics_port}: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def serve(settings: Settings) -> int:
     for key, value in STREAMLIT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    logs.configure(settings.log_format, settings.log_level)  # Streamlit's logger level follows
     if os.environ.get("STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION", "true").lower() == "false":
-        log("warning: STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false disables XSRF protection of uploads")
+        logs.event(
+            "warning: STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false disables XSRF protection of uploads", "warning"
+        )
     cpus, source = cpu_budget()
-    log(
-        f"CPUs: {cpus} ({source}); {settings.num_threads} threads per inference, "
-        f"{inference_slot_count(settings)} inferences at once"
+    slots = inference_slot_count(settings)
+    logs.event(
+        f"CPUs: {cpus} ({source}); {settings.num_threads} threads per inference, {slots} inferences at once",
+        cpus=cpus,
+        threads=settings.num_threads,
+        slots=slots,
     )
     problem = weights_dir_problem(settings.weights_dir)
     if problem:
-        log(f"warning: {problem}; models whose files are expected there will be missing")
+        logs.event(f"warning: {problem}; models whose files are expected there will be missing", "warning")
+    start_metrics(settings)
     t0 = time.perf_counter()
     loaded = prepare_models(settings)
-    log(f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit")
+    metrics.enable()  # from here on: the warm-up runs above are not counted
+    logs.event(
+        f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit",
+        models=loaded,
+    )
 
     # Streamlit's own command line, in this process: it maps every STREAMLIT_* variable to its
     # option exactly as `streamlit run` does, and the script finds the models already built.

@@ -37,6 +37,7 @@ COMPONENTS = (
     "edge-auth-envoy-gateway",
     "ingress-nginx",
     "hpa",
+    "monitoring",
 )
 # Components used a layer above an overlay (`resources: [../../overlays/prod]`), because they copy
 # fields the overlay's patches set; each has an example kustomization (not under overlays/, which

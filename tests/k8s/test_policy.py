@@ -626,7 +626,10 @@ def test_only_the_app_port_is_admitted(render: Render) -> None:
     np = policies[0]
     assert "Ingress" in np["spec"]["policyTypes"]
     ports = [p for rule in np["spec"].get("ingress") or [] for p in rule.get("ports") or []]
-    assert ports and all(p["port"] == "http" for p in ports), ports
+    assert ports and all(p["port"] in ("http", "metrics") for p in ports), ports
+    for rule in np["spec"]["ingress"]:  # the metrics port: from the monitoring namespace only (test_monitoring)
+        if any(p["port"] == "metrics" for p in rule["ports"]):
+            assert rule.get("from"), "the metrics port must not be open to everyone"
 
 
 def _targets(policy: dict[str, Any], kind: str, name: str) -> bool:
@@ -947,6 +950,9 @@ ALLOWED_VARIANT = (
         ("HorizontalPodAutoscaler", "objdet"),
         ("SecurityPolicy", "objdet"),
         ("Ingress", "objdet"),
+        ("ServiceMonitor", "objdet"),
+        ("PrometheusRule", "objdet"),
+        ("ConfigMap", "objdet-dashboard"),
     },
 )
 

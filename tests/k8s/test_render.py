@@ -5,7 +5,8 @@
 - The kustomization files use no deprecated fields; overlays stay small.
 - Every object validates with kubernetes-validate in strict mode (unknown fields rejected) for the
   oldest Kubernetes we support and the newest the package knows; custom resources (HTTPRoute,
-  Envoy Gateway's BackendTrafficPolicy and SecurityPolicy, and the Gateway and cert-manager
+  Envoy Gateway's BackendTrafficPolicy and SecurityPolicy, the Prometheus Operator's ServiceMonitor
+  and PrometheusRule, and the Gateway and cert-manager
   Certificate examples in docs/kubernetes.md) validate against the JSON schemas in ../shared/schemas.
 """
 
@@ -27,7 +28,7 @@ OLDEST_SUPPORTED = "1.30"
 NEWEST = kubernetes_validate.latest_version()
 VERSIONS = (OLDEST_SUPPORTED, NEWEST)
 # Custom resources: validated against ../shared/schemas/<group>/<kind>_<version>.json.
-CUSTOM_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "cert-manager.io"}
+CUSTOM_GROUPS = {"gateway.networking.k8s.io", "gateway.envoyproxy.io", "cert-manager.io", "monitoring.coreos.com"}
 
 KUSTOMIZATIONS = [
     REPO / "base",
@@ -137,6 +138,8 @@ def test_every_component_is_exercised(renders) -> None:
         "BackendTrafficPolicy",
         "SecurityPolicy",
         "Ingress",
+        "ServiceMonitor",
+        "PrometheusRule",
     } <= kinds, kinds
     listed = sorted(p.parent.name for p in (REPO / "components").glob("*/kustomization.yaml"))
     assert sorted([*COMPONENTS, *LAYERED_COMPONENTS]) == listed, (

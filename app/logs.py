@@ -1,0 +1,86 @@
+"""The app's log: one line per event on stderr, as text (``[objdet] message key=value``) or JSON.
+
+``OBJDET_LOG_FORMAT`` (text / json) and ``OBJDET_LOG_LEVEL`` choose; ``configure`` applies them
+and makes Streamlit's own logger follow the level (unless ``STREAMLIT_LOGGER_LEVEL`` is set). An
+event carries model, stage timings, image size and outcome; never image content, and file names
+only as base names. Before ``configure`` (the CLI, tests) only warnings and errors are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+
+LOGGER = logging.getLogger("objdet")
+FORMATS = ("text", "json")
+LEVELS = ("debug", "info", "warning", "error")
+_FIELDS = "objdet_fields"
+
+
+class TextFormatter(logging.Formatter):
+    """``[objdet] message key=value ...``: the shape ``serve`` always printed (the level is in the
+    message where it matters, e.g. ``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, _FIELDS, {})
+        extra = "".join(f" {k}={_text(v)}" for k, v in fields.items())
+        return f"[objdet] {record.getMessage()}{extra}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, _FIELDS, {}),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _text(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}:{v}" for k, v in value.items())
+    text = str(value)
+    return json.dumps(text) if " " in text or not text else text
+
+
+def event(message: str, level: str = "info", **fields) -> None:
+    """Log one event; ``fields`` become JSON keys (json) or ``key=value`` pairs (text)."""
+    levelno = logging.getLevelName(level.upper())
+    if LOGGER.isEnabledFor(levelno):
+        LOGGER.log(levelno, message, extra={_FIELDS: fields})
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the event (test capture, redirection)."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure(log_format: str = "text", level: str = "info", stream=None) -> None:
+    """Send the app's events to ``stream`` (default: stderr) in ``log_format`` at ``level``; Streamlit's
+    logger follows."""
+    handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(level.upper())
+    LOGGER.propagate = False
+    os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", level)
