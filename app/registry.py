@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import metrics, weights
+from . import metrics, threads, weights
 from .catalog import family
 from .config import Settings
 from .cpus import available_cpus
@@ -67,6 +67,7 @@ def build_detector(model: str, settings: Settings) -> Detector:
     """A new detector for ``model`` (a family of ``app.catalog``); raises ``ModelLoadError`` with the fix."""
     fam = family(model)
     refuse_corrupt_files(model, settings)
+    threads.configure(settings.num_threads)  # before the detector's module imports torch (OpenMP reads it then)
     try:
         detector_class = fam.detector_class()
     except ImportError as exc:

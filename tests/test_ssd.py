@@ -23,9 +23,12 @@ def ssdlite_weights(tmp_path_factory):
     return make_state_dict(ARCH, tmp_path_factory.mktemp("ssd") / "ssdlite-seed0.pth")
 
 
-@pytest.fixture(scope="module")
-def ssd(ssdlite_weights):
-    return SSDDetector(ARCH, ssdlite_weights, device="cpu")
+@pytest.fixture(scope="module", params=["onnxruntime", "torch"])
+def ssd(ssdlite_weights, request, tmp_path_factory):
+    """Both engines: each must give torchvision's own detections."""
+    return SSDDetector(
+        ARCH, ssdlite_weights, device="cpu", engine=request.param, cache_dir=tmp_path_factory.mktemp("c")
+    )
 
 
 def torchvision_direct(arch, weights, image_path, conf, iou, max_det):
@@ -71,9 +74,12 @@ def test_class_filter_then_cap(ssd, ssdlite_weights, images_dir):
     assert {d.label for d in got.detections} <= wanted
 
 
-def test_decode_reuses_one_forward(ssd, images_dir):
+def test_decode_reuses_one_forward(ssd, images_dir, monkeypatch):
     calls = []
     handle = ssd.model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    if ssd.onnx is not None:  # the exported backbone + head runs instead of torch's
+        network = ssd.onnx
+        monkeypatch.setattr(ssd, "onnx", lambda batch: calls.append(1) or network(batch))
     try:
         raw = ssd.forward(load_image(images_dir / "chelsea.png"))
         a = ssd.decode(raw, DetectParams(conf=0.3, max_det=100_000))

@@ -2,7 +2,9 @@
 
 ``forward`` runs torchvision's own transform, backbone, head and anchor generator; ``decode``
 runs torchvision's own ``postprocess_detections`` with the call's thresholds, so the result is
-what the torchvision model returns when built with those thresholds.
+what the torchvision model returns when built with those thresholds. With the ``onnxruntime``
+engine (the default on CPU) the backbone + head run as an exported graph (``ssd_onnx``) and the
+anchors, computed once by torchvision's generator, are reused: the input size never changes.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.models import detection as tv_detection
+from torchvision.models.detection.image_list import ImageList
 
-from ..catalog import SSD_ARCHS
+from .. import threads
+from ..catalog import SSD_ARCHS, SSD_ENGINES
 from ..labels import COCO_CATEGORIES
 from ..result import Detection, DetectionResult, DetectParams
 from ..weights import missing_reason
@@ -136,7 +141,9 @@ class SSDDetector(Detector):
 
     @classmethod
     def from_settings(cls, settings) -> SSDDetector:
-        return cls(settings.ssd_arch, settings.ssd_weights, settings.device, settings.num_threads)
+        return cls(
+            settings.ssd_arch, settings.ssd_weights, settings.device, settings.num_threads, engine=settings.ssd_engine
+        )
 
     @classmethod
     def bench_settings(cls, settings, folder: Path):
@@ -153,12 +160,21 @@ class SSDDetector(Detector):
         )
 
     def __init__(
-        self, arch: str, weights: Path, device: str = "auto", num_threads: int | None = None, name: str = "ssd"
+        self,
+        arch: str,
+        weights: Path,
+        device: str = "auto",
+        num_threads: int | None = None,
+        name: str = "ssd",
+        engine: str = next(iter(SSD_ENGINES)),
+        cache_dir: Path | None = None,
     ):
         if arch not in BUILDERS:
             raise ModelLoadError(f"SSD architecture {arch!r} is not supported; allowed: {', '.join(BUILDERS)}")
+        if engine not in SSD_ENGINES:
+            raise ModelLoadError(f"SSD engine {engine!r} is not supported; allowed: {', '.join(SSD_ENGINES)}")
         if num_threads:
-            torch.set_num_threads(num_threads)
+            threads.configure_torch(num_threads)
         self.name = name
         self.arch = arch
         self.weights = Path(weights)
@@ -176,6 +192,42 @@ class SSDDetector(Detector):
         self.labels = COCO_CATEGORIES if n == 91 else ("__background__", *(f"class{i}" for i in range(1, n)))
         # postprocess_detections reads thresholds from the model: decode sets them under this lock.
         self._decode_lock = threading.Lock()
+        self.engine = engine if self.device.type == "cpu" else "torch"  # onnxruntime here is CPU-only
+        self.onnx = None  # the exported backbone + head (onnxruntime engine)
+        self._anchors = None  # torchvision's anchors for the one input size (onnxruntime engine)
+        if self.engine == "onnxruntime":
+            from .ssd_onnx import OnnxBackboneHead
+
+            n = num_threads or torch.get_num_threads()
+            self.onnx = OnnxBackboneHead(self.model, self.weights, arch, self.input_size, n, cache_dir)
+            self._anchors = self._check_onnx()
+
+    def _features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        features = self.model.backbone(batch)
+        if isinstance(features, torch.Tensor):
+            features = OrderedDict([("0", features)])
+        return list(features.values())
+
+    @torch.inference_mode()
+    def _check_onnx(self) -> list[torch.Tensor]:
+        """One seeded input through torch and through the exported graph: a graph that does not reproduce
+        torch's head outputs (a damaged cache file) fails the load here. Returns torchvision's anchors for
+        the fixed input size (they depend on the feature-map shapes only)."""
+        size = self.input_size
+        batch = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 4.0 - 2.0
+        features = self._features(batch)
+        want = self.model.head(features)
+        got = self.onnx(batch)
+        for key, expected in want.items():
+            if not torch.allclose(got[key], expected, rtol=1e-3, atol=1e-3):
+                diff = float((got[key] - expected).abs().max())
+                raise ModelLoadError(
+                    f"SSD weights {self.weights}: the onnxruntime graph {self.onnx.where} does not reproduce "
+                    f"torch's {key} (max abs diff {diff:.3g}); delete that file to export it again, or set "
+                    "OBJDET_SSD_ENGINE=torch"
+                )
+        images = ImageList(batch, [(size, size)])
+        return self.model.anchor_generator(images, features)
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> CHW float in [0, 1] on the model's device (torchvision normalises itself)."""
@@ -193,12 +245,12 @@ class SSDDetector(Detector):
         t1 = time.perf_counter()
         model = self.model
         images, _ = model.transform([tensor])
-        features = model.backbone(images.tensors)
-        if isinstance(features, torch.Tensor):
-            features = OrderedDict([("0", features)])
-        features = list(features.values())
-        head_outputs = model.head(features)
-        anchors = model.anchor_generator(images, features)
+        if self.onnx is not None:  # fixed-size input: same anchors every call
+            head_outputs, anchors = self.onnx(images.tensors), self._anchors
+        else:
+            features = self._features(images.tensors)
+            head_outputs = model.head(features)
+            anchors = model.anchor_generator(images, features)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         data = {"head": head_outputs, "anchors": anchors, "sizes": images.image_sizes, "original": [(height, width)]}
@@ -228,9 +280,14 @@ class SSDDetector(Detector):
         timings = dict(raw.timings_ms, postprocess=ms_since(t0))
         return DetectionResult(self.name, raw.image_size, detections, timings)
 
-    def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], list[dict]]:
-        """The torchvision model called directly on a ready tensor, built with the call's thresholds."""
+    def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
+        """torch engine: the torchvision model called directly on a ready tensor, built with the call's
+        thresholds. onnxruntime engine: the session alone on a ready (resized, normalised) input."""
         tensor = self.to_tensor(image)
+        if self.onnx is not None:
+            with torch.inference_mode():
+                batch = self.model.transform([tensor])[0].tensors
+            return partial(self.onnx, batch)
 
         @torch.inference_mode()
         def call() -> list[dict]:
