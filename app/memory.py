@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-# The Deployment's limit is 2Gi. Idle (torch + both models + Streamlit) takes about 0.7-1.1 GiB, one
-# large decode in flight (a 40 MP PNG: Pillow's 160 MB image plus the 120 MB RGB array, one at a time
-# behind images' decode gate) about 0.3 GiB, the forwards and Streamlit's per-session copies the rest:
-# a quarter of a GiB of cached working copies, display copies and network outputs (about 20 MB per
-# large image: 12.6 MB working, 4.9 MB display, ~2.5 MB network outputs) keeps the peak under 75 %.
+# The Deployment's limit is 2Gi; the target is a peak under 75 % (1536 MiB). Measured (bench/app_bench.py):
+# about 0.9 GiB idle once a first page was served (torch, both models, Streamlit, pyarrow), about 0.3 GiB
+# per 40 MP PNG decode in flight (behind images' decode gate), 0.14 GiB for SSD's forward on a 2048x2048
+# working copy. What is left holds a quarter of a GiB of cached copies and outputs: a large image costs
+# about 20 MB while its forwards run (12.6 MB working, 4.9 MB display, ~2.5 MB outputs), about 6 MB after.
 CACHE_BUDGET_BYTES = 256 * 2**20
 JANITOR_PERIOD_S = 2.0
 
