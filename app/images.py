@@ -140,7 +140,9 @@ def load_image(
         )
     if warnings is not None and not is_jpeg:
         warnings.extend(_frame_warnings(im))
-    gate = DECODE_GATE.hold(pixels, 2 * max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
+    # Budget = the pixel limit: one largest-allowed image at a time (a 40 MP PNG costs ~305 MiB to decode);
+    # two at once put 8 concurrent sessions over the Deployment's 2Gi (bench/app_bench.py).
+    gate = DECODE_GATE.hold(pixels, max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
     with gate:
         if is_jpeg:
             return _decode_jpeg(data, im, name, warnings)
