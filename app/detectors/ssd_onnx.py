@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import tempfile
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -65,7 +66,11 @@ def export(model: torch.nn.Module, size: int) -> bytes:
     no onnxscript, no compiler; 2-5 s on 2 CPUs)."""
     module = BackboneHead(model).eval()  # eval before export: the exporter restores the module's mode after
     buffer = io.BytesIO()
-    with torch.no_grad():
+    # The exporter warns that TorchScript export is deprecated and that tracing fixes shapes: both expected
+    # here (one fixed input size; the load-time check compares the graph with torch).
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (torch.zeros(1, 3, size, size),),
