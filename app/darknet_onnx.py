@@ -359,11 +359,16 @@ def default_cache_dir() -> Path:
     return Path(base) / DARKNET_ONNX.cache_subdir
 
 
-def converted_input_size(path: Path) -> int | None:
-    """The input side of a converted ``.onnx`` (its graph input is (1, C, side, side))."""
+def converted_facts(path: Path) -> tuple[int | None, float]:
+    """Input side and lowest region threshold of a converted ``.onnx`` (what the detector needs without the cfg)."""
     model = onnx.load(str(path), load_external_data=False)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    return dims[3] if len(dims) == 4 and dims[3] > 0 else None
+    thresholds = [
+        float(numpy_helper.to_array(t))
+        for t in model.graph.initializer
+        if t.name.startswith(DARKNET_ONNX.output_prefix) and t.name.endswith("_thresh")
+    ]
+    return (dims[3] if len(dims) == 4 and dims[3] > 0 else None), min([DARKNET_ONNX.region_thresh, *thresholds])
 
 
 def cmd_convert(cfg: Path, weights: Path, out: Path | None = None) -> int:

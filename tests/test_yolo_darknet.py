@@ -169,3 +169,15 @@ def test_bad_darknet_files_give_a_clear_error(yolo_dir, tmp_path):
 def test_layout_known_right_after_loading(detector):
     """The constructor runs one warm-up forward (issue 8, item 8): no image is needed to know the layout."""
     assert detector.layout == "darknet"
+
+
+def test_objectness_prefilter_keeps_every_scoring_row(detector, images_dir):
+    """decode skips rows whose objectness is at or below the region threshold: none of them may score."""
+    for name in sorted(EXPECTED):
+        image = load_image(images_dir / name)
+        blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (320, 320), swapRB=False, crop=False)
+        detector.net.setInput(blob)
+        rows = np.concatenate(detector.net.forward(detector.output_names))
+        scoring = rows[(rows[:, 5:] > 0).any(axis=1)]
+        assert len(scoring) == len(detector.forward(image).data["scores"]), name
+        assert (scoring[:, 4] > detector.region_thresh).all() and detector.region_thresh == 0.2

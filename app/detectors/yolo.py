@@ -44,6 +44,20 @@ def darknet_input_size(cfg: Path) -> int | None:
         return None
 
 
+def region_threshold(sections) -> float:
+    """A bound below every ``[yolo]`` layer's class-score threshold (``thresh=``, OpenCV's default 0.2): a row
+    whose objectness is at or below it has only zero class scores (they are objectness x class probability)."""
+    values = []
+    for sec in sections:
+        if sec.type == "yolo":
+            raw = sec.options.get("thresh", str(DARKNET_ONNX.region_thresh))
+            try:
+                values.append(float(raw))
+            except ValueError:
+                raise DarknetError(f"[yolo] at line {sec.line}: thresh={raw!r} is not a number") from None
+    return min([DARKNET_ONNX.region_thresh, *values])
+
+
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[float, float]]:
     """Resize keeping the aspect ratio, pad centred to size x size; returns image, scale, (pad_x, pad_y)."""
     height, width = image.shape[:2]
@@ -105,6 +119,7 @@ class YoloDetector(Detector):
         except ValueError as exc:
             raise ModelLoadError(f"YOLO names {exc} (OBJDET_YOLO_NAMES)") from None
         self.config: Path | None = None
+        self.region_thresh = 0.0  # Darknet layout: objectness at or below this cannot score (region_threshold)
         self.converted = False  # a Darknet model converted to ONNX (app/darknet_onnx.py)
         if self.format == "darknet":
             self.net, self.input_size = self._read_darknet(config, input_size)
@@ -112,10 +127,10 @@ class YoloDetector(Detector):
             self.net = self._read_onnx(self.weights)
             self.input_size = input_size or 640
             if self._is_converted():
-                from ..darknet_onnx import converted_input_size
+                from ..darknet_onnx import converted_facts
 
-                self.converted = True
-                self.input_size = input_size or converted_input_size(self.weights)
+                size, self.region_thresh = converted_facts(self.weights)
+                self.converted, self.input_size = True, input_size or size
         if OPENCV_MAJOR < 5:  # OpenCV 5's new engine has one CPU backend and warns when a target is set
             self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
@@ -154,6 +169,7 @@ class YoloDetector(Detector):
         try:
             check_weights_size(self.weights, config)
             sections = parse_cfg(config)
+            self.region_thresh = region_threshold(sections)
         except DarknetError as exc:
             raise ModelLoadError(
                 f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
@@ -235,13 +251,13 @@ class YoloDetector(Detector):
         return blob, mapping
 
     def run_net(self, blob: np.ndarray) -> list[np.ndarray]:
-        """``net.forward`` on a ready blob, serialised and copied out of the net's buffers."""
+        """``net.forward`` on a ready blob, serialised (a ``cv2.dnn.Net`` is not thread-safe)."""
         with self._lock:
             self.net.setInput(blob)
-            outs = self.net.forward(self.output_names)
-            if len(outs) > 1 and len({(o.ndim, o.shape[-1]) for o in outs}) == 1 and outs[0].ndim == 2:
-                return [np.concatenate(outs)]  # Darknet's YOLO layers: one copy that joins them
-            return [np.array(o, copy=True) for o in outs]
+            outs = self.net.forward(self.output_names)  # the bindings return fresh arrays: no copy needed
+        if len(outs) > 1 and len({(o.ndim, o.shape[-1]) for o in outs}) == 1 and outs[0].ndim == 2:
+            return [np.concatenate(outs)]  # Darknet's YOLO layers: one copy that joins them
+        return list(outs)
 
     def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
         """``net.forward`` on a blob prepared once (thresholds do not enter the network)."""
@@ -303,7 +319,8 @@ class YoloDetector(Detector):
         if not fitting:
             raise OutputMismatch(self._shape_error(outs))
         if self.layout == "darknet":
-            return np.concatenate([o.reshape(-1, o.shape[-1]) for o in fitting], axis=0)
+            flat = [o.reshape(-1, o.shape[-1]) for o in fitting]
+            return flat[0] if len(flat) == 1 else np.concatenate(flat)  # run_net joined the heads already
         return fitting[0][0] if self.layout == "v5" else fitting[0][0].T
 
     def _shape_error(self, outs) -> str:
@@ -316,15 +333,18 @@ class YoloDetector(Detector):
 
     def _decode_rows(self, rows: np.ndarray, mapping: dict, width: int, height: int):
         """Candidates as boxes (x1, y1, x2, y2) in original pixels (unclipped), scores and class ids."""
-        if self.layout == "v8":
-            cls_scores = rows[:, 4:]
-        elif self.layout == "v5":
-            cls_scores = rows[:, 5:] * rows[:, 4:5]
-        else:  # OpenCV's Darknet region layer already multiplies class scores by objectness
+        if self.layout == "darknet":
+            # OpenCV's region layer (and the converted graph) multiplies class scores by objectness and zeroes
+            # those at or below its threshold, so only rows whose objectness is above it can score: a few of
+            # ~1500. Picking them first saves the row maxima over all rows (0.1-0.3 ms of a 2.5 ms forward).
+            rows = rows[rows[:, 4] > self.region_thresh]
             cls_scores = rows[:, 5:]
-        # Row maxima with OpenCV's SIMD reduce (numpy's axis-1 max is 5x slower here); most rows are
-        # all-zero, so argmax runs on the few that are left.
-        best = cv2.reduce(cls_scores.astype(np.float32, copy=False), 1, cv2.REDUCE_MAX).ravel()
+            best = cls_scores.max(axis=1, initial=0.0)
+        else:
+            cls_scores = rows[:, 4:] if self.layout == "v8" else rows[:, 5:] * rows[:, 4:5]
+            # Row maxima with OpenCV's SIMD reduce (numpy's axis-1 max is slower here); most rows are
+            # all-zero, so argmax runs on the few that are left.
+            best = cv2.reduce(cls_scores.astype(np.float32, copy=False), 1, cv2.REDUCE_MAX).ravel()
         keep = np.flatnonzero(best > 0)
         rows, scores = rows[keep], best[keep]
         class_ids = cls_scores[keep].argmax(axis=1)
