@@ -22,13 +22,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from .catalog import DARKNET_ONNX
 from .darknet import DarknetError, Section, check_weights_size, parse_cfg, parse_header
+
+if TYPE_CHECKING:
+    import onnx
+
+# ``onnx`` is imported where a graph is built or read: a detector that finds its model in the cache
+# does not pay for the import (0.2-0.8 s on these machines).
 
 _ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "mish", "swish")
 
@@ -45,6 +50,9 @@ class _Graph:
     """Nodes and initializers being built, and the ``.weights`` floats being consumed in Darknet's order."""
 
     def __init__(self, floats: np.ndarray, weights: Path):
+        from onnx import helper, numpy_helper
+
+        self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.names: set[str] = set()
@@ -53,7 +61,7 @@ class _Graph:
     def const(self, name: str, value) -> str:
         if name not in self.names:  # a constant named by its value is shared
             self.names.add(name)
-            self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+            self.inits.append(self.numpy_helper.from_array(np.asarray(value), name))
         return name
 
     def ints(self, *values: int) -> str:
@@ -61,7 +69,7 @@ class _Graph:
         return self.const("i64_" + "_".join(str(v) for v in values), np.array(values, np.int64))
 
     def op(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        self.nodes.append(self.helper.make_node(op_type, inputs, [output], name=output, **attrs))
         return output
 
     def take(self, count: int, where: str) -> np.ndarray:
@@ -87,6 +95,9 @@ def read_weights(weights: Path) -> np.ndarray:
 
 def build_model(sections: list[Section], floats: np.ndarray, cfg: Path, weights: Path) -> onnx.ModelProto:
     """The ONNX model of a parsed cfg with its weights; ``DarknetError`` naming the file and layer otherwise."""
+    import onnx
+    from onnx import TensorProto, helper
+
     net = sections[0]
     c, h, w = net.int("channels", 3), net.int("height", 0), net.int("width", 0)
     if h < 1 or w < 1:
@@ -361,6 +372,9 @@ def default_cache_dir() -> Path:
 
 def converted_facts(path: Path) -> tuple[int | None, float]:
     """Input side and lowest region threshold of a converted ``.onnx`` (what the detector needs without the cfg)."""
+    import onnx
+    from onnx import numpy_helper
+
     model = onnx.load(str(path), load_external_data=False)
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     thresholds = [
