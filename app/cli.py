@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--model", choices=MODEL_CHOICES, default="all")
     b.add_argument("--repeat", type=_positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
+    b.add_argument(
+        "--compare",
+        action="store_true",
+        help="compare engines, each variant in its own process, blocks rotated (README: Benchmarks)",
+    )
+    b.add_argument("--blocks", type=_positive_int, default=6, help="--compare: blocks per variant (default 6)")
+    b.add_argument("--variants", help="--compare: comma list (default all: see app/bench_worker.py)")
 
     bt = sub.add_parser(
         "batch",
@@ -153,9 +160,9 @@ def _run(args) -> int:
         if args.command == "weights":
             return cmd_weights(args, settings)
         if args.command == "bench":
-            from .bench import run_bench
+            from .bench import run_bench, run_compare
 
-            return run_bench(args, settings)
+            return run_compare(args, settings) if args.compare else run_bench(args, settings)
         if args.command == "batch":
             from .batch import cmd_batch
 
@@ -222,7 +229,7 @@ def cmd_detect(args, settings: Settings) -> int:
             if args.out:
                 entry["annotated"] = _write_annotated(args.out, path, image, results, out_problem)
         except ImageError as exc:
-            entry["error"] = str(exc)
+            entry["error"], entry["error_kind"] = str(exc), "bad_image"  # serve's objdet_failures_total kind
         except AnnotatedNotWritten as exc:
             entry["error"] = f"{path}: annotated image not written: {exc}"
         if warnings:

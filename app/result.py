@@ -62,6 +62,7 @@ class DetectionResult:
             "model": self.model,
             "image_size": {"width": self.image_size[0], "height": self.image_size[1]},
             "detections": [d.to_dict() for d in self.detections],
+            "detection_count": len(self.detections),  # what serve adds to objdet_detections_total
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }
 

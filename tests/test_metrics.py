@@ -7,8 +7,11 @@ wraps the instance only), and from prometheus-client's parser over what the metr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +173,21 @@ def test_text_log_is_one_line_per_event(capsys):
         '[objdet] detection model=ssd timings_ms=inference:12.5 note="two words"',
         "[objdet] warning: weights dir is empty",
     ]
+
+
+def test_detect_json_prints_the_same_figures(yolo_env, images_dir, tmp_path):
+    """The CLI pushes nothing; its JSON carries what serve would count: stages, detections, failure kind."""
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a picture")
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "detect", "--model", "yolo", "--json", str(images_dir / "coffee.png"), str(bad)],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    good, failed = json.loads(proc.stdout)["images"]
+    (result,) = good["results"]
+    assert set(result["timings_ms"]) == set(metrics.STAGES)
+    assert result["detection_count"] == len(result["detections"]) > 0
+    assert failed["error_kind"] == "bad_image" and "broken.png" in failed["error"]
