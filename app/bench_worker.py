@@ -1,0 +1,126 @@
+"""One variant of ``python -m app bench --compare``, in its own process, driven over stdin/stdout.
+
+OpenCV 4 and 5 cannot share a process, and torch's thread pools change what runs after them, so each
+variant is a worker: ``python -m app.bench_worker VARIANT`` builds its models once, prints one JSON line
+(``ready`` with its versions and build time, or ``error``), then answers each ``run N`` line with one JSON
+line of N timed (raw, pipeline) pairs, alternated so that machine noise hits both alike, until ``quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .config import Settings
+from .detectors.base import ms_since
+from .result import DetectParams
+
+PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
+
+# variant -> (models it builds, the SSD engine, what "raw" and "pipeline" time)
+VARIANTS = {
+    "yolo-cv4": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
+    "yolo-cv5": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
+    "ssd-torch": ("ssd", "torch", "raw: torchvision's model on a ready tensor; pipeline: detect"),
+    "ssd-onnxruntime": ("ssd", "onnxruntime", "raw: the onnxruntime session on a ready input; pipeline: detect"),
+    "yolo-after-ssd": (
+        "ssd,yolo",
+        None,
+        "raw: YOLO detect alone; pipeline: YOLO detect right after an SSD detect (the SSD call untimed)",
+    ),
+}
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return ms_since(t0)
+
+
+class Worker:
+    """The variant's detectors and the two callables it times, per image."""
+
+    def __init__(self, variant: str, images: list[Path], folder: Path):
+        from .catalog import family
+        from .images import load_image
+        from .registry import get_detector
+
+        models, engine, self.what = VARIANTS[variant]
+        settings = Settings.from_env()
+        if engine:
+            settings = replace(settings, ssd_engine=engine)
+        arrays = [load_image(p, max_pixels=settings.max_image_pixels) for p in images]
+        t0 = time.perf_counter()
+        detectors = {}
+        self.weights = {}
+        for model in models.split(","):
+            model_settings, self.weights[model] = family(model).detector_class().bench_settings(settings, folder)
+            detectors[model] = get_detector(model, model_settings)
+        self.build_ms = ms_since(t0)
+        if variant == "yolo-after-ssd":
+            yolo, ssd = detectors["yolo"], detectors["ssd"]
+            self.pairs = [
+                (
+                    lambda image=image: yolo.detect(image, PARAMS),
+                    lambda image=image: self._after(ssd, yolo, image),
+                )
+                for image in arrays
+            ]
+        else:
+            det = detectors[models]
+            self.pairs = [
+                (det.baseline(image, PARAMS), lambda image=image, det=det: det.detect(image, PARAMS))
+                for image in arrays
+            ]
+        for raw, pipeline in self.pairs:  # warm-up
+            raw()
+            pipeline()
+
+    @staticmethod
+    def _after(ssd, yolo, image) -> float:
+        ssd.detect(image, PARAMS)
+        return _time(lambda: yolo.detect(image, PARAMS))
+
+    def run(self, count: int) -> dict:
+        raw_ms, pipe_ms = [], []
+        for _ in range(count):
+            for raw, pipeline in self.pairs:
+                raw_ms.append(_time(raw))
+                t0 = time.perf_counter()
+                timed = pipeline()  # yolo-after-ssd times only YOLO's part itself
+                pipe_ms.append(timed if isinstance(timed, float) else ms_since(t0))
+        return {"raw": raw_ms, "pipeline": pipe_ms}
+
+
+def versions() -> dict:
+    found = {"python": sys.version.split()[0]}
+    for name in ("cv2", "torch", "onnxruntime"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = module.__version__
+    return found
+
+
+def main(argv: list[str]) -> int:
+    variant, folder, images = argv[0], Path(argv[1]), [Path(p) for p in argv[2:]]
+    try:
+        worker = Worker(variant, images, folder)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as this variant's row
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    ready = {"ready": True, "build_ms": worker.build_ms, "what": worker.what, "weights": worker.weights}
+    print(json.dumps({**ready, "versions": versions()}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[:1] == ["run"]:
+            print(json.dumps(worker.run(int(command[1]))), flush=True)
+        elif command[:1] == ["quit"]:
+            break
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
