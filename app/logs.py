@@ -53,6 +53,11 @@ def _text(value) -> str:
     return json.dumps(text) if " " in text or not text else text
 
 
+def configured() -> bool:
+    """Whether ``configure`` ran in this process (``serve``)."""
+    return bool(LOGGER.handlers)
+
+
 def event(message: str, level: str = "info", **fields) -> None:
     """Log one event; ``fields`` become JSON keys (json) or ``key=value`` pairs (text)."""
     levelno = logging.getLevelName(level.upper())

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import logs
+
 # The Deployment's limit is 2Gi; the target is a peak under 75 % (1536 MiB). Measured (bench/app_bench.py):
 # about 0.9 GiB idle once a first page was served (torch, both models, Streamlit, pyarrow), about 0.3 GiB
 # per 40 MP PNG decode in flight (behind images' decode gate), 0.14 GiB for SSD's forward on a 2048x2048
@@ -29,8 +31,12 @@ JANITOR_PERIOD_S = 2.0
 
 
 def log(message: str) -> None:
-    """One line on stderr, like ``serve``'s own (the pod's log)."""
-    print(f"[objdet] {message}", file=sys.stderr, flush=True)
+    """One line on stderr, like ``serve``'s own (the pod's log): through ``app.logs`` (text or JSON) under
+    ``serve``, printed as text elsewhere (``streamlit run``)."""
+    if logs.configured():
+        logs.event(message)
+    else:
+        print(f"[objdet] {message}", file=sys.stderr, flush=True)
 
 
 def nbytes_of(value: Any, _seen: set[int] | None = None) -> int:

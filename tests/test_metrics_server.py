@@ -132,7 +132,9 @@ def test_metrics_count_exactly_what_the_browser_did(browser, served, images_dir,
     for name, labels in after:  # bounded labels: never a file name or a session id
         assert not any("coffee" in v or "broken" in v for _, v in labels), (name, labels)
 
-    events = [json.loads(line) for line in server.text().splitlines() if line.startswith("{")]
+    lines = server.text().splitlines()
+    assert not [line for line in lines if line.startswith("[objdet]")], "OBJDET_LOG_FORMAT=json: every app line is JSON"
+    events = [json.loads(line) for line in lines if line.startswith("{")]
     detections = [e for e in events if e["message"] == "detection"]
     width, height = Image.open(images_dir / "coffee.png").size
     assert sorted(e["model"] for e in detections) == sorted(MODELS)  # the warm-up is not an event
