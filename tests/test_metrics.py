@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -191,3 +192,37 @@ def test_detect_json_prints_the_same_figures(yolo_env, images_dir, tmp_path):
     assert set(result["timings_ms"]) == set(metrics.STAGES)
     assert result["detection_count"] == len(result["detections"]) > 0
     assert failed["error_kind"] == "bad_image" and "broken.png" in failed["error"]
+
+
+def test_video_frames_and_timeouts(recording):
+    frames, timeouts = (
+        value("objdet_video_frames_total", model="yolo"),
+        value("objdet_failures_total", model="yolo", kind="timeout"),
+    )
+    metrics.record_video("yolo", 7, stopped_by_budget=False)
+    metrics.record_video("yolo", 3, stopped_by_budget=True)
+    assert value("objdet_video_frames_total", model="yolo") - frames == 10
+    assert value("objdet_failures_total", model="yolo", kind="timeout") - timeouts == 1
+
+
+def test_slot_gauges_follow_the_semaphore():
+    slots = metrics.SlotGauges(threading.BoundedSemaphore(1), 1)
+    entered = threading.Event()
+
+    def second_run():
+        with slots:
+            entered.set()
+
+    with slots:
+        assert value("objdet_inference_slots_in_use") == 1 and value("objdet_inference_slots") == 1
+        waiter = threading.Thread(target=second_run)
+        waiter.start()
+        for _ in range(3000):  # the second run blocks on the semaphore (bounded wait: never hangs the suite)
+            if value("objdet_inference_slots_waiting") == 1:
+                break
+            threading.Event().wait(0.01)
+        assert value("objdet_inference_slots_waiting") == 1
+        assert not entered.is_set()
+    waiter.join(timeout=30)
+    assert entered.is_set()
+    assert value("objdet_inference_slots_in_use") == 0 and value("objdet_inference_slots_waiting") == 0
