@@ -102,12 +102,12 @@ def metric_names() -> set[str]:
     }
 
 
-def instrument(detector):
-    """Wrap ``detector``'s ``forward`` and ``decode`` (instance attributes; ``detect`` calls them too):
+def instrument(detector, model: str):
+    """Wrap ``detector``'s ``forward`` and ``decode`` (instance attributes; ``detect`` calls them too),
+    labelled ``model`` (the registry's name for it, whatever the instance calls itself):
     the registry calls this once per built detector, so every path that serves a model is measured
     here and nowhere else. A network run is recorded at its first decode: stage times, one image, its
     detections, one log line; later decodes of the same output (slider moves) record nothing."""
-    model = detector.name
     forward, decode = detector.forward, detector.decode
 
     def recorded_forward(image):

@@ -82,7 +82,7 @@ def get_detector(model: str, settings: Settings) -> Detector:
     with _cache_lock:
         detector = _cache.get(key)
         if detector is None:
-            detector = metrics.instrument(build_detector(model, settings))
+            detector = metrics.instrument(build_detector(model, settings), model)
             BUILD_COUNT[model] = BUILD_COUNT.get(model, 0) + 1
             _cache[key] = detector
         return detector
