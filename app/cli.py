@@ -253,11 +253,11 @@ def detect_file(path, detectors: dict, params, settings: Settings, warnings: lis
     ``registry.inference_slots``) is held around the network runs only. Raises ``ImageError``."""
     from contextlib import nullcontext
 
-    from .images import WORK_SIDE, load_image, working_copy
+    from .images import load_image, work_side, working_copy
 
     image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, warnings=warnings)
-    # The networks run on a copy of at most WORK_SIDE pixels a side: memory follows that, not the input.
-    small, factor = working_copy(image, WORK_SIDE)
+    # The networks run on a copy of at most work_side pixels a side: memory follows that, not the input.
+    small, factor = working_copy(image, work_side(d.input_size for d in detectors.values()))
     size = (image.shape[1], image.shape[0])
     with slot if slot is not None else nullcontext():
         results = {m: detector.detect(small, params).rescaled(factor, size) for m, detector in detectors.items()}

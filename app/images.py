@@ -31,10 +31,21 @@ Image.MAX_IMAGE_PIXELS = None
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 WORK_SIDE = 2048
-"""Longest side of the copy the networks are run on (``working_copy``). Both networks see at most
-416x416 pixels by default (and at most 2048, the largest ``OBJDET_YOLO_INPUT_SIZE``), so shrinking
-larger images to 2048 first changes no detection beyond rounding, while the memory of the
-inference (SSD's float tensor is 12 bytes a pixel) is bounded by 2048x2048 instead of the input."""
+"""The largest working copy (``work_side``): networks with a 1024 px input or more (the largest
+``OBJDET_YOLO_INPUT_SIZE`` is 2048) get a copy this large."""
+
+MIN_WORK_SIDE = 1024
+"""The smallest working copy: enough for any default network (SSDlite 320, SSD300, Yolo-Fastest 320)."""
+
+
+def work_side(input_sizes) -> int:
+    """Longest side of the working copy for networks that see ``input_sizes`` pixels: twice the largest,
+    between ``MIN_WORK_SIDE`` and ``WORK_SIDE``. Area-shrinking a large image to twice the network's size
+    and letting the network resize the rest changes no detection beyond rounding, and bounds the memory
+    of inference (SSD's float tensors are 12 bytes a pixel: 144 MiB at 2048x2048, 36 MiB at 1024x1024)
+    by the network, not the upload. Images within the side go to the networks as they are."""
+    return min(WORK_SIDE, max(MIN_WORK_SIDE, 2 * max(input_sizes, default=0)))
+
 
 GATED_DECODE_PIXELS = 4_000_000
 """Decodes of more pixels than this pass ``DECODE_GATE``: smaller ones (every ordinary photo of a

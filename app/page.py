@@ -6,12 +6,12 @@ rerun, so the page is an ordinary module with ordinary imports. Detectors come f
 ``st.cache_resource`` over the process-wide registry (built once per process, shared by all sessions).
 
 Memory is bounded per process, not per session (issue 8): an upload is decoded once into a working copy
-(longer side ``WORK_SIDE``, what the networks see) and a display copy (longer side ``DISPLAY_SIDE``, what
-the page shows); the full-resolution array is dropped at once, the working copy once every loaded model
-has run on it. The copies and each network output live in ``app.memory.CACHE``, keyed by content digest
-and shared by every session, under one byte budget; what no live session uses is released. Tables, JSON
-and CSV give boxes in the original's pixels. A slider move decodes nothing and runs no network: it only
-re-thresholds and redraws.
+(longer side ``images.work_side`` of the loaded networks, what they see) and a display copy (longer side
+``DISPLAY_SIDE``, what the page shows, served to the browser as JPEG); the full-resolution array is
+dropped at once, the working copy once every loaded model has run on it. The copies and each network
+output live in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte
+budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels.
+A slider move decodes nothing and runs no network: it only re-thresholds and redraws.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
 TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
-WORK_SIDE = image_io.WORK_SIDE  # longer side of the copy the networks see (both resize to <= 416 anyway)
 DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (what Streamlit keeps per session)
 
 
@@ -143,7 +142,12 @@ def session_id() -> str | None:
     return ctx.session_id if ctx is not None else None
 
 
-def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
+def loaded_work_side(settings: Settings, loaded: list[str]) -> int:
+    """The working copy's side for every loaded model (so a model chosen later needs no new decode)."""
+    return image_io.work_side(get_detector(m, settings).input_size for m in loaded)
+
+
+def prepare(name: str, data: bytes, settings: Settings, side: int) -> PreparedImage:
     """Decode the upload (through ``load_image``, which bounds concurrent large decodes), keep a working
     and a display copy, drop the full-resolution array. A refusal is returned, not raised, so it is
     cached like an image."""
@@ -155,7 +159,7 @@ def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
     except ImageError as exc:
         return exc
     height, width = full.shape[:2]
-    working, working_factor = image_io.working_copy(full, WORK_SIDE)
+    working, working_factor = image_io.working_copy(full, side)
     shrunk = working is not full
     del full
     if shrunk:  # hand the decoder's freed blocks back now: each session's thread has its own malloc arena
@@ -167,22 +171,25 @@ def prepare(name: str, data: bytes, settings: Settings) -> PreparedImage:
 
 
 def image_key(digest: str, settings: Settings) -> tuple:
-    return ("image", digest, settings.max_image_pixels, settings.max_file_bytes, WORK_SIDE, DISPLAY_SIDE)
+    return ("image", digest, settings.max_image_pixels, settings.max_file_bytes, DISPLAY_SIDE)
 
 
 def raw_key(model: str, digest: str, settings: Settings) -> tuple:
     return ("raw", model, settings, digest)
 
 
-def decode_once(name: str, data: bytes, settings: Settings, models: list[str]) -> tuple[str, PreparedImage]:
+def decode_once(
+    name: str, data: bytes, settings: Settings, models: list[str], loaded: list[str]
+) -> tuple[str, PreparedImage]:
     """(digest, prepared image) of an upload, decoded once per process whatever the number of sessions
     that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name).
     Decodes again only when one of ``models`` has no cached output and the working copy was let go."""
     digest = hashlib.sha256(data).hexdigest()
     key = image_key(digest, settings)
+    side = loaded_work_side(settings, loaded)
 
     def decode() -> PreparedImage | ImageError:
-        value = prepare(name, data, settings)
+        value = prepare(name, data, settings, side)
         if isinstance(value, ImageError):  # counted once per refused content, like the decode itself
             metrics.record_refused(name, value.reason, models)
         return value
@@ -191,7 +198,7 @@ def decode_once(name: str, data: bytes, settings: Settings, models: list[str]) -
     if isinstance(value, ImageError):
         raise ImageError(name, value.reason)
     if value.working is None and any(raw_key(m, digest, settings) not in CACHE for m in models):
-        value = prepare(name, data, settings)
+        value = prepare(name, data, settings, side)
         CACHE.put(key, value, owner=session_id())
     return digest, value
 
@@ -221,7 +228,7 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
     annotated = annotate(prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size))
-    st.image(annotated, caption=f"{name} · {model}", width="stretch")
+    st.image(annotated, caption=f"{name} · {model}", width="stretch", output_format="JPEG")
     total_ms = sum(result.timings_ms.values())
     c1, c2 = st.columns(2)
     c1.metric("Detections", len(result.detections))
@@ -273,7 +280,7 @@ def show_image(
     name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings, loaded: list[str]
 ) -> None:
     try:
-        digest, prepared = decode_once(name, data, settings, models)
+        digest, prepared = decode_once(name, data, settings, models, loaded)
     except ImageError as exc:
         st.error(str(exc))
         return
@@ -284,7 +291,7 @@ def show_image(
     with columns[0]:
         st.markdown("**Original**")
         shown = "" if (display_w, display_h) == (width, height) else f" (shown at {display_w}x{display_h})"
-        st.image(prepared.display, caption=f"{width}x{height}{shown}", width="stretch")
+        st.image(prepared.display, caption=f"{width}x{height}{shown}", width="stretch", output_format="JPEG")
         for note in prepared.warnings:
             st.caption(f":material/warning: {name}: {note}")
     for column, model in zip(columns[1:], models, strict=True):
