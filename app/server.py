@@ -110,6 +110,18 @@ def start_metrics(settings: Settings) -> None:
         raise SystemExit(1)
 
 
+def warm_page_libraries() -> None:
+    """Import the page and what it draws with (pandas, pyarrow: ~100 MB) before Streamlit listens, so the
+    first visitor does not wait for them and the idle memory is what a serving process holds: after the
+    sessions close, RSS returns to this level, not to a never-used process's."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from . import page  # noqa: F401 - imported for its imports (the page's libraries)
+
+    pa.Table.from_pandas(pd.DataFrame({"label": ["cup"], "score": [0.5]}))  # pyarrow's pandas bridge
+
+
 def serve(settings: Settings) -> int:
     for key, value in STREAMLIT_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -132,6 +144,7 @@ def serve(settings: Settings) -> int:
     start_metrics(settings)
     t0 = time.perf_counter()
     loaded = prepare_models(settings)
+    warm_page_libraries()
     metrics.enable()  # from here on: the warm-up runs above are not counted
     logs.event(
         f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit",
