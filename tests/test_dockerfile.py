@@ -247,7 +247,16 @@ def test_port_healthcheck_and_command():
         pod = yaml.safe_load(deployment.read_text())["spec"]["template"]["spec"]
         container = pod["containers"][0]
         assert container.get("command", CMD) == CMD
-        assert {p["containerPort"] for p in container["ports"]} == {int(port)}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["http"] == int(port)
+        # the only other port is the metrics listener, which the image leaves off (OBJDET_METRICS_PORT=0)
+        # and the ConfigMap turns on
+        config = dict(
+            line.split("=", 1)
+            for line in (REPO / "base" / "config.env").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        assert {k: v for k, v in ports.items() if k != "http"} == {"metrics": int(config["OBJDET_METRICS_PORT"])}
 
 
 def test_healthcheck_command_builds_the_probe_path():
