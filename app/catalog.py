@@ -112,7 +112,7 @@ SSD_DEFAULT_FILES = {a.name: a.weights.name for a in SSD_ARCHS.values()}
 # are torchvision's on both, so both give torchvision's detections.
 SSD_ENGINES = {
     "onnxruntime": "exported to ONNX at load (cached), run by onnxruntime: 2-3x faster on CPU",
-    "torch": "torchvision's eager model: the fallback, and what runs on CUDA",
+    "torch": "torchvision's eager model (channels_last weights on CPU): the fallback, and what runs on CUDA",
 }
 
 

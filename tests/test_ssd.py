@@ -97,13 +97,16 @@ def test_decode_reuses_one_forward(ssd, images_dir, monkeypatch):
         assert 0 <= x1 <= x2 <= 451 and 0 <= y1 <= y2 <= 300
 
 
-def test_ssd300_vgg16_equals_torchvision_direct(tmp_path, images_dir):
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])  # torch: channels_last weights on CPU
+def test_ssd300_vgg16_equals_torchvision_direct(tmp_path, images_dir, engine):
     weights = make_state_dict("ssd300_vgg16", tmp_path / "vgg.pth")
     path = images_dir / "chelsea.png"
     want = torchvision_direct("ssd300_vgg16", weights, path, 0.5, 0.45, 50)
-    got = SSDDetector("ssd300_vgg16", weights, device="cpu").detect(load_image(path), DetectParams(0.5, 0.45, None, 50))
+    det = SSDDetector("ssd300_vgg16", weights, device="cpu", engine=engine, cache_dir=tmp_path)
+    got = det.detect(load_image(path), DetectParams(0.5, 0.45, None, 50))
     assert len(got.detections) == len(want["scores"]) > 0
     np.testing.assert_allclose([d.box for d in got.detections], want["boxes"].numpy(), atol=1e-3)
+    np.testing.assert_allclose([d.score for d in got.detections], want["scores"].numpy(), atol=1e-4, rtol=0)
     assert [d.class_id for d in got.detections] == want["labels"].tolist()
 
 

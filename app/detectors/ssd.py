@@ -201,6 +201,8 @@ class SSDDetector(Detector):
             n = num_threads or torch.get_num_threads()
             self.onnx = OnnxBackboneHead(self.model, self.weights, arch, self.input_size, n, cache_dir)
             self._anchors = self._check_onnx()
+        elif self.device.type == "cpu":  # NHWC weights: torch's CPU convolutions ~1.3x faster, same detections
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     def _features(self, batch: torch.Tensor) -> list[torch.Tensor]:
         features = self.model.backbone(batch)
