@@ -108,8 +108,10 @@ def run_bench(args, settings: Settings) -> int:
 COMPARISONS = (
     ("yolo-cv4", "yolo-cv5", "pipeline", "YOLO pipeline: OpenCV 4 / OpenCV 5 (converted ONNX)", ">= 1.5"),
     ("yolo-cv4", "yolo-cv5", "raw", "YOLO raw forward: OpenCV 4 / OpenCV 5", None),
-    ("ssd-torch", "ssd-onnxruntime", "pipeline", "SSD pipeline: torch / onnxruntime", ">= 2"),
-    ("ssd-onnxruntime", "ssd-torch", "pipeline/raw", "SSD fast pipeline / torchvision's raw call", "<= 1.10"),
+    ("ssd-today", "ssd-onnxruntime", "pipeline", "SSD pipeline: before issue 11 / onnxruntime", ">= 2"),
+    ("ssd-torch", "ssd-onnxruntime", "pipeline", "SSD pipeline: torch engine (channels_last) / onnxruntime", None),
+    ("ssd-today", "ssd-torch", "pipeline", "SSD pipeline: before / torch engine (channels_last)", None),
+    ("ssd-onnxruntime", "ssd-today", "pipeline/raw", "SSD fast pipeline / today's raw torchvision call", "<= 1.10"),
     ("ssd-onnxruntime", "ssd-onnxruntime", "pipeline/raw", "SSD fast pipeline / its onnxruntime session", None),
     ("yolo-after-ssd", "yolo-after-ssd", "pipeline/raw", "YOLO detect after SSD / alone (one process)", "<= 1.10"),
     ("yolo-cv5", "yolo-cv5", "pipeline/raw", "YOLO pipeline / raw forward, OpenCV 5", "<= 1.15"),

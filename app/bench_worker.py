@@ -24,7 +24,8 @@ PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 VARIANTS = {
     "yolo-cv4": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
     "yolo-cv5": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
-    "ssd-torch": ("ssd", "torch", "raw: torchvision's model on a ready tensor; pipeline: detect"),
+    "ssd-today": ("ssd", "torch", "torch engine as before issue 11 (contiguous weights); raw: torchvision's model"),
+    "ssd-torch": ("ssd", "torch", "raw: torchvision's model (channels_last) on a ready tensor; pipeline: detect"),
     "ssd-onnxruntime": ("ssd", "onnxruntime", "raw: the onnxruntime session on a ready input; pipeline: detect"),
     "yolo-after-ssd": (
         "ssd,yolo",
@@ -60,6 +61,10 @@ class Worker:
             model_settings, self.weights[model] = family(model).detector_class().bench_settings(settings, folder)
             detectors[model] = get_detector(model, model_settings)
         self.build_ms = ms_since(t0)
+        if variant == "ssd-today":  # the torchvision model exactly as the detector ran it before channels_last
+            import torch
+
+            detectors["ssd"].model = detectors["ssd"].model.to(memory_format=torch.contiguous_format)
         if variant == "yolo-after-ssd":
             yolo, ssd = detectors["yolo"], detectors["ssd"]
             self.pairs = [
