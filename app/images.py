@@ -114,6 +114,52 @@ def load_image(
     files before they are read. Messages about a usable image (e.g. "multi-page TIFF: page 1 used")
     are appended to ``warnings`` when a list is given.
     """
+    return _load(source, name, max_pixels, max_bytes, warnings)[0]
+
+
+def load_working(
+    source: str | Path | bytes,
+    name: str | None = None,
+    *,
+    max_side: int,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_bytes: int | None = None,
+    warnings: list[str] | None = None,
+) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """``working_copy(load_image(...), max_side)`` without ever building the full-resolution array:
+    (working copy, factor back to the original's pixels, original (width, height)).
+
+    A large Pillow-decoded image is box-reduced inside Pillow by an integer factor first (its longer
+    side stays at least twice ``max_side``), then area-shrunk to exactly the size ``working_copy``
+    gives: a 40 MP PNG costs Pillow's own buffer only, not another 120 MB array (the page's peak with
+    several sessions, bench/app_bench.py). JPEG is decoded whole (libjpeg-turbo, no Pillow buffer).
+    """
+    array, (width, height) = _load(source, name, max_pixels, max_bytes, warnings, reduce_to=2 * max_side)
+    longest = max(width, height)
+    if longest <= max_side:
+        return array, 1.0, (width, height)
+    scale = max_side / longest
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    import cv2
+
+    small = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+    return small, longest / max_side, (width, height)
+
+
+_REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK")
+
+
+def _load(
+    source: str | Path | bytes,
+    name: str | None,
+    max_pixels: int,
+    max_bytes: int | None,
+    warnings: list[str] | None,
+    reduce_to: int | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The decode behind ``load_image`` and ``load_working``: (array, original (width, height)); with
+    ``reduce_to``, a Pillow image whose longer side is at least that is box-reduced by an integer factor
+    (never below ``reduce_to``) before the array is made."""
     max_bytes = default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "upload"
@@ -156,11 +202,16 @@ def load_image(
     gate = DECODE_GATE.hold(pixels, max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
     with gate:
         if is_jpeg:
-            return _decode_jpeg(data, im, name, warnings)
+            array = _decode_jpeg(data, im, name, warnings)
+            return array, (array.shape[1], array.shape[0])
         try:
             im.load()
             im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
+            size = im.size
+            factor = max(size) // reduce_to if reduce_to else 0
+            if factor >= 2 and im.mode in _REDUCIBLE_MODES:
+                im = im.reduce(factor)  # a box filter inside Pillow: no full-size array is made
+            return _to_rgb(im), size
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any codec
             reason = str(exc) or type(exc).__name__
             if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError, EOFError)):

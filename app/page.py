@@ -148,21 +148,22 @@ def loaded_work_side(settings: Settings, loaded: list[str]) -> int:
 
 
 def prepare(name: str, data: bytes, settings: Settings, side: int) -> PreparedImage:
-    """Decode the upload (through ``load_image``, which bounds concurrent large decodes), keep a working
-    and a display copy, drop the full-resolution array. A refusal is returned, not raised, so it is
-    cached like an image."""
+    """Decode the upload into a working copy (``load_working``: through the gate that bounds concurrent
+    large decodes, never building the full-resolution array) and a display copy. A refusal is returned,
+    not raised, so it is cached like an image."""
     notes: list[str] = []
     try:
-        full = image_io.load_image(
-            data, name, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, warnings=notes
+        working, working_factor, (width, height) = image_io.load_working(
+            data,
+            name,
+            max_side=side,
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_file_bytes,
+            warnings=notes,
         )
     except ImageError as exc:
         return exc
-    height, width = full.shape[:2]
-    working, working_factor = image_io.working_copy(full, side)
-    shrunk = working is not full
-    del full
-    if shrunk:  # hand the decoder's freed blocks back now: each session's thread has its own malloc arena
+    if working_factor != 1.0:  # hand the decoder's freed blocks back now: each session's thread has its own arena
         malloc_trim()
     display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
     return PreparedImage(

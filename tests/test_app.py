@@ -86,8 +86,8 @@ def test_slider_changes_rows_without_running_the_network(both_env, images_dir, m
     import app.images
 
     decodes = []
-    real_load = app.images.load_image
-    monkeypatch.setattr(app.images, "load_image", lambda *a, **k: decodes.append(1) or real_load(*a, **k))
+    real_load = app.images.load_working  # the page's decode
+    monkeypatch.setattr(app.images, "load_working", lambda *a, **k: decodes.append(1) or real_load(*a, **k))
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
     at.slider(key="max_det").set_value(300).run()

@@ -36,14 +36,14 @@ def empty_process_cache():
 
 @pytest.fixture
 def decodes(monkeypatch):
-    """Every call of images.load_image in this process (the app looks it up per call)."""
+    """Every call of images.load_working (the page's decode) in this process (the app looks it up per call)."""
     import app.images
 
     calls = []
-    real_load = app.images.load_image
+    real_load = app.images.load_working
     monkeypatch.setattr(
         app.images,
-        "load_image",
+        "load_working",
         lambda *a, **k: calls.append(a[1] if len(a) > 1 else k.get("name")) or real_load(*a, **k),
     )
     return calls
@@ -138,9 +138,12 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
 ):
     data, pixels = big_png(images_dir)
     height, width = pixels.shape[:2]
-    # golden: the detector called directly on a working copy made here, scaled back by a factor computed here
+    # golden: the detector called directly on a working copy made here (images.load_working's documented
+    # rule: Pillow's box reduce by the integer factor that keeps the longer side >= 2 x the working side,
+    # then area interpolation to the working side), scaled back by a factor computed here
     scale = WORK_SIDE / max(width, height)
-    small = cv2.resize(pixels, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    reduced = np.asarray(Image.fromarray(pixels).reduce(max(width, height) // (2 * WORK_SIDE)))
+    small = cv2.resize(reduced, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
     factor = max(width, height) / WORK_SIDE
     detector = get_detector("yolo", Settings.from_env())
     golden = detector.detect(small, DetectParams(conf=0.30, iou=0.45, max_det=100))

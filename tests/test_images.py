@@ -15,7 +15,7 @@ import pytest
 import simplejpeg
 from PIL import Image, ImageOps
 
-from app.images import DECODE_GATE, GATED_DECODE_PIXELS, ImageError, PixelGate, load_image
+from app.images import DECODE_GATE, GATED_DECODE_PIXELS, ImageError, PixelGate, load_image, load_working
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -416,3 +416,44 @@ def test_large_image_copied_in_strips_matches_pillow(mode):
     arr = load_image(data, "big.png")
     assert arr.flags.writeable and arr.flags.c_contiguous
     assert np.array_equal(arr, expected)
+
+
+def test_load_working_never_builds_the_full_array_and_matches_its_rule():
+    """A large PNG: the working copy equals Pillow's box reduce (integer factor keeping the longer side
+    >= 2 x max_side) then area interpolation, computed here with Pillow and OpenCV directly; the factor
+    maps back to the original; numpy never holds a full-resolution array (tracemalloc sees numpy)."""
+    import tracemalloc
+
+    import cv2
+
+    width, height, side = 5000, 3000, 1024
+    rows, cols = np.mgrid[0:height, 0:width]
+    pixels = np.stack([(rows // 7) % 256, (cols // 11) % 256, ((rows + cols) // 50 % 2) * 200], -1).astype(np.uint8)
+    data = encode(Image.fromarray(pixels), "PNG")
+    del rows, cols
+
+    def traced_peak(call):
+        tracemalloc.start()
+        try:
+            return call(), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (working, factor, size), peak = traced_peak(lambda: load_working(data, "big.png", max_side=side))
+    full, full_peak = traced_peak(lambda: load_image(data, "big.png"))
+    assert np.array_equal(full, pixels) and full_peak >= pixels.nbytes
+    del full
+    assert size == (width, height) and factor == width / side
+    reduced = np.asarray(Image.fromarray(pixels).reduce(width // (2 * side)))
+    expected = cv2.resize(reduced, (side, round(height * side / width)), interpolation=cv2.INTER_AREA)
+    assert working.shape == expected.shape and np.array_equal(working, expected)
+    assert peak < full_peak / 2, f"load_working peaked at {peak:,} bytes, load_image at {full_peak:,}"
+
+
+def test_load_working_of_a_small_image_is_load_image():
+    im = Image.new("RGB", (300, 200), (10, 200, 30))
+    data = encode(im, "PNG")
+    working, factor, size = load_working(data, "small.png", max_side=1024)
+    assert factor == 1.0 and size == (300, 200) and np.array_equal(working, load_image(data, "small.png"))
+    with pytest.raises(ImageError, match=r"broken\.png"):
+        load_working(b"\x89PNG\r\n\x1a\n garbage", "broken.png", max_side=1024)
