@@ -35,7 +35,8 @@ def test_text_readable_from_small_to_huge_images():
         font, thick, _ = text_scale(width, width * 3 // 4)
         (tw, th), _ = cv2.getTextSize("person 0.99", cv2.FONT_HERSHEY_SIMPLEX, font, thick)
         assert th >= 8, width  # at least 8 px tall
-        assert 0.008 <= th / width <= 0.05, (width, th)  # a constant-ish share of the image
+        # a constant-ish share of the image (OpenCV 5 measures the Hershey glyphs ~20 % taller than 4.x)
+        assert 0.008 <= th / width <= 0.06, (width, th)
         assert tw < width  # fits
 
 
