@@ -60,7 +60,8 @@ _GENERAL = (
         "OBJDET_NUM_THREADS",
         "(CPUs this process may use: the smallest of cgroup CPU quota, affinity, count)",
         "integer 1-256",
-        "Threads for torch and OpenCV; set it to the container's CPU limit.",
+        "Threads for torch, onnxruntime and OpenCV, set in one place (`app/threads.py`); "
+        "set it to the container's CPU limit.",
         True,
     ),
     EnvVar(
