@@ -198,15 +198,8 @@ def main() -> int:
             bad[-1].write_bytes(f"plain text {s}\n".encode())
         metrics_port = serving.free_port()
         server = serving.Server(
-            {
-                "OBJDET_MODELS": ",".join(MODELS),
-                "OBJDET_SSD_WEIGHTS": str(ssd),
-                "OBJDET_YOLO_WEIGHTS": str(yolo / "yolo-fastest-1.1.weights"),
-                "OBJDET_YOLO_CONFIG": str(yolo / "yolo-fastest-1.1.cfg"),
-                "OBJDET_YOLO_NAMES": str(yolo / "coco.names"),
-                "OBJDET_METRICS_PORT": str(metrics_port),
-                "OBJDET_LOG_LEVEL": "warning",
-            }
+            serving.models_env(ssd, yolo, ",".join(MODELS))
+            | {"OBJDET_METRICS_PORT": str(metrics_port), "OBJDET_LOG_LEVEL": "warning"}
         )
         scrapes: list[tuple[float, dict]] = []
         stop = threading.Event()

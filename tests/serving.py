@@ -31,6 +31,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def models_env(ssd_weights, yolo_dir, models: str = "ssd,yolo") -> dict:
+    """The OBJDET_* environment of a serve process with the given SSD state dict and the Yolo-Fastest-1.1
+    files of ``yolo_dir`` (the shared assets)."""
+    return {
+        "OBJDET_MODELS": models,
+        "OBJDET_SSD_WEIGHTS": str(ssd_weights),
+        "OBJDET_YOLO_WEIGHTS": str(Path(yolo_dir) / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(Path(yolo_dir) / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(Path(yolo_dir) / "coco.names"),
+    }
+
+
 def health(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serving import CHROMIUM_ARGS, Server, free_port
+from serving import CHROMIUM_ARGS, Server, free_port, models_env
 from test_browser import CHROMIUM
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -42,12 +42,7 @@ def browser():
 @pytest.fixture(scope="module")
 def served(yolo_dir, ssd_weights):
     metrics_port = free_port()
-    env = {
-        "OBJDET_MODELS": "ssd,yolo",
-        "OBJDET_SSD_WEIGHTS": str(ssd_weights),
-        "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
-        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
-        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    env = models_env(ssd_weights, yolo_dir) | {
         "OBJDET_METRICS_PORT": str(metrics_port),
         "OBJDET_LOG_FORMAT": "json",
     }
