@@ -70,3 +70,17 @@ def both_env(yolo_env, ssd_weights, monkeypatch):
     monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))
     monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
     return Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (never a downloaded browser); skips when absent."""
+    from serving import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # Headless Chromium for the browser tests and bench/app_bench.py: no sandbox (containers), no GPU, no
 # background traffic (the machines reach only loopback).
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; a browser is never downloaded
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -29,6 +30,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_app(args: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m app ARGS`` in a subprocess from the repository, with ``env`` as its only OBJDET_* variables."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def models_env(ssd_weights, yolo_dir, models: str = "ssd,yolo") -> dict:

@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from serving import run_app as run
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run(args, env, timeout=180):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture

@@ -15,18 +15,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from serving import run_app as run
 
 from app.images import WORK_SIDE, load_image
 from app.result import DetectParams
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run(args, env, timeout=180):
-    full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | env
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args], cwd=REPO, env=full, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,25 +17,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serving import CHROMIUM_ARGS, Server, free_port, models_env
-from test_browser import CHROMIUM
+from serving import Server, free_port, models_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 MODELS = ("ssd", "yolo")
 STAGES = ("preprocess", "inference", "postprocess")
 BASE_PATH = "object-detection"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
