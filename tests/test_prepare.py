@@ -3,7 +3,6 @@ assets (their real manifest hashes), a real loopback HTTP server for fetch mode,
 
 from __future__ import annotations
 
-import http.server
 import io
 import os
 import shutil
@@ -13,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from test_weights import Server
+
 from app.config import Settings
 from app.prepare import prepare
 
@@ -20,40 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 YOLO_FILES = ("yolo-fastest-1.1.weights", "yolo-fastest-1.1.cfg", "coco.names")
 
 
-class Server:
-    """Serves ``files`` by name on loopback and records every request (the pattern of test_weights)."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                outer.requests.append(name)
-                data = files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/mirror"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def names(requests) -> list[str]:
+    """The file names test_weights' loopback server was asked for (its requests are (name, range) pairs)."""
+    return [name for name, _ in requests]
 
 
 def settings_for(weights_dir: Path, **extra: str) -> Settings:
@@ -170,7 +140,7 @@ def test_fetch_downloads_only_what_is_missing_then_nothing(yolo_dir, tmp_path):
     with Server(served) as srv:
         rc, log = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=60, url_base=srv.url)
         assert rc == 0, log
-        assert sorted(srv.requests) == ["coco.names", "yolo-fastest-1.1.weights"]
+        assert sorted(names(srv.requests)) == ["coco.names", "yolo-fastest-1.1.weights"]
         for name in YOLO_FILES:
             assert (tmp_path / name).read_bytes() == served[name]
         rc2, log2 = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=60, url_base=srv.url)
@@ -195,7 +165,7 @@ def test_fetch_retries_failed_downloads_until_the_deadline(yolo_dir, tmp_path):
     with Server({}) as srv:  # every request answers 404
         rc, log = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=1, poll_s=0.3, url_base=srv.url)
     assert rc == 1
-    assert srv.requests.count("yolo-fastest-1.1.weights") >= 2, "retried at each poll"
+    assert names(srv.requests).count("yolo-fastest-1.1.weights") >= 2, "retried at each poll"
     assert "error: yolo-fastest-1.1.weights:" in log and "127.0.0.1" in log  # fetch's own message
     assert "did not finish in time" in log.strip().splitlines()[-1]
 
