@@ -12,14 +12,21 @@ CSV_FIELDS = ("label", "class_id", "score", "x1", "y1", "x2", "y2")
 
 
 def result_json(
-    result: DetectionResult, source: str, params: dict | None = None, warnings: list[str] | None = None
+    result: DetectionResult,
+    source: str,
+    params: dict | None = None,
+    warnings: list[str] | None = None,
+    agreement: dict | None = None,
 ) -> bytes:
-    """One image's result; ``warnings`` (from ``load_image``, e.g. "only page 1 is used") as in ``detect --json``."""
+    """One image's result; ``warnings`` (from ``load_image``, e.g. "only page 1 is used") as in ``detect --json``;
+    ``agreement`` (``Agreement.to_dict``) when two models ran on the image."""
     doc = {"file": source, **result.to_dict()}
     if warnings:
         doc["warnings"] = list(warnings)
     if params is not None:
         doc["params"] = params
+    if agreement is not None:
+        doc["agreement"] = agreement
     return json.dumps(doc, indent=2).encode("utf-8")
 
 

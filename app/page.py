@@ -11,7 +11,13 @@ Memory is bounded per process, not per session (issue 8): an upload is decoded o
 dropped at once, the working copy once every loaded model has run on it. The copies and each network
 output live in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte
 budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels.
-A slider move decodes nothing and runs no network: it only re-thresholds and redraws.
+A slider move decodes nothing and runs no network: it only re-thresholds and redraws (the agreement
+view of "both side by side" too: it matches the decoded results). A processed video's result (its WebM,
+per-frame rows and key-frame JPEGs: bytes, not arrays) stays in that session's state until the next video,
+so its key-frame slider and the sidebar rerun the page without processing again.
+
+The sidebar's settings round-trip through the URL's query parameters (``app.query``): a link reproduces the
+view (never the uploaded data). Example images (``app/examples``, public domain or CC0) run the upload path.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from . import images as image_io  # load_image looked up per call (tests count decodes)
-from . import metrics
-from .annotate import annotate, to_png
+from . import metrics, query
+from .agreement import Agreement, match
+from .annotate import annotate, annotate_agreement, to_png
 from .catalog import FAMILIES
 from .config import ConfigError, Settings
 from .detectors.base import RawOutput
@@ -37,13 +45,14 @@ from .labels import vocabulary
 from .memory import CACHE, malloc_trim, start_janitor
 from .registry import get_detector, inference_slots, model_status
 from .result import DetectionResult, DetectParams, detection_rows
-from .video import VideoError, process_video
+from .video import VideoError, VideoReport, process_video, timeline
 
 MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
 TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
 DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (what Streamlit keeps per session)
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
 
 @dataclass(frozen=True)
@@ -80,22 +89,58 @@ def settings_or_stop() -> Settings:
         st.stop()
 
 
-def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams]:
+def apply_query(choices: list[str]) -> None:
+    """The sidebar's values before its widgets exist: on a session's first run, what the URL sets (bad
+    values fall back to the defaults, with notices kept for the session); on every run, the default of any
+    key not set yet (a widget that was hidden lost its state). Widgets then read session state only."""
+    state = st.session_state
+    if "query_notices" not in state:
+        values, notices = query.parse(st.query_params.to_dict() | multi_classes(), choices, vocabulary())
+        state["query_notices"] = notices
+        state.update(values)
+    for key, value in query.defaults(choices).items():
+        if key not in state or (key == "model" and state[key] not in choices):
+            state[key] = value
+
+
+def multi_classes() -> dict:
+    """``classes`` given more than once in the URL (``?classes=cup&classes=cat``), as a list."""
+    repeated = st.query_params.get_all("classes")
+    return {"classes": repeated} if len(repeated) > 1 else {}
+
+
+def sync_query(values: dict) -> None:
+    """Write the sidebar's current values into the URL (only what changed), so the address bar is a link."""
+    wanted = query.encode(values)
+    for key in query.KEYS:
+        if key in wanted and st.query_params.get(key) != wanted[key]:
+            st.query_params[key] = wanted[key]
+        elif key not in wanted and key in st.query_params:
+            del st.query_params[key]
+
+
+def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams, float]:
+    """The chosen models, the detection parameters and the agreement's match IoU."""
     loaded = [m for m, s in statuses.items() if s.ok]
     st.sidebar.header("Detection")
     choices = loaded + (["both"] if len(loaded) > 1 else [])
+    apply_query(choices)
+    for notice in st.session_state["query_notices"]:
+        st.sidebar.warning(notice, icon=":material/link_off:")
     labels = {name: family.label for name, family in FAMILIES.items()} | {"both": "Both side by side"}
-    choice = (
-        st.sidebar.radio(
-            "Model", choices, index=len(choices) - 1 if choices else 0, format_func=labels.get, key="model"
-        )
-        if choices
-        else None
-    )
-    conf = st.sidebar.slider("Score threshold", 0.05, 0.95, 0.30, 0.05, key="conf")
-    iou = st.sidebar.slider("NMS IoU", 0.10, 0.95, 0.45, 0.05, key="iou")
-    max_det = st.sidebar.slider("Maximum detections", 1, 300, 100, key="max_det")
+    choice = st.sidebar.radio("Model", choices, format_func=labels.get, key="model") if choices else None
+    conf = st.sidebar.slider("Score threshold", 0.05, 0.95, step=0.05, key="conf")
+    iou = st.sidebar.slider("NMS IoU", 0.10, 0.95, step=0.05, key="iou")
+    max_det = st.sidebar.slider("Maximum detections", 1, 300, key="max_det")
     classes = st.sidebar.multiselect("Classes (empty = all)", vocabulary(), key="classes")
+    if choice == "both":
+        st.sidebar.header("Agreement")
+        st.sidebar.slider(
+            "Match IoU", 0.10, 0.95, step=0.05, key="match_iou", help="Same label and at least this IoU: found by both"
+        )
+    match_iou = st.session_state["match_iou"]
+    shown = {"model": choice, "conf": conf, "iou": iou, "max_det": max_det, "classes": classes}
+    sync_query(shown | ({"match_iou": match_iou} if choice == "both" else {}))
     st.sidebar.header("Model status")
     for model, status in statuses.items():
         icon = {"loaded": ":material/check_circle:", "missing": ":material/warning:"}.get(
@@ -110,7 +155,7 @@ def sidebar(settings: Settings, statuses: dict) -> tuple[list[str], DetectParams
                 st.markdown(f"**Fix:** {status.fix}")
     models = [] if choice is None else (loaded if choice == "both" else [choice])
     params = DetectParams(conf=conf, iou=iou, classes=frozenset(classes) or None, max_det=max_det)
-    return models, params
+    return models, params, match_iou
 
 
 def setup_guide(settings: Settings, statuses: dict) -> None:
@@ -224,8 +269,16 @@ def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Set
     return CACHE.get_or_compute(raw_key(model, digest, settings), run, owner=session_id())
 
 
-def show_result(name: str, model: str, prepared: PreparedImage, result: DetectionResult, params: DetectParams) -> None:
-    """One model's column; ``result`` is in the original's pixels, the picture is the display copy."""
+def show_result(
+    name: str,
+    model: str,
+    prepared: PreparedImage,
+    result: DetectionResult,
+    params: DetectParams,
+    agreement: Agreement | None = None,
+) -> None:
+    """One model's column; ``result`` is in the original's pixels, the picture is the display copy. The
+    JSON download carries the image's ``agreement`` block when both models ran."""
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
     annotated = annotate(prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size))
@@ -242,6 +295,7 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
     st.caption("Latency per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
     stem = Path(name).stem
     params_doc = params.to_dict()
+    agreement_doc = agreement.to_dict() if agreement is not None else None
     # Deferred downloads: the bytes are made when a button is clicked, not on every rerun (a slider
     # move stays cheap and sessions do not hold encoded copies); clicking does not rerun the page.
     d1, d2, d3 = st.columns(3)
@@ -255,7 +309,7 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
     )
     d2.download_button(
         "JSON",
-        lambda: result_json(result, name, params_doc),
+        lambda: result_json(result, name, params_doc, agreement=agreement_doc),
         f"{stem}.{model}.json",
         "application/json",
         key=f"json-{model}-{name}",
@@ -278,13 +332,31 @@ def show_result(name: str, model: str, prepared: PreparedImage, result: Detectio
 
 
 def show_image(
-    name: str, data: bytes, models: list[str], params: DetectParams, settings: Settings, loaded: list[str]
+    name: str,
+    data: bytes,
+    models: list[str],
+    params: DetectParams,
+    settings: Settings,
+    loaded: list[str],
+    match_iou: float = query.SLIDERS["match_iou"].default,
 ) -> None:
     try:
         digest, prepared = decode_once(name, data, settings, models, loaded)
     except ImageError as exc:
         st.error(str(exc))
         return
+    results: dict[str, DetectionResult | str] = {}  # a model's result in the original's pixels, or its error
+    for model in models:
+        try:
+            raw = forward_once(model, digest, prepared, settings)
+            result = get_detector(model, settings).decode(raw, params)
+        except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
+            results[model] = f"{name}: {model}: {exc}"
+            continue
+        results[model] = result.rescaled(prepared.working_factor, prepared.original_size)
+    release_working_copy(digest, prepared, settings, loaded)
+    found = [r for r in results.values() if isinstance(r, DetectionResult)]
+    agreement = match(found[0], found[1], match_iou) if len(models) == 2 and len(found) == 2 else None
     st.subheader(name)
     columns = st.columns(1 + len(models))
     width, height = prepared.original_size
@@ -297,14 +369,55 @@ def show_image(
             st.caption(f":material/warning: {name}: {note}")
     for column, model in zip(columns[1:], models, strict=True):
         with column:
-            try:
-                raw = forward_once(model, digest, prepared, settings)
-                result = get_detector(model, settings).decode(raw, params)
-            except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
-                st.error(f"{name}: {model}: {exc}")
-                continue
-            show_result(name, model, prepared, result.rescaled(prepared.working_factor, prepared.original_size), params)
-    release_working_copy(digest, prepared, settings, loaded)
+            if isinstance(results[model], str):
+                st.error(results[model])
+            else:
+                show_result(name, model, prepared, results[model], params, agreement)
+    if agreement is not None:
+        show_agreement(name, prepared, agreement)
+
+
+def show_agreement(name: str, prepared: PreparedImage, agreement: Agreement) -> None:
+    """Where the two models agree: the per-class split, the mean IoU of the pairs and one overlay picture."""
+    first, second = agreement.first_model, agreement.second_model
+    st.markdown(f"**Where {MODEL_TITLES[first]} and {MODEL_TITLES[second]} agree**")
+    picture, numbers = st.columns([3, 2])
+    titles = (MODEL_TITLES[first], MODEL_TITLES[second])
+    overlay = annotate_agreement(prepared.display, agreement, 1 / prepared.display_factor, titles)
+    picture.image(overlay, caption=f"{name} · agreement", width="stretch", output_format="JPEG")
+    with numbers:
+        table = pd.DataFrame(agreement.per_class(), columns=["label", "both", f"only {first}", f"only {second}"])
+        st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{name}")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Found by both", len(agreement.both))
+        c2.metric(f"Only {first}", len(agreement.only_first))
+        c3.metric(f"Only {second}", len(agreement.only_second))
+        mean = agreement.mean_iou
+        st.metric("Mean IoU of the pairs", "no pairs" if mean is None else f"{mean:.2f}")
+        st.caption(
+            f"A pair: same label and IoU ≥ {agreement.threshold:.2f} (sidebar, Match IoU), matched greedily by "
+            "score. Computed from the results above: no extra network run. In the JSON downloads as `agreement`."
+        )
+
+
+def examples() -> list[str]:
+    """The example images shipped in ``app/examples`` (public domain or CC0, see its README)."""
+    return sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.suffix.lstrip(".").lower() in IMAGE_TYPES)
+
+
+def images_tab(models: list[str], params: DetectParams, settings: Settings, loaded: list[str], match_iou: float):
+    uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="images")
+    example = st.selectbox(
+        "No image at hand? Try an example",
+        examples(),
+        index=None,
+        placeholder="Choose an example image",
+        key="example",
+    )
+    for upload in uploads or []:
+        show_image(upload.name, upload.getvalue(), models, params, settings, loaded, match_iou)
+    if example is not None:  # exactly the upload's path, with the file's bytes
+        show_image(example, (EXAMPLES_DIR / example).read_bytes(), models, params, settings, loaded, match_iou)
 
 
 def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:
@@ -314,8 +427,20 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
     every_n = c2.number_input("Detect every Nth frame", 1, 100, 5, key="every_n")
     budget = c3.number_input("Time budget (s)", 5, 600, 60, key="budget")
     clicked = st.button("Process video", key="run_video", disabled=upload is None or model is None)
-    if not clicked or upload is None or model is None:
-        return
+    shown = st.session_state.get("video_result")
+    if upload is None or (shown is not None and shown[0] != upload.name):
+        st.session_state.pop("video_result", None)  # the result belongs to the upload it came from
+    if clicked and upload is not None and model is not None:
+        st.session_state.pop("video_result", None)
+        report = run_video(upload, model, params, int(every_n), float(budget), settings)
+        if report is not None:
+            st.session_state["video_result"] = (upload.name, model, report)
+    if "video_result" in st.session_state:
+        show_video(*st.session_state["video_result"])
+
+
+def run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
+    """Process the upload with progress; the report, or None after showing why the video cannot be used."""
     detector = get_detector(model, settings)
     bar = st.progress(0.0, text="starting")
 
@@ -329,25 +454,61 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
             upload.name,
             detect,
             params,
-            int(every_n),
-            float(budget),
+            every_n,
+            budget,
             settings.max_image_pixels,
             progress=lambda f, t: bar.progress(f, text=t),
         )
     except VideoError as exc:
         metrics.record_refused(upload.name, str(exc), [model])
         st.error(str(exc))
-        return
+        return None
     metrics.record_video(model, report.frames_detected, report.stopped_by_budget)
     bar.progress(1.0, text="done")
+    return report
+
+
+def show_video(name: str, model: str, report: VideoReport) -> None:
+    """The annotated video inline, the per-class timeline, a slider over the key frames and the downloads."""
     note = " (stopped by the time budget)" if report.stopped_by_budget else ""
     st.success(
-        f"{upload.name}: {report.frames_read} frames, detection on {report.frames_detected}, "
+        f"{name}: {report.frames_read} frames, detection on {report.frames_detected}, "
         f"{len(report.rows)} detections{note}"
     )
-    stem = Path(upload.name).stem
-    st.download_button("Annotated MP4", report.mp4, f"{stem}.{model}.mp4", "video/mp4", key="mp4")
-    st.download_button(
+    for extra in report.notes:
+        st.caption(f":material/warning: {name}: {extra}")
+    ext, mime = report.video_format
+    st.video(report.video, format=mime)
+    rows = pd.DataFrame(timeline(report), columns=["frame", "time_s", "label", "count"])
+    if not rows.empty:
+        st.markdown("**Detections per class over time**")
+        chart = (
+            alt.Chart(rows)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("time_s:Q", title="time (s)"),
+                y=alt.Y("count:Q", title="detections", axis=alt.Axis(tickMinStep=1)),
+                color=alt.Color("label:N", title="class"),
+                tooltip=["label", "frame", "time_s", "count"],
+            )
+        )
+        st.altair_chart(chart, width="stretch", key="video_timeline")
+    if report.key_frames:
+        frames = dict(report.key_frames)
+        if len(frames) > 1:
+            index = st.select_slider(
+                "Key frame (detection ran on it)",
+                options=list(frames),
+                format_func=lambda i: f"{i} ({i / report.fps:.1f} s)",
+                key="key_frame",
+            )
+        else:
+            index = next(iter(frames))
+        st.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
+    stem = Path(name).stem
+    d1, d2 = st.columns(2)
+    d1.download_button(f"Annotated video (.{ext})", report.video, f"{stem}.{model}.{ext}", mime, key="annotated_video")
+    d2.download_button(
         "Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv", key="frames_csv"
     )
 
@@ -359,19 +520,22 @@ def main() -> None:
     metrics.session_seen(session_id())
     settings = settings_or_stop()
     statuses = load_models(settings, repr(settings))
-    models, params = sidebar(settings, statuses)
+    models, params, match_iou = sidebar(settings, statuses)
     loaded = [m for m, status in statuses.items() if status.ok]
     if not models:
         setup_guide(settings, statuses)
         return
-    tab_images, tab_camera, tab_video = st.tabs(["Images", "Camera", "Video"])
-    with tab_images:
-        uploads = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="images")
-        for upload in uploads or []:
-            show_image(upload.name, upload.getvalue(), models, params, settings, loaded)
-    with tab_camera:
-        snapshot = st.camera_input("Take a snapshot", key="camera")
-        if snapshot is not None:
-            show_image("camera.jpg", snapshot.getvalue(), models, params, settings, loaded)
-    with tab_video:
-        video_tab(models, params, settings)
+    tabs = {  # title -> what renders it; a new tab is one more entry
+        "Images": lambda: images_tab(models, params, settings, loaded, match_iou),
+        "Camera": lambda: camera_tab(models, params, settings, loaded, match_iou),
+        "Video": lambda: video_tab(models, params, settings),
+    }
+    for tab, render in zip(st.tabs(list(tabs)), tabs.values(), strict=True):
+        with tab:
+            render()
+
+
+def camera_tab(models: list[str], params: DetectParams, settings: Settings, loaded: list[str], match_iou: float):
+    snapshot = st.camera_input("Take a snapshot", key="camera")
+    if snapshot is not None:
+        show_image("camera.jpg", snapshot.getvalue(), models, params, settings, loaded, match_iou)

@@ -73,7 +73,8 @@ def test_compare_mode_shows_both_models(both_env, images_dir):
     at = new_app()
     assert at.radio(key="model").value == "both"
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
-    assert len(at.dataframe) == 2
+    assert len(at.dataframe) == 3  # one per model, then the agreement table
+    assert list(at.dataframe[2].value.columns) == ["label", "both", "only ssd", "only yolo"]
     texts = " ".join(m.value for m in at.markdown)
     assert "SSD (torchvision)" in texts and "YOLO (OpenCV DNN)" in texts
     assert "cup" in table_labels(at, 1)
@@ -171,7 +172,7 @@ def test_video_every_nth_frame_with_downloads(yolo_env, images_dir, tmp_path):
     assert not at.exception and not at.error
     assert any("clip.mp4: 12 frames, detection on 3" in s.value for s in at.success)
     labels = [b.label for b in at.get("download_button")]
-    assert "Annotated MP4" in labels and "Per-frame CSV" in labels
+    assert "Annotated video (.webm)" in labels and "Per-frame CSV" in labels
 
 
 def test_undecodable_video_names_the_file(yolo_env):

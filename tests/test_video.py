@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.result import DetectParams
-from app.video import VideoError, process_video
+from app.video import VideoError, process_video, timeline
 
 PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 
@@ -72,11 +72,48 @@ def frames_opencv_reads(path) -> tuple[int, int]:
     return claimed, count
 
 
-def test_whole_clip_processed_without_notes(clip, detect):
+def test_whole_clip_processed_without_notes(clip, detect, tmp_path):
     report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=5)
     assert report.frames_read == 40 and report.frames_detected == 8 and report.notes == []
-    assert report.mp4[4:8] == b"ftyp"
     assert {row["frame"] % 5 for row in report.rows} == {0}
+    # WebM (an EBML header naming the "webm" doc type) holding VP8, all 40 frames at 640x480, read back by OpenCV
+    assert report.video_format == ("webm", "video/webm")
+    assert report.video[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in report.video[:64] and b"V_VP8" in report.video[:4096]
+    path = tmp_path / "out.webm"
+    path.write_bytes(report.video)
+    cap = cv2.VideoCapture(str(path))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (640, 480)
+    cap.release()
+    assert frames_opencv_reads(path)[1] == 40
+    # one key frame per detected frame, each a 640x480 JPEG
+    assert report.detected_frames == [0, 5, 10, 15, 20, 25, 30, 35]
+    assert [index for index, _ in report.key_frames] == report.detected_frames
+    first = cv2.imdecode(np.frombuffer(report.key_frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+    assert first.shape == (480, 640, 3)
+
+
+def test_timeline_person_first_cup_last(clip, detect):
+    """The clip shows the astronaut (frames 0-14), then the coffee cup (25-39) (shared assets README)."""
+    report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=5)
+    rows = timeline(report)
+    labels = sorted({row["label"] for row in rows})
+    assert "person" in labels and "cup" in labels
+    assert len(rows) == len(labels) * 8  # every class on every detected frame, 0 where absent
+    present = {frame: {r["label"] for r in rows if r["frame"] == frame and r["count"] > 0} for frame in (0, 35)}
+    assert "person" in present[0] and "cup" not in present[0]
+    assert "cup" in present[35] and "person" not in present[35]
+    assert [r["time_s"] for r in rows if r["label"] == "cup"] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]  # 10 fps
+    assert sum(r["count"] for r in rows) == len(report.rows)
+
+
+def test_key_frames_thinned_past_the_cap(clip, detect, monkeypatch):
+    import app.video
+
+    monkeypatch.setattr(app.video, "MAX_KEY_FRAMES", 3)
+    report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=5)
+    # detected 0, 5, ..., 35: the 4th key frame halves the list to 0, 10 (stride 2), then 20 and 30 join; 30
+    # makes 4 again, so every 4th detected frame stays: 0 and 20
+    assert [index for index, _ in report.key_frames] == [0, 20]
 
 
 def test_truncated_faststart_clip_processed_as_far_as_it_decodes(clip, detect, tmp_path):
@@ -93,7 +130,7 @@ def test_truncated_faststart_clip_processed_as_far_as_it_decodes(clip, detect, t
             "truncated or damaged; those frames were processed"
         )
     ]
-    assert report.mp4
+    assert report.video
 
 
 @pytest.mark.parametrize("kind", ["cut in half (index at the end)", "garbage"])
