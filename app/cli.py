@@ -133,6 +133,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with `merge`: list INPUT again to name the images no part records",
     )
 
+    ev = sub.add_parser(
+        "eval",
+        help="COCO metrics (AP, AP50, AR, per class) and speed of each model on labelled images (docs/evaluate.md)",
+    )
+    ev.add_argument("--annotations", type=Path, required=True, metavar="ANN.json", help="COCO detection file")
+    ev.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of the files it names")
+    ev.add_argument("--model", choices=MODEL_CHOICES, default="all")
+    ev.add_argument("--conf", type=float, default=0.001, help="score floor the AP is computed from (default 0.001)")
+    ev.add_argument(
+        "--count-conf",
+        type=float,
+        default=0.3,
+        help="score threshold of the per-image TP/FP/FN counts at IoU 0.5 (default 0.3)",
+    )
+    ev.add_argument("--json", action="store_true", help="print the metrics as one JSON document")
+    ev.add_argument("--out", type=Path, help="write metrics.json, metrics.csv, per_image.csv and pr-MODEL.png here")
+
     sub.add_parser("serve", help="load models, then run the Streamlit app (health 200 = models ready)")
     return p
 
@@ -167,6 +184,10 @@ def _run(args) -> int:
             from .batch import cmd_batch
 
             return cmd_batch(args, settings)
+        if args.command == "eval":
+            from .evaluate import cmd_eval
+
+            return cmd_eval(args, settings)
         if args.command == "serve":
             from .server import serve
 
