@@ -1,0 +1,396 @@
+"""The Evaluate tab: COCO metrics of every loaded model on the user's own labelled images, side by side.
+
+The user uploads a COCO annotations file and its images (or one zip holding both). Uploads are bounded like
+the page's others (each image by ``max_file_bytes`` / ``max_image_pixels``, all of them together by
+``MAX_TOTAL_BYTES``); a zip's members are read with the same bounds, and members that would leave the
+archive, that are no image, or that unpack far beyond their compressed size are refused by name. Images
+go through the page's ``decode_once`` / ``forward_once``, so each model's network runs once per image per
+process and a threshold change only decodes again. Scoring is ``app.evaluate``'s.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import altair as alt
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from .annotate import FONT, annotate, text_scale
+from .catalog import FAMILIES
+from .config import Settings
+from .evaluate import (
+    COUNT_CONF,
+    EVAL_CONF,
+    METRICS,
+    AnnotationError,
+    GroundTruth,
+    ModelScore,
+    eval_params,
+    match_categories,
+    metrics_csv,
+    parse_annotations,
+    per_image_csv,
+    report,
+    score_model,
+)
+from .images import ImageError
+from .registry import get_detector
+from .result import DetectionResult
+
+MAX_TOTAL_BYTES = 512 * 2**20  # all images of one evaluation together (the page holds the uploads in memory)
+MAX_ZIP_MEMBERS = 5000
+MAX_ZIP_RATIO = 200  # uncompressed / compressed: images hardly compress, COCO JSON ~10x; a bomb is 1000x
+GALLERY_SIZE = 4  # images with the most misses shown per model
+GT_COLOUR = (255, 255, 255)  # ground truth: dashed white over black, tag below the box; predictions: annotate()
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class UploadError(ValueError):
+    """An evaluation upload that cannot be used at all; str() names the file and what is wrong."""
+
+
+@dataclass
+class EvalUpload:
+    """The annotations' bytes and the images' bytes by name (a zip member's path inside the zip)."""
+
+    annotations_name: str
+    annotations: bytes
+    images: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # members or files refused, each named
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(b) for b in self.images.values())
+
+
+def _leaves_archive(member: str) -> bool:
+    path = PurePosixPath(member.replace("\\", "/"))
+    return path.is_absolute() or ".." in path.parts or (bool(path.parts) and ":" in path.parts[0])
+
+
+def read_zip(data: bytes, name: str, settings: Settings) -> EvalUpload:
+    """One zip holding exactly one ``.json`` annotations file and the images; ``UploadError`` when it cannot
+    be used at all, a note naming each member refused (path leaving the archive, not an image, too large)."""
+    from .evaluate import MAX_ANNOTATIONS_BYTES
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadError(f"{name}: not a readable zip file ({exc})") from None
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise UploadError(f"{name}: {len(members):,} members, more than {MAX_ZIP_MEMBERS:,}")
+    declared = sum(m.file_size for m in members)
+    if declared > MAX_TOTAL_BYTES:
+        raise UploadError(
+            f"{name}: its members unpack to {declared:,} bytes, more than the {MAX_TOTAL_BYTES:,} one evaluation "
+            "may use; split the images over several evaluations"
+        )
+    notes, json_members, images, total = [], [], {}, 0
+    for member in members:
+        where = f"{name}: {member.filename}"
+        base = PurePosixPath(member.filename).name
+        if member.filename.startswith("__MACOSX/") or base.startswith("."):
+            continue  # macOS and editor metadata, not content
+        if _leaves_archive(member.filename):
+            notes.append(f"{where}: refused, its path leaves the archive (absolute or '..')")
+            continue
+        suffix = PurePosixPath(base).suffix.lower()
+        if suffix == ".json":
+            limit = MAX_ANNOTATIONS_BYTES
+        elif suffix in IMAGE_SUFFIXES:
+            limit = settings.max_file_bytes
+        else:
+            notes.append(f"{where}: refused, not an image ({', '.join(IMAGE_SUFFIXES)}) or a .json annotations file")
+            continue
+        if member.file_size > limit:
+            notes.append(f"{where}: refused, {member.file_size:,} bytes is more than the limit of {limit:,}")
+            continue
+        if member.compress_size and member.file_size / member.compress_size > MAX_ZIP_RATIO:
+            notes.append(
+                f"{where}: refused, it unpacks to {member.file_size / member.compress_size:.0f}x its compressed size "
+                f"(more than {MAX_ZIP_RATIO}x: a zip bomb, not an image)"
+            )
+            continue
+        try:
+            with archive.open(member) as fh:
+                content = fh.read(limit + 1)  # never more than the bound, whatever the header claims
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+            notes.append(f"{where}: refused, cannot be read ({exc})")
+            continue
+        if len(content) > limit:
+            notes.append(f"{where}: refused, it unpacks to more than its limit of {limit:,} bytes")
+            continue
+        total += len(content)
+        if total > MAX_TOTAL_BYTES:
+            raise UploadError(f"{name}: the members unpack to more than {MAX_TOTAL_BYTES:,} bytes")
+        if suffix == ".json":
+            json_members.append((member.filename, content))
+        else:
+            images[member.filename] = content
+    if len(json_members) != 1:
+        found = ", ".join(n for n, _ in json_members) or "none"
+        raise UploadError(f"{name}: needs exactly one .json annotations file, found {len(json_members)} ({found})")
+    (ann_name, ann_bytes) = json_members[0]
+    return EvalUpload(f"{name}: {ann_name}", ann_bytes, images, notes)
+
+
+def collect_upload(annotations, image_uploads, settings: Settings) -> EvalUpload:
+    """The annotations upload (a .json or a .zip) plus the separately uploaded images, bounded in total."""
+    data = annotations.getvalue()
+    if annotations.name.lower().endswith(".zip"):
+        upload = read_zip(data, annotations.name, settings)
+    else:
+        upload = EvalUpload(annotations.name, data)
+    for image in image_uploads or []:
+        upload.images[image.name] = image.getvalue()
+    if upload.total_bytes > MAX_TOTAL_BYTES:
+        raise UploadError(
+            f"the images add up to {upload.total_bytes:,} bytes, more than the {MAX_TOTAL_BYTES:,} one evaluation "
+            "may use; split them over several evaluations"
+        )
+    return upload
+
+
+def pair_images(gt: GroundTruth, images: dict[str, bytes]) -> tuple[list[tuple[dict, str]], list[str]]:
+    """(entry of 'images', upload name) for every annotated image that was uploaded (by its file_name, else
+    by base name), and the file names of those that were not."""
+    by_base: dict[str, str] = {}
+    for name in images:
+        by_base.setdefault(PurePosixPath(name).name, name)
+    pairs, missing = [], []
+    for entry in gt.images:
+        name = (
+            entry["file_name"] if entry["file_name"] in images else by_base.get(PurePosixPath(entry["file_name"]).name)
+        )
+        if name is None:
+            missing.append(entry["file_name"])
+        else:
+            pairs.append((entry, name))
+    return pairs, missing
+
+
+def run_models(pairs, upload: EvalUpload, loaded: list[str], settings: Settings, conf: float):
+    """Each loaded model's results (image id -> result in the original's pixels) and the display copies; the
+    networks run through the page's process-wide cache (once per image and model), decode at ``conf``."""
+    from .page import decode_once, forward_once, release_working_copy
+
+    params = eval_params(conf)
+    results: dict[str, dict[int, DetectionResult]] = {m: {} for m in loaded}
+    prepared_by_id, errors = {}, []
+    bar = st.progress(0.0, text="Running the models") if pairs else None
+    for n, (entry, name) in enumerate(pairs):
+        try:
+            digest, prepared = decode_once(name, upload.images[name], settings, loaded, loaded)
+        except ImageError as exc:
+            errors.append(f"{exc} (left out of the evaluation)")
+            continue
+        for model in loaded:
+            try:
+                raw = forward_once(model, digest, prepared, settings)
+                result = get_detector(model, settings).decode(raw, params)
+            except (ValueError, RuntimeError) as exc:
+                errors.append(f"{name}: {model}: {exc}")
+                continue
+            results[model][entry["id"]] = result.rescaled(prepared.working_factor, prepared.original_size)
+        release_working_copy(digest, prepared, settings, loaded)
+        prepared_by_id[entry["id"]] = (name, prepared)
+        bar.progress((n + 1) / len(pairs), text=f"{n + 1} of {len(pairs)} images")
+    if bar is not None:
+        bar.empty()
+    return results, prepared_by_id, errors
+
+
+def _dashed_rectangle(image: np.ndarray, p1, p2, thickness: int, dash: int) -> None:
+    (x1, y1), (x2, y2) = p1, p2
+    for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+        for start in range(0, max(length, 1), 2 * dash):
+            t0, t1 = start / max(length, 1), min(start + dash, length) / max(length, 1)
+            s = (round(a[0] + (b[0] - a[0]) * t0), round(a[1] + (b[1] - a[1]) * t0))
+            e = (round(a[0] + (b[0] - a[0]) * t1), round(a[1] + (b[1] - a[1]) * t1))
+            cv2.line(image, s, e, (0, 0, 0), thickness + 2, cv2.LINE_8)
+            cv2.line(image, s, e, GT_COLOUR, thickness, cv2.LINE_8)
+
+
+def draw_comparison(display: np.ndarray, factor: float, gt_boxes, result: DetectionResult) -> np.ndarray:
+    """Predictions as ``annotate`` draws them (solid, class colour, tag above) and the ground truth in a second
+    style (dashed white on black, ``GT name`` tag below the box); ``factor`` maps display to original pixels."""
+    size = (display.shape[1], display.shape[0])
+    out = annotate(display, result.rescaled(1 / factor, size))
+    font, text_thick, box_thick = text_scale(*size)
+    for name, box in gt_boxes:
+        x1, y1, x2, y2 = (round(v / factor) for v in box)
+        _dashed_rectangle(out, (x1, y1), (x2, y2), box_thick, max(4, 4 * box_thick))
+        text = f"GT {name}"
+        (tw, th), base = cv2.getTextSize(text, FONT, font, text_thick)
+        top = min(y2 + 2, size[1] - th - base - 2)
+        cv2.rectangle(out, (max(0, x1), top), (max(0, x1) + tw + 4, top + th + base + 2), (0, 0, 0), cv2.FILLED)
+        cv2.putText(out, text, (max(0, x1) + 2, top + th), FONT, font, GT_COLOUR, text_thick, cv2.LINE_AA)
+    return out
+
+
+def _metrics_frame(score: ModelScore) -> pd.DataFrame:
+    row = dict(score.metrics) | {"images": score.images}
+    return pd.DataFrame([row], columns=[*METRICS, "images"])
+
+
+def _ap_bars(score: ModelScore):
+    frame = pd.DataFrame(
+        [{"class": r["name"], "AP": r["AP"], "AP50": r["AP50"]} for r in score.per_class if r["AP"] is not None]
+    )
+    if frame.empty:
+        return None
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("AP:Q", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("class:N", sort="-x"),
+            tooltip=["class", "AP", "AP50"],
+        )
+    )
+
+
+def _pr_chart(score: ModelScore):
+    rows = [{"class": name, **p} for name, points in score.pr_curves.items() for p in points]
+    if not rows:
+        return None
+    pick = alt.selection_point(fields=["class"], bind="legend")
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1])),
+            color="class:N",
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
+            tooltip=["class", "recall", "precision", "score"],
+        )
+        .add_params(pick)
+        .interactive()
+    )
+
+
+def show_model(model: str, score: ModelScore, gt: GroundTruth, results, prepared_by_id, count_conf: float) -> None:
+    """One model's column: metrics, speed, counts, what was not scored, AP bars, PR curves, misses gallery."""
+    st.markdown(f"**{FAMILIES[model].title}**")
+    st.dataframe(_metrics_frame(score), hide_index=True, width="stretch", key=f"eval-metrics-{model}")
+    c1, c2 = st.columns(2)
+    c1.metric("Median latency", "-" if score.latency_ms_median is None else f"{score.latency_ms_median:.1f} ms")
+    c2.metric("Images/s", "-" if score.images_per_s is None else f"{score.images_per_s:.1f}")
+    totals = score.totals()
+    st.caption(
+        f"At IoU 0.5, score ≥ {count_conf:.2f}: {totals['tp']} TP, {totals['fp']} FP, {totals['fn']} FN. "
+        "Latency: preprocess + network + decode at the evaluation threshold, per image."
+    )
+    if score.unpredictable:
+        st.info(f"{model} cannot predict {', '.join(score.unpredictable)}: not scored (not counted as misses).")
+    if score.unscored:
+        outside = ", ".join(f"{k} ({v})" for k, v in score.unscored.items())
+        st.caption(f"Detections of classes the annotations do not have, not scored: {outside}")
+    bars = _ap_bars(score)
+    if bars is not None:
+        st.markdown("AP per class (IoU 0.5:0.95)")
+        st.altair_chart(bars, width="stretch", key=f"eval-ap-{model}")
+    chart = _pr_chart(score)
+    if chart is not None:
+        st.markdown("Precision-recall per class at IoU 0.5 (click a legend entry to pick one)")
+        st.altair_chart(chart, width="stretch", key=f"eval-pr-{model}")
+    worst = sorted((r for r in score.per_image if r["fn"] > 0), key=lambda r: (-r["fn"], r["image_id"]))[:GALLERY_SIZE]
+    if worst:
+        st.markdown("Most misses (dashed white: ground truth; solid: predictions at the threshold)")
+    for row in worst:
+        name, prepared = prepared_by_id[row["image_id"]]
+        result = results[row["image_id"]]
+        kept = DetectionResult(
+            result.model, result.image_size, [d for d in result.detections if d.score >= count_conf], result.timings_ms
+        )
+        picture = draw_comparison(prepared.display, prepared.display_factor, gt.boxes_of(row["image_id"]), kept)
+        st.image(
+            picture,
+            caption=f"{name}: {row['fn']} missed, {row['tp']} found, {row['fp']} false",
+            width="stretch",
+            output_format="JPEG",
+        )
+
+
+def evaluate_tab(loaded: list[str], settings: Settings) -> None:
+    """The tab: uploads, thresholds, then every loaded model's evaluation side by side and the downloads."""
+    from .page import IMAGE_TYPES
+
+    st.markdown(
+        "Upload a COCO annotations file (`images`, `annotations` with `bbox` [x, y, width, height], `categories`) "
+        "and the images it names, or one zip with both. Categories are matched to each model's classes by name."
+    )
+    annotations = st.file_uploader(
+        "Annotations (COCO JSON) or a zip of annotations + images", ["json", "zip"], key="eval_ann"
+    )
+    image_uploads = st.file_uploader("Images", IMAGE_TYPES, accept_multiple_files=True, key="eval_images")
+    c1, c2 = st.columns(2)
+    conf = c1.number_input("Evaluation score floor (AP)", 0.0, 1.0, EVAL_CONF, 0.001, format="%.3f", key="eval_conf")
+    count_conf = c2.slider(
+        "Threshold for TP/FP/FN and the gallery", 0.05, 0.95, COUNT_CONF, 0.05, key="eval_count_conf"
+    )
+    if annotations is None:
+        return
+    if not loaded:
+        st.warning("No model is loaded: nothing to evaluate.")
+        return
+    try:
+        upload = collect_upload(annotations, image_uploads, settings)
+        gt = parse_annotations(upload.annotations, upload.annotations_name)
+    except (UploadError, AnnotationError) as exc:
+        st.error(str(exc))
+        return
+    for note in upload.notes:
+        st.warning(note)
+    pairs, missing = pair_images(gt, upload.images)
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        st.warning(f"{len(missing)} annotated image(s) not uploaded, left out of the evaluation: {shown}")
+    if not pairs:
+        st.info(f"{gt.source}: upload the images it names to evaluate ({len(gt.images)} in the file).")
+        return
+    results, prepared_by_id, errors = run_models(pairs, upload, loaded, settings, conf)
+    for error in errors:
+        st.error(error)
+    scores = [
+        score_model(m, gt, match_categories(gt.categories, get_detector(m, settings).labels), results[m], count_conf)
+        for m in loaded
+    ]
+    st.caption(
+        f"{gt.source}: {len(prepared_by_id)} of {len(gt.images)} images evaluated, {len(gt.annotations)} boxes, "
+        f"{len(gt.categories)} categories."
+    )
+    for column, model, score in zip(st.columns(len(loaded)), loaded, scores, strict=True):
+        with column:
+            show_model(model, score, gt, results[model], prepared_by_id, count_conf)
+    doc = report(gt, scores, conf, errors)
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        "Metrics JSON",
+        lambda: json.dumps(doc, indent=2).encode("utf-8"),
+        "metrics.json",
+        "application/json",
+        key="eval-json",
+        on_click="ignore",
+    )
+    d2.download_button(
+        "Metrics CSV", lambda: metrics_csv(scores), "metrics.csv", "text/csv", key="eval-csv", on_click="ignore"
+    )
+    d3.download_button(
+        "Per-image CSV",
+        lambda: per_image_csv(scores),
+        "per_image.csv",
+        "text/csv",
+        key="eval-images-csv",
+        on_click="ignore",
+    )

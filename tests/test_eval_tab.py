@@ -1,0 +1,192 @@
+"""The Evaluate tab through streamlit.testing (AppTest) with the real Yolo-Fastest and the seeded SSD, and the
+zip upload's refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest
+from test_eval_cli import REFERENCE
+
+from app.config import Settings
+from app.eval_tab import MAX_ZIP_RATIO, UploadError, read_zip
+
+IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+
+
+def tab_script():
+    """The tab alone, with every enabled model (what page.main passes as ``loaded``)."""
+    from app.config import Settings
+    from app.eval_tab import evaluate_tab
+
+    settings = Settings.from_env()
+    evaluate_tab(list(settings.models), settings)
+
+
+@pytest.fixture(autouse=True)
+def empty_process_cache():
+    """The page's cache is process-wide: each test starts empty, so its network runs are its own."""
+    from app.memory import CACHE
+
+    CACHE.clear()
+    yield
+    CACHE.clear()
+
+
+def new_tab() -> AppTest:
+    at = AppTest.from_function(tab_script, default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def upload(at: AppTest, annotations: tuple, images: list[tuple]) -> None:
+    at.file_uploader(key="eval_ann").set_value(annotations)
+    if images:
+        at.file_uploader(key="eval_images").set_value(images)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def frame(at: AppTest, model: str, models=("yolo",)):
+    """The model's metrics table: one per model, in the order of the loaded models (AppTest shows no keys)."""
+    tables = [d.value for d in at.dataframe if "AR100" in d.value.columns]
+    assert len(tables) == len(models)
+    return tables[models.index(model)]
+
+
+def counts_caption(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("At IoU 0.5")]
+
+
+def pngs(images_dir, names=IMAGES) -> list[tuple]:
+    return [(n, (images_dir / n).read_bytes(), "image/png") for n in names]
+
+
+class ForwardCounter:
+    """Counts a detector's network runs (its forward); decode stays untouched."""
+
+    def __init__(self, monkeypatch, detector):
+        self.calls = 0
+        original = detector.forward
+
+        def counted(image):
+            self.calls += 1
+            return original(image)
+
+        monkeypatch.setattr(detector, "forward", counted)
+
+
+def test_both_models_tables_side_by_side(both_env, images_dir, monkeypatch):
+    pytest.importorskip("torch")
+    from app.registry import get_detector
+
+    counters = {m: ForwardCounter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
+    at = new_tab()
+    upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
+    assert not at.error, [e.value for e in at.error]
+    yolo, ssd = frame(at, "yolo", ("ssd", "yolo")), frame(at, "ssd", ("ssd", "yolo"))
+    assert yolo["AP50"][0] >= 0.99 and yolo["images"][0] == 4
+    assert ssd["images"][0] == 4  # the seeded SSD is untrained: scored, its numbers mean nothing
+    texts = " ".join(m.value for m in at.markdown)
+    assert "SSD (torchvision)" in texts and "YOLO (OpenCV DNN)" in texts
+    assert len([m for m in at.metric if m.label == "Median latency"]) == 2
+    assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 0 FN." in " ".join(counts_caption(at))  # YOLO's, by hand
+    labels = [b.label for b in at.get("download_button")]
+    assert {"Metrics JSON", "Metrics CSV", "Per-image CSV"} <= set(labels)
+    assert {m: c.calls for m, c in counters.items()} == {"ssd": 4, "yolo": 4}  # once per image
+    # A threshold change re-decodes and re-scores; no network runs again.
+    at.slider(key="eval_count_conf").set_value(0.5).run()
+    assert not at.exception, at.exception
+    assert "At IoU 0.5, score ≥ 0.50: 3 TP, 0 FP, 0 FN." in " ".join(counts_caption(at))  # the table's 0.44 drops
+    at.number_input(key="eval_conf").set_value(0.2).run()
+    assert not at.exception
+    assert {m: c.calls for m, c in counters.items()} == {"ssd": 4, "yolo": 4}
+
+
+def test_a_zip_of_both_and_the_gallery_of_misses(yolo_env, images_dir):
+    doc = json.loads(json.dumps(REFERENCE))
+    doc["annotations"].append({"id": 4, "image_id": 4, "category_id": 1, "bbox": [10, 10, 50, 80]})  # no one there
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("set/instances.json", json.dumps(doc))
+        for name in IMAGES:
+            zf.writestr(f"set/images/{name}", (images_dir / name).read_bytes())
+        zf.writestr("set/notes.txt", "hello")
+        zf.writestr("../evil.png", b"x")
+    at = new_tab()
+    upload(at, ("set.zip", buf.getvalue(), "application/zip"), [])
+    warnings = " ".join(w.value for w in at.warning)
+    assert "set.zip: set/notes.txt: refused, not an image" in warnings
+    assert "set.zip: ../evil.png: refused, its path leaves the archive" in warnings
+    assert frame(at, "yolo")["images"][0] == 4
+    assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 1 FN." in " ".join(counts_caption(at))
+    gallery = [i.proto.imgs[0].caption for i in at.image]
+    assert gallery == ["set/images/rocket.jpg: 1 missed, 0 found, 0 false"]  # the one image with a miss
+    charts = list(at.get("vega_lite_chart"))
+    assert len(charts) == 2  # YOLO's AP bars and its PR curves
+    pr = next(c for c in charts if json.loads(c.proto.spec)["mark"]["type"] == "line")
+    spec = json.loads(pr.proto.spec)
+    assert spec["encoding"]["color"]["field"] == "class" and spec["params"][0]["bind"] == "legend"
+    import pyarrow as pa
+
+    points = pa.ipc.open_stream(pr.proto.datasets[0].data.data).read_all().to_pandas()
+    assert set(points["class"]) == {"person", "cat", "cup"} and points["precision"].max() == 1.0
+
+
+def test_malformed_annotations_give_a_clear_error(yolo_env, images_dir):
+    doc = json.loads(json.dumps(REFERENCE))
+    doc["annotations"][2]["category_id"] = 5
+    at = new_tab()
+    upload(at, ("mine.json", json.dumps(doc).encode(), "application/json"), pngs(images_dir, ["coffee.png"]))
+    assert [e.value for e in at.error] == [
+        "mine.json: annotations[2] (id 3): category_id 5 is not the id of any entry of 'categories'"
+    ]
+    assert not at.dataframe
+    at.file_uploader(key="eval_ann").set_value(("mine.json", b"\x89PNG not json", "application/json")).run()
+    assert not at.exception
+    assert "mine.json: not UTF-8 text (byte 0x89 at offset 0)" in at.error[0].value
+
+
+def test_images_not_uploaded_are_left_out_and_named(yolo_env, images_dir):
+    at = new_tab()
+    upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir, ["coffee.png"]))
+    assert any("3 annotated image(s) not uploaded" in w.value and "astronaut.png" in w.value for w in at.warning)
+    assert frame(at, "yolo")["images"][0] == 1
+
+
+# --- the zip's refusals, without the page ------------------------------------------------------------------
+
+
+def zip_of(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_zip_bomb_member_is_refused_by_name():
+    settings = Settings.from_env({})
+    bomb = b"\0" * (MAX_ZIP_RATIO * 1000 * 10)  # zeros deflate about 1000 to 1
+    upload = read_zip(zip_of({"a.json": b"{}", "b.png": bomb}), "up.zip", settings)
+    assert upload.images == {}
+    assert len(upload.notes) == 1 and upload.notes[0].startswith("up.zip: b.png: refused, it unpacks to")
+    assert "zip bomb" in upload.notes[0]
+
+
+def test_zip_needs_exactly_one_annotations_file():
+    settings = Settings.from_env({})
+    with pytest.raises(
+        UploadError, match=r"up\.zip: needs exactly one \.json annotations file, found 2 \(a.json, b.json\)"
+    ):
+        read_zip(zip_of({"a.json": b"{}", "b.json": b"{}"}), "up.zip", settings)
+    with pytest.raises(UploadError, match=r"up\.zip: not a readable zip file"):
+        read_zip(b"PK\x03\x04 nonsense", "up.zip", settings)
+    stored = read_zip(zip_of({"x/a.json": b"{}", "x/b.png": b"png"}, zipfile.ZIP_STORED), "up.zip", settings)
+    assert stored.annotations_name == "up.zip: x/a.json" and stored.images == {"x/b.png": b"png"}
