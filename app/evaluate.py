@@ -553,6 +553,7 @@ def image_path(images_dir: Path, file_name: str) -> Path | None:
 
 def cmd_eval(args, settings: Settings) -> int:
     """``python -m app eval``: exit 0, or 1 when the annotations, a model or an image failed (the rest ran)."""
+    from .batch import Progress
     from .cli import EXIT_FAILED, EXIT_OK, UsageError, _models, detect_file
     from .detectors.base import ModelLoadError
     from .images import ImageError
@@ -581,17 +582,21 @@ def cmd_eval(args, settings: Settings) -> int:
             return EXIT_FAILED
     results: dict[str, dict[int, DetectionResult]] = {m: {} for m in detectors}
     problems: list[str] = []
+    progress = Progress("eval", len(gt.images))  # a bar on a terminal, else a line every 10 s
     for entry in gt.images:
         path = image_path(args.images, entry["file_name"])
         if path is None:
             problems.append(f"{entry['file_name']}: not found in {args.images} (image id {entry['id']} left out)")
+            progress.update(failed=True)
             continue
         warnings: list[str] = []
         try:
             image, by_model = detect_file(str(path), detectors, params, settings, warnings)
         except ImageError as exc:
             problems.append(f"{exc} (image id {entry['id']} left out)")
+            progress.update(failed=True)
             continue
+        progress.update(failed=False)
         size = (image.shape[1], image.shape[0])
         if "width" in entry and "height" in entry and (entry["width"], entry["height"]) != size:
             warnings.append(
@@ -602,6 +607,7 @@ def cmd_eval(args, settings: Settings) -> int:
             print(f"{path}: warning: {note}", file=sys.stderr)
         for model, result in by_model.items():
             results[model][entry["id"]] = result
+    progress.finish()
     scores = [
         score_model(m, gt, match_categories(gt.categories, d.labels), results[m], args.count_conf)
         for m, d in detectors.items()

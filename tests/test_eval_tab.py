@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 
 import pytest
 
@@ -14,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from test_eval_cli import REFERENCE
 
 from app.config import Settings
-from app.eval_tab import MAX_ZIP_RATIO, UploadError, read_zip
+from app.eval_tab import MAX_ZIP_RATIO, UploadError, collect_upload, read_zip
 
 IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -160,7 +161,19 @@ def test_images_not_uploaded_are_left_out_and_named(yolo_env, images_dir):
     assert frame(at, "yolo")["images"][0] == 1
 
 
-# --- the zip's refusals, without the page ------------------------------------------------------------------
+def test_images_over_the_pixel_limit_are_refused_by_name(yolo_env, images_dir, monkeypatch):
+    # 200,000 pixels: chelsea (451 x 300 = 135,300) passes; astronaut, coffee and rocket do not.
+    monkeypatch.setenv("OBJDET_MAX_IMAGE_PIXELS", "200000")
+    at = new_tab()
+    upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
+    errors = [e.value for e in at.error]
+    assert len(errors) == 3 and all("left out of the evaluation" in e for e in errors)
+    assert any(e.startswith("astronaut.png: ") and "262,144" in e for e in errors), errors
+    assert frame(at, "yolo")["images"][0] == 1
+    assert "1 of 4 images evaluated" in " ".join(c.value for c in at.caption)
+
+
+# --- the uploads' refusals, without the page ---------------------------------------------------------------
 
 
 def zip_of(members: dict[str, bytes], method=zipfile.ZIP_DEFLATED) -> bytes:
@@ -190,3 +203,38 @@ def test_zip_needs_exactly_one_annotations_file():
         read_zip(b"PK\x03\x04 nonsense", "up.zip", settings)
     stored = read_zip(zip_of({"x/a.json": b"{}", "x/b.png": b"png"}, zipfile.ZIP_STORED), "up.zip", settings)
     assert stored.annotations_name == "up.zip: x/a.json" and stored.images == {"x/b.png": b"png"}
+
+
+def test_zip_members_over_the_file_limit_are_refused_by_name():
+    settings = Settings.from_env({"OBJDET_MAX_FILE_BYTES": "1000"})
+    upload = read_zip(
+        zip_of({"a.json": b"{}", "big.png": bytes(range(256)) * 8, "ok.png": b"x" * 10}), "up.zip", settings
+    )
+    assert upload.images == {"ok.png": b"x" * 10}
+    assert upload.notes == ["up.zip: big.png: refused, 2,048 bytes is more than the limit of 1,000"]
+
+
+@dataclass
+class Uploaded:
+    """What st.file_uploader returns, as far as collect_upload reads it."""
+
+    name: str
+    data: bytes
+
+    def getvalue(self) -> bytes:
+        return self.data
+
+
+def test_all_images_together_are_bounded(monkeypatch):
+    import app.eval_tab as tab
+
+    monkeypatch.setattr(tab, "MAX_TOTAL_BYTES", 100)
+    settings = Settings.from_env({})
+    ok = collect_upload(Uploaded("a.json", b"{}"), [Uploaded("x.png", b"1" * 60)], settings)
+    assert ok.images == {"x.png": b"1" * 60}
+    with pytest.raises(UploadError, match="the images add up to 120 bytes, more than the 100 one evaluation may use"):
+        collect_upload(
+            Uploaded("a.json", b"{}"), [Uploaded("x.png", b"1" * 60), Uploaded("y.png", b"2" * 60)], settings
+        )
+    with pytest.raises(UploadError, match=r"up\.zip: its members unpack to 120 bytes, more than the 100"):
+        collect_upload(Uploaded("up.zip", zip_of({"a.json": b"{}", "x.png": b"1" * 118})), [], settings)
