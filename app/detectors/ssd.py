@@ -1,10 +1,12 @@
 """SSD through torchvision, filled from a local state dict (never downloaded at run time).
 
-``forward`` runs torchvision's own transform, backbone, head and anchor generator; ``decode``
-runs torchvision's own ``postprocess_detections`` with the call's thresholds, so the result is
-what the torchvision model returns when built with those thresholds. With the ``onnxruntime``
-engine (the default on CPU) the backbone + head run as an exported graph (``ssd_onnx``) and the
-anchors, computed once by torchvision's generator, are reused: the input size never changes.
+With the ``torch`` engine (the fallback, and on CUDA) ``forward`` runs torchvision's own transform,
+backbone, head and anchor generator and ``decode`` runs torchvision's own ``postprocess_detections``
+with the call's thresholds, so the result is what the torchvision model returns when built with
+those thresholds. With the ``onnxruntime`` engine (the default on CPU) the backbone + head run as an
+exported graph (``ssd_onnx``), the anchors, computed once by torchvision's generator, are reused (the
+input size never changes), and the transform and decode are ``ssd_fast``'s vectorised equivalents of
+torchvision's, whose results equal torchvision's.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torchvision.models import detection as tv_detection
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import resize_boxes
 
 from .. import threads
 from ..catalog import SSD_ARCHS, SSD_ENGINES
@@ -194,13 +197,14 @@ class SSDDetector(Detector):
         self._decode_lock = threading.Lock()
         self.engine = engine if self.device.type == "cpu" else "torch"  # onnxruntime here is CPU-only
         self.onnx = None  # the exported backbone + head (onnxruntime engine)
-        self._anchors = None  # torchvision's anchors for the one input size (onnxruntime engine)
+        self.fast = None  # its pre- and postprocessing (onnxruntime engine)
         if self.engine == "onnxruntime":
+            from .ssd_fast import FastSSDPipeline
             from .ssd_onnx import OnnxBackboneHead
 
             n = num_threads or torch.get_num_threads()
             self.onnx = OnnxBackboneHead(self.model, self.weights, arch, self.input_size, n, cache_dir)
-            self._anchors = self._check_onnx()
+            self.fast = FastSSDPipeline(self.model, self.input_size, self._check_onnx()[0])
         elif self.device.type == "cpu":  # NHWC weights: torch's CPU convolutions ~1.3x faster, same detections
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -240,6 +244,8 @@ class SSDDetector(Detector):
 
     @torch.inference_mode()
     def forward(self, image: np.ndarray) -> RawOutput:
+        if self.fast is not None:
+            return self._forward_fast(image)
         height, width = image.shape[:2]
         t0 = time.perf_counter()
         tensor = self.to_tensor(image)
@@ -247,16 +253,29 @@ class SSDDetector(Detector):
         t1 = time.perf_counter()
         model = self.model
         images, _ = model.transform([tensor])
-        if self.onnx is not None:  # fixed-size input: same anchors every call
-            head_outputs, anchors = self.onnx(images.tensors), self._anchors
-        else:
-            features = self._features(images.tensors)
-            head_outputs = model.head(features)
-            anchors = model.anchor_generator(images, features)
+        features = self._features(images.tensors)
+        head_outputs = model.head(features)
+        anchors = model.anchor_generator(images, features)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         data = {"head": head_outputs, "anchors": anchors, "sizes": images.image_sizes, "original": [(height, width)]}
         return RawOutput(self.name, (width, height), data, {"preprocess": preprocess_ms, "inference": ms_since(t1)})
+
+    def _forward_fast(self, image: np.ndarray) -> RawOutput:
+        """onnxruntime engine: ``ssd_fast`` resizes and normalises, the session runs, and the scores and
+        boxes of every anchor (what no threshold changes) are computed once and kept in the raw output."""
+        height, width = image.shape[:2]
+        t0 = time.perf_counter()
+        batch = self.fast.prepare(image)
+        preprocess_ms = ms_since(t0)
+        t1 = time.perf_counter()
+        bbox_regression, cls_logits = self.onnx.run(batch)
+        inference_ms = ms_since(t1)
+        t2 = time.perf_counter()
+        scores, boxes = self.fast.scores_and_boxes(bbox_regression, cls_logits)
+        data = {"scores": scores, "boxes": boxes, "original": (height, width)}
+        timings = {"preprocess": preprocess_ms, "inference": inference_ms, "candidates": ms_since(t2)}
+        return RawOutput(self.name, (width, height), data, timings)
 
     @torch.inference_mode()
     def decode(self, raw: RawOutput, params: DetectParams) -> DetectionResult:
@@ -264,13 +283,17 @@ class SSDDetector(Detector):
         t0 = time.perf_counter()
         model = self.model
         cap = params.max_det if not params.classes else 10**9  # filter classes first, then cap
-        with self._decode_lock:
-            model.score_thresh, model.nms_thresh, model.detections_per_img = params.conf, params.iou, cap
-            out = model.postprocess_detections(raw.data["head"], raw.data["anchors"], raw.data["sizes"])
-        out = model.transform.postprocess(out, raw.data["sizes"], raw.data["original"])[0]
-        boxes = out["boxes"].cpu().numpy()
-        scores = out["scores"].cpu().numpy()
-        ids = out["labels"].cpu().numpy()
+        if self.fast is not None:
+            size = (self.input_size, self.input_size)
+            boxes, scores, ids = self.fast.select(raw.data["scores"], raw.data["boxes"], params.conf, params.iou, cap)
+            boxes = resize_boxes(boxes, size, raw.data["original"])  # torchvision's own rescale
+        else:
+            with self._decode_lock:
+                model.score_thresh, model.nms_thresh, model.detections_per_img = params.conf, params.iou, cap
+                out = model.postprocess_detections(raw.data["head"], raw.data["anchors"], raw.data["sizes"])
+            out = model.transform.postprocess(out, raw.data["sizes"], raw.data["original"])[0]
+            boxes, scores, ids = out["boxes"], out["scores"], out["labels"]
+        boxes, scores, ids = boxes.cpu().numpy(), scores.cpu().numpy(), ids.cpu().numpy()
         detections = []
         for box, score, cid in zip(boxes, scores, ids, strict=True):
             label = self.labels[int(cid)]
@@ -279,17 +302,16 @@ class SSDDetector(Detector):
             detections.append(Detection(label, int(cid), float(score), tuple(float(v) for v in box)))
             if len(detections) >= params.max_det:
                 break
-        timings = dict(raw.timings_ms, postprocess=ms_since(t0))
+        timings = {k: v for k, v in raw.timings_ms.items() if k != "candidates"}
+        timings["postprocess"] = raw.timings_ms.get("candidates", 0.0) + ms_since(t0)
         return DetectionResult(self.name, raw.image_size, detections, timings)
 
     def baseline(self, image: np.ndarray, params: DetectParams) -> Callable[[], object]:
         """torch engine: the torchvision model called directly on a ready tensor, built with the call's
         thresholds. onnxruntime engine: the session alone on a ready (resized, normalised) input."""
+        if self.fast is not None:
+            return partial(self.onnx.run, self.fast.prepare(image))
         tensor = self.to_tensor(image)
-        if self.onnx is not None:
-            with torch.inference_mode():
-                batch = self.model.transform([tensor])[0].tensors
-            return partial(self.onnx, batch)
 
         @torch.inference_mode()
         def call() -> list[dict]:

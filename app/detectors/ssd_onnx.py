@@ -2,8 +2,8 @@
 
 torchvision's SSD resizes every image to one fixed square, so its backbone + head is a static graph: it is
 exported to ONNX once per (weights, architecture, torch version) at load time, cached, and run by
-onnxruntime (2-3x faster than torch's eager CPU kernels on these networks). The transform, the anchors and
-the decode stay torchvision's own (``SSDDetector`` calls them), so detections equal torchvision's.
+onnxruntime (2-3x faster than torch's eager CPU kernels on these networks). The anchors are torchvision's;
+the transform and decode around the session are ``ssd_fast``'s equivalents of torchvision's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import warnings
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..catalog import SSD_ONNX
@@ -126,7 +127,11 @@ class OnnxBackboneHead:
             graph, onnxruntime_options(num_threads), providers=["CPUExecutionProvider"]
         )
 
+    def run(self, images: np.ndarray):
+        """(bbox_regression, cls_logits) as arrays for a contiguous (1, 3, size, size) float32 batch."""
+        return self.session.run(None, {"images": images})
+
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """The head outputs torchvision's ``postprocess_detections`` takes, for a (1, 3, size, size) batch."""
-        boxes, logits = self.session.run(None, {"images": images.contiguous().numpy()})
+        boxes, logits = self.run(images.contiguous().numpy())
         return {"bbox_regression": torch.from_numpy(boxes), "cls_logits": torch.from_numpy(logits)}

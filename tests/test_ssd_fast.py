@@ -1,0 +1,95 @@
+"""``ssd_fast``: the onnxruntime engine's transform and decode equal torchvision's, called directly.
+
+Golden values: torchvision's ``GeneralizedRCNNTransform`` and ``SSD.postprocess_detections`` run on the
+same input (random head outputs over the whole threshold range, including thresholds low enough that a
+class passes more than ``topk_candidates`` boxes and NMS takes torchvision's per-class path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection.image_list import ImageList
+
+from app.detectors.ssd import build_model
+from app.detectors.ssd_fast import FastSSDPipeline
+from app.images import load_image
+
+ARCHS = ("ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model_and_pipeline(request):
+    torch.manual_seed(0)
+    model = build_model(request.param).eval()
+    size = int(model.transform.min_size[0])
+    with torch.inference_mode():
+        batch = torch.zeros(1, 3, size, size)
+        features = list(model.backbone(batch).values())
+        anchors = model.anchor_generator(ImageList(batch, [(size, size)]), features)
+    return model, FastSSDPipeline(model, size, anchors[0]), anchors, size
+
+
+def _images(images_dir):
+    rng = np.random.default_rng(0)
+    yield from (load_image(images_dir / n) for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"))
+    yield rng.integers(0, 256, (97, 211, 3), dtype=np.uint8)  # smaller than the input: upscaled
+    yield rng.integers(0, 256, (1024, 777, 3), dtype=np.uint8)
+    yield rng.integers(0, 256, (320, 320, 3), dtype=np.uint8)  # SSDlite's own size: not resized
+    yield rng.integers(0, 256, (1, 5, 3), dtype=np.uint8)
+
+
+def test_prepare_equals_torchvision_transform(model_and_pipeline, images_dir):
+    model, fast, _, size = model_and_pipeline
+    for image in _images(images_dir):
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+        with torch.inference_mode():
+            want = model.transform([tensor])[0].tensors.numpy()
+        got = fast.prepare(image)
+        assert got.shape == want.shape == (1, 3, size, size) and got.dtype == np.float32
+        assert got.flags.c_contiguous
+        # Resize-then-normalise only reorders float rounding: within 1e-4 of one pixel-value step, which is
+        # 1/(255 std) in normalised units (1.0 for SSD300's std of 1/255, 0.0078 for SSDlite's 0.5).
+        step = 1.0 / (255.0 * min(model.transform.image_std))
+        np.testing.assert_allclose(got, want, atol=1e-4 * step, rtol=0)
+
+
+def _head_outputs(model, size, seed, spread):
+    """Random head outputs of the model's shapes; ``spread`` widens the logits so that more classes pass."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        features = list(model.backbone(torch.zeros(1, 3, size, size)).values())
+        shapes = model.head(features)
+    reg = torch.randn(shapes["bbox_regression"].shape, generator=g)
+    logits = torch.randn(shapes["cls_logits"].shape, generator=g) * spread
+    return reg, logits
+
+
+@pytest.mark.parametrize(
+    ("seed", "spread", "conf", "iou", "cap"),
+    [
+        (1, 4.0, 0.30, 0.45, 100),
+        (2, 4.0, 0.60, 0.30, 10),
+        (3, 2.0, 0.05, 0.50, 300),
+        (4, 1.0, 0.001, 0.45, 300),  # thousands of candidates: topk_candidates per class and per-class NMS
+        (5, 6.0, 0.95, 0.45, 100),
+        (6, 0.1, 0.50, 0.45, 100),  # nothing passes
+    ],
+)
+def test_select_equals_postprocess_detections(model_and_pipeline, seed, spread, conf, iou, cap):
+    model, fast, anchors, size = model_and_pipeline
+    reg, logits = _head_outputs(model, size, seed, spread)
+    model.score_thresh, model.nms_thresh, model.detections_per_img = conf, iou, cap
+    with torch.inference_mode():
+        want = model.postprocess_detections({"bbox_regression": reg, "cls_logits": logits}, anchors, [(size, size)])[0]
+        scores, boxes = fast.scores_and_boxes(reg.numpy(), logits.numpy())
+        got_boxes, got_scores, got_labels = fast.select(scores, boxes, conf, iou, cap)
+    assert got_labels.tolist() == want["labels"].tolist()
+    assert torch.equal(got_scores, want["scores"])
+    assert torch.equal(got_boxes, want["boxes"])
+    if seed == 4:  # the case is what it claims: a class over topk_candidates before NMS
+        passing = (torch.softmax(logits[0], -1)[:, 1:] > conf).sum(0)
+        assert int(passing.max()) > model.topk_candidates
+    if seed == 6:
+        assert len(want["labels"]) == 0
