@@ -167,8 +167,8 @@ def _images(entries: list, problems: list[str]) -> list[dict]:
             value = entry.get(key)
             if value is None:
                 continue
-            if not _is_int(value) or value < 1:
-                problems.append(f"{where} (id {image_id}): '{key}' must be a positive integer, got {value!r}")
+            if not _is_number(value) or value <= 0:
+                problems.append(f"{where} (id {image_id}): '{key}' must be a number above 0, got {value!r}")
             image[key] = value
         out.append(image)
     return out
@@ -228,10 +228,10 @@ def _annotations(entries: list, image_ids: set[int], category_ids: set[int], pro
             continue
         seen.add(ann_id)
         image_id, cat_id, bbox = entry.get("image_id"), entry.get("category_id"), entry.get("bbox")
-        if image_id not in image_ids or not _is_int(image_id):
+        if not _is_int(image_id) or image_id not in image_ids:
             problems.append(f"{where}: image_id {image_id!r} is not the id of any entry of 'images'")
             continue
-        if cat_id not in category_ids or not _is_int(cat_id):
+        if not _is_int(cat_id) or cat_id not in category_ids:
             problems.append(f"{where}: category_id {cat_id!r} is not the id of any entry of 'categories'")
             continue
         if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
@@ -390,6 +390,8 @@ def score_model(
     cocoeval.evaluate()
     cocoeval.accumulate()
     cocoeval.summarize()
+    if not cocoeval.matched:  # extra_calc failed (the library logged why): the per-image counts would be wrong
+        raise RuntimeError(f"{library_version()} did not report which detection matched which box")
     score.metrics = {name: _round(cocoeval.stats[i]) for name, i in METRICS.items()}
     _per_class(score, gt, cocoeval, image_ids, dets)
     _per_image(score, gt, coco_gt, coco_dt, set(image_ids), set(match.scored), count_conf)

@@ -84,6 +84,7 @@ def test_yolo_fastest_on_the_reference_boxes(yolo_env, images_dir, annotations, 
 
 def test_human_table_and_a_missing_image(yolo_env, images_dir, annotations, tmp_path):
     doc = json.loads(annotations.read_text())
+    doc["images"][1]["width"] = 450  # chelsea.png is 451 wide
     doc["images"].append({"id": 9, "file_name": "gone.png"})
     doc["annotations"].append({"id": 9, "image_id": 9, "category_id": 1, "bbox": [0, 0, 10, 10]})
     annotations.write_text(json.dumps(doc))
@@ -91,6 +92,9 @@ def test_human_table_and_a_missing_image(yolo_env, images_dir, annotations, tmp_
     assert proc.returncode == 1  # a file failed; the others were evaluated
     assert f"gone.png: not found in {images_dir} (image id 9 left out)" in proc.stderr
     assert "TP 3, FP 1, FN 0" in proc.stdout  # the missing image's box is not counted as a miss
+    assert "chelsea.png: warning: the annotations give 450x300, the file is 451x300: its boxes may not line up" in (
+        proc.stderr
+    )
     header = next(line for line in proc.stdout.splitlines() if line.startswith("model"))
     assert header.split() == ["model", "images", "AP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "ms/img", "img/s"]
     yolo_row = next(line for line in proc.stdout.splitlines() if line.startswith("yolo "))

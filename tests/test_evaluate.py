@@ -265,6 +265,9 @@ def test_unknown_and_duplicate_ids_are_named():
     assert "image_id 99 is not the id of any entry of 'images'" in message
     assert "category_id 77 is not the id of any entry of 'categories'" in message
     doc = good()
+    doc["annotations"][0]["image_id"] = [1]  # not an id at all (and not hashable)
+    assert "annotations[0] (id 1): image_id [1] is not the id of any entry of 'images'" in refusal(doc)
+    doc = good()
     doc["images"][1]["id"] = 1
     doc["annotations"][1]["id"] = 1
     doc["categories"].append({"id": 10, "name": "bird"})
