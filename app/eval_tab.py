@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .annotate import FONT, annotate, text_scale
+from .annotate import FONT, annotate, styled_rectangle, text_scale
 from .catalog import FAMILIES
 from .config import Settings
 from .evaluate import (
@@ -208,18 +208,6 @@ def run_models(pairs, upload: EvalUpload, loaded: list[str], settings: Settings,
     return results, prepared_by_id, errors
 
 
-def _dashed_rectangle(image: np.ndarray, p1, p2, thickness: int, dash: int) -> None:
-    (x1, y1), (x2, y2) = p1, p2
-    for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
-        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
-        for start in range(0, max(length, 1), 2 * dash):
-            t0, t1 = start / max(length, 1), min(start + dash, length) / max(length, 1)
-            s = (round(a[0] + (b[0] - a[0]) * t0), round(a[1] + (b[1] - a[1]) * t0))
-            e = (round(a[0] + (b[0] - a[0]) * t1), round(a[1] + (b[1] - a[1]) * t1))
-            cv2.line(image, s, e, (0, 0, 0), thickness + 2, cv2.LINE_8)
-            cv2.line(image, s, e, GT_COLOUR, thickness, cv2.LINE_8)
-
-
 def draw_comparison(display: np.ndarray, factor: float, gt_boxes, result: DetectionResult) -> np.ndarray:
     """Predictions as ``annotate`` draws them (solid, class colour, tag above) and the ground truth in a second
     style (dashed white on black, ``GT name`` tag below the box); ``factor`` maps display to original pixels."""
@@ -228,7 +216,8 @@ def draw_comparison(display: np.ndarray, factor: float, gt_boxes, result: Detect
     font, text_thick, box_thick = text_scale(*size)
     for name, box in gt_boxes:
         x1, y1, x2, y2 = (round(v / factor) for v in box)
-        _dashed_rectangle(out, (x1, y1), (x2, y2), box_thick, max(4, 4 * box_thick))
+        styled_rectangle(out, (x1, y1, x2, y2), (0, 0, 0), box_thick + 2, "dashed")  # dark edge: seen on white
+        styled_rectangle(out, (x1, y1, x2, y2), GT_COLOUR, box_thick, "dashed")
         text = f"GT {name}"
         (tw, th), base = cv2.getTextSize(text, FONT, font, text_thick)
         top = min(y2 + 2, size[1] - th - base - 2)
