@@ -478,25 +478,32 @@ def show_video(name: str, model: str, report: VideoReport) -> None:
     for extra in report.notes:
         st.caption(f":material/warning: {name}: {extra}")
     ext, mime = report.video_format
-    st.video(report.video, format=mime)
-    rows = pd.DataFrame(timeline(report), columns=["frame", "time_s", "label", "count"])
-    if not rows.empty:
-        st.markdown("**Detections per class over time**")
-        chart = (
-            alt.Chart(rows)
-            .mark_line(point=True)
-            .encode(
-                x=alt.X("time_s:Q", title="time (s)"),
-                y=alt.Y("count:Q", title="detections", axis=alt.Axis(tickMinStep=1)),
-                color=alt.Color("label:N", title="class"),
-                tooltip=["label", "frame", "time_s", "count"],
+    playing, looking = st.columns(2)
+    with playing:
+        st.markdown(f"**Annotated video** ({model})")
+        st.video(report.video, format=mime)
+    with looking:
+        rows = pd.DataFrame(timeline(report), columns=["frame", "time_s", "label", "count"])
+        if rows.empty:
+            st.caption("Nothing was detected on the processed frames.")
+        else:
+            st.markdown("**Detections per class over time**")
+            chart = (
+                alt.Chart(rows)
+                .mark_line(point=True)
+                .encode(
+                    x=alt.X("time_s:Q", title="time (s)"),
+                    y=alt.Y("count:Q", title="detections", axis=alt.Axis(tickMinStep=1)),
+                    color=alt.Color("label:N", title="class"),
+                    tooltip=["label", "frame", "time_s", "count"],
+                )
             )
-        )
-        st.altair_chart(chart, width="stretch", key="video_timeline")
+            st.altair_chart(chart, width="stretch", key="video_timeline")
     if report.key_frames:
         frames = dict(report.key_frames)
+        slider, picture = st.columns(2)
         if len(frames) > 1:
-            index = st.select_slider(
+            index = slider.select_slider(
                 "Key frame (detection ran on it)",
                 options=list(frames),
                 format_func=lambda i: f"{i} ({i / report.fps:.1f} s)",
@@ -504,7 +511,7 @@ def show_video(name: str, model: str, report: VideoReport) -> None:
             )
         else:
             index = next(iter(frames))
-        st.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
+        picture.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
     stem = Path(name).stem
     d1, d2 = st.columns(2)
     d1.download_button(f"Annotated video (.{ext})", report.video, f"{stem}.{model}.{ext}", mime, key="annotated_video")

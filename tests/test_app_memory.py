@@ -130,7 +130,7 @@ def test_a_model_chosen_later_decodes_again_only_if_the_working_copy_was_let_go(
     assert decodes == ["coffee.png"] and {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
     entry = next(e for k, e in CACHE._entries.items() if k[0] == "image")
     assert entry.value.working is None  # every loaded model has run: only the display copy is kept
-    assert len(at.dataframe) == 2 and "cup" in table_labels(at, 1)
+    assert len(at.dataframe) == 3 and "cup" in table_labels(at, 1)  # SSD, YOLO, then the agreement table
 
 
 def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
