@@ -62,12 +62,12 @@ AGREEMENT_STYLES = {
 
 
 def styled_rectangle(image: np.ndarray, box, colour, thickness: int, style: str) -> None:
-    """A rectangle drawn solid, dashed (dash 3x the gap) or dotted, in place."""
+    """A rectangle drawn solid, dashed (dashes about 3x the gaps) or dotted (round dots), in place."""
     x1, y1, x2, y2 = (round(v) for v in box)
     if style == "solid":
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness, cv2.LINE_8)
         return
-    dash, gap = (6 * thickness + 6, 2 * thickness + 4) if style == "dashed" else (thickness + 1, 2 * thickness + 3)
+    dash, gap = (6 * thickness + 6, 2 * thickness + 4) if style == "dashed" else (1, 3 * thickness + 3)
     for (ax, ay), (bx, by) in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
         length = max(abs(bx - ax), abs(by - ay))
         for start in range(0, max(length, 1), dash + gap):

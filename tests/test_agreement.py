@@ -112,3 +112,34 @@ def test_mixed_split_and_json_block():
 def test_bad_threshold_refused():
     with pytest.raises(ValueError, match="match IoU 0 must be above 0"):
         match(result("ssd"), result("yolo"), 0)
+
+
+def test_overlay_draws_three_distinct_styles_and_a_legend():
+    """On a white picture: the pair's box edge is solid, only-SSD's dashed, only-YOLO's dotted, each in its colour
+    (measured along each box's bottom edge, where no tag is drawn); a legend strip is added below."""
+    import numpy as np
+
+    from app.annotate import AGREEMENT_STYLES, annotate_agreement
+
+    pair = (det("cat", 0.9, (20, 60, 120, 140)), det("cat", 0.8, (20, 60, 120, 140)))
+    agreement = match(
+        result("ssd", pair[0], det("dog", 0.7, (160, 60, 260, 140))),
+        result("yolo", pair[1], det("bird", 0.6, (300, 60, 400, 140))),
+    )
+    white = np.full((200, 420, 3), 255, np.uint8)
+    out = annotate_agreement(white, agreement, 1.0, ("SSD", "YOLO"))
+    assert out.shape[1] == 420 and out.shape[0] > 200 and (out[:200] != 255).any()
+    assert np.array_equal(white, np.full((200, 420, 3), 255, np.uint8))  # the input is untouched
+
+    def inked(group, x1, x2):
+        colour = np.array(AGREEMENT_STYLES[group][0], np.uint8)
+        edge = out[140, x1 + 4 : x2 - 4]
+        return float(np.mean(np.all(edge == colour, axis=1)))
+
+    both, first, second = inked("both", 20, 120), inked("first", 160, 260), inked("second", 300, 400)
+    assert both == 1.0  # solid
+    assert 0.6 < first < 0.95  # long dashes, short gaps
+    assert 0.1 < second <= 0.5  # dots
+    legend = out[200:]
+    for colour, _ in AGREEMENT_STYLES.values():
+        assert np.all(legend == np.array(colour, np.uint8), axis=2).any()
