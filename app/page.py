@@ -513,9 +513,14 @@ def show_video(name: str, model: str, report: VideoReport) -> None:
             index = next(iter(frames))
         picture.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
     stem = Path(name).stem
-    d1, d2 = st.columns(2)
-    d1.download_button(f"Annotated video (.{ext})", report.video, f"{stem}.{model}.{ext}", mime, key="annotated_video")
-    d2.download_button(
+    (web_w, web_h), separate_mp4 = report.web_size, report.video is not report.mp4
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        f"Annotated video (.{ext}, {web_w}x{web_h})", report.video, f"{stem}.{model}.{ext}", mime, key="annotated_video"
+    )
+    if separate_mp4:
+        d2.download_button("Annotated MP4 (source size)", report.mp4, f"{stem}.{model}.mp4", "video/mp4", key="mp4")
+    d3.download_button(
         "Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv", key="frames_csv"
     )
 

@@ -1,6 +1,7 @@
-"""Video: detect on every Nth frame within a time budget; write the annotated video as WebM (VP8, which every
-current browser plays inline: the pip OpenCV's FFmpeg has no H.264 encoder, and its MPEG-4 Part 2 does not play
-in browsers), per-frame rows, small JPEGs of the annotated key frames and the per-class timeline."""
+"""Video: detect on every Nth frame within a time budget; write the annotated video twice, as a WebM to watch
+(VP8, which every current browser plays inline: the pip OpenCV's FFmpeg has no H.264 encoder, and its MPEG-4
+Part 2 does not play in browsers), at most ``WEB_SIDE`` px, and as a full-resolution MP4 to download; per-frame
+rows, small JPEGs of the annotated key frames and the per-class timeline."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from .annotate import annotate
 from .config import DEFAULT_MAX_IMAGE_PIXELS, default_max_file_bytes
 from .result import DetectionResult, DetectParams, detection_rows
 
-# (extension, FourCC, MIME type) tried in order: VP8 WebM opens in the pip OpenCV 5 and 4 builds (VP9 too, but
-# encodes about 5x slower: 5.9 s against 1.1 s for the 40 frames of the 640x480 test clip); MPEG-4 Part 2 is
-# the last resort of a build without libvpx (downloads, no inline playback).
-VIDEO_FORMATS = (("webm", "VP80", "video/webm"), ("mp4", "mp4v", "video/mp4"))
-KEY_FRAME_SIDE = 640  # longer side of the key-frame JPEGs the page's slider shows
+# VP8 WebM opens in the pip OpenCV 5 and 4 builds (VP9 too, but encodes about 5x slower: 5.9 s against 1.1 s
+# for the 40 frames of the 640x480 test clip). VP8 costs about 25 ms a 640x480 frame, 76 ms at 1280x960 and
+# 150 ms at 1920x1440 on 2 cores (MPEG-4 Part 2: 1.5, 6 and 13 ms), so the WebM is written at most WEB_SIDE px:
+# the page shows it in half its width anyway. A build without libvpx plays nothing inline; the MP4 remains.
+WEBM = ("webm", "VP80", "video/webm")
+MP4 = ("mp4", "mp4v", "video/mp4")
+WEB_SIDE = 640  # longer side of the WebM and of the key-frame JPEGs the page's slider shows
 MAX_KEY_FRAMES = 64  # past this, every other key frame is dropped (and then only every 2nd, 4th... is kept)
 
 
@@ -31,8 +34,10 @@ class VideoError(ValueError):
 
 @dataclass
 class VideoReport:
-    video: bytes  # the annotated video in ``video_format``
+    video: bytes  # the annotated video to watch, in ``video_format``, longer side at most WEB_SIDE
     video_format: tuple[str, str] = ("webm", "video/webm")  # extension, MIME type
+    mp4: bytes = b""  # the annotated video at the source's size (MPEG-4 Part 2: downloads, not browsers)
+    web_size: tuple[int, int] = (0, 0)  # width, height of ``video``
     rows: list[dict] = field(default_factory=list)
     detected_frames: list[int] = field(default_factory=list)  # indices of the frames detection ran on
     key_frames: list[tuple[int, bytes]] = field(default_factory=list)  # (frame index, annotated JPEG)
@@ -92,8 +97,14 @@ def process_video(
             fps = fps if 1.0 <= fps <= 240.0 else 25.0
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             total = total if 0 < total < 10**8 else 0  # a header may claim anything; it only drives progress
-            writer, (ext, mime), out_path = _writer(tmp, fps, width, height, name)
-            report = VideoReport(b"", (ext, mime), fps=fps)
+            web_size = _fit(width, height, WEB_SIDE)
+            mp4_path, web_path = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "out.webm")
+            full_writer = _writer(mp4_path, MP4, fps, (width, height))
+            if full_writer is None:
+                raise VideoError(f"{name}: cannot open a video writer for {width}x{height} frames in this OpenCV build")
+            web_writer = _writer(web_path, WEBM, fps, web_size)
+            web_format = (WEBM[0], WEBM[2]) if web_writer is not None else (MP4[0], MP4[2])
+            report = VideoReport(b"", web_format, fps=fps, web_size=web_size if web_writer else (width, height))
             key_stride = 1  # keep every key_stride-th detected frame's JPEG
             start = time.monotonic()
             last: DetectionResult | None = None
@@ -116,19 +127,26 @@ def process_video(
                     for row in detection_rows(last):
                         report.rows.append({"frame": index, "time_s": round(index / fps, 3), **row})
                 drawn = annotate(rgb, last) if last is not None else rgb
+                small = (
+                    drawn if web_size == (width, height) else cv2.resize(drawn, web_size, interpolation=cv2.INTER_AREA)
+                )
                 if index % every_n == 0 and (report.frames_detected - 1) % key_stride == 0:
-                    report.key_frames.append((index, _key_frame_jpeg(drawn)))
+                    report.key_frames.append((index, _jpeg(small)))
                     if len(report.key_frames) > MAX_KEY_FRAMES:
                         report.key_frames = report.key_frames[::2]
                         key_stride *= 2
-                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                full_writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if web_writer is not None:
+                    web_writer.write(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
                 index += 1
                 report.frames_read = index
                 if progress is not None and (index % max(1, every_n) == 0):
                     frac = min(1.0, index / total) if total else 0.0
                     progress(frac, f"frame {index}{f' of {total}' if total else ''}")
                 ok, frame = cap.read()
-            writer.release()
+            full_writer.release()
+            if web_writer is not None:
+                web_writer.release()
             if not report.stopped_by_budget and not report.notes and index + max(1, total // 50) < total:
                 report.notes.append(
                     f"the header claims {total} frames but only {index} could be decoded: the "
@@ -136,8 +154,13 @@ def process_video(
                 )
         finally:
             cap.release()
-        with open(out_path, "rb") as fh:
-            report.video = fh.read()
+        with open(mp4_path, "rb") as fh:
+            report.mp4 = fh.read()
+        if web_writer is not None:
+            with open(web_path, "rb") as fh:
+                report.video = fh.read()
+        else:
+            report.video = report.mp4
         return report
 
 
@@ -155,14 +178,16 @@ def timeline(report: VideoReport) -> list[dict]:
     ]
 
 
-def _key_frame_jpeg(rgb: np.ndarray) -> bytes:
-    """The annotated frame as a JPEG, its longer side at most ``KEY_FRAME_SIDE`` (a few tens of kB)."""
-    height, width = rgb.shape[:2]
-    factor = KEY_FRAME_SIDE / max(height, width)
-    if factor < 1.0:
-        rgb = cv2.resize(
-            rgb, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA
-        )
+def _fit(width: int, height: int, side: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is at most ``side``, even numbers (what VP8 encoders like)."""
+    factor = min(1.0, side / max(width, height))
+    if factor == 1.0:
+        return width, height
+    return max(2, round(width * factor / 2) * 2), max(2, round(height * factor / 2) * 2)
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    """An annotated key frame (already at most ``WEB_SIDE``) as a JPEG: a few tens of kB."""
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise RuntimeError("JPEG encoding of a key frame failed")
@@ -177,11 +202,7 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _writer(folder: str, fps: float, width: int, height: int, name: str):
-    """(writer, (extension, MIME type), path) of the first of ``VIDEO_FORMATS`` this OpenCV build opens."""
-    for ext, fourcc, mime in VIDEO_FORMATS:
-        path = os.path.join(folder, f"out.{ext}")
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-        if writer.isOpened():
-            return writer, (ext, mime), path
-    raise VideoError(f"{name}: cannot open a video writer for {width}x{height} frames in this OpenCV build")
+def _writer(path: str, kind: tuple[str, str, str], fps: float, size: tuple[int, int]) -> cv2.VideoWriter | None:
+    """An open writer of ``kind`` (extension, FourCC, MIME type), or None where this OpenCV build has none."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*kind[1]), fps, size)
+    return writer if writer.isOpened() else None

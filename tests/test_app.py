@@ -172,7 +172,7 @@ def test_video_every_nth_frame_with_downloads(yolo_env, images_dir, tmp_path):
     assert not at.exception and not at.error
     assert any("clip.mp4: 12 frames, detection on 3" in s.value for s in at.success)
     labels = [b.label for b in at.get("download_button")]
-    assert "Annotated video (.webm)" in labels and "Per-frame CSV" in labels
+    assert labels == ["Annotated video (.webm, 600x400)", "Annotated MP4 (source size)", "Per-frame CSV"]
 
 
 def test_undecodable_video_names_the_file(yolo_env):

@@ -97,7 +97,7 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     at.select_slider(key="key_frame").set_value(35).run()
     assert len(at.get("video")) == 1 and any("frame 35" in (i.proto.imgs[0].caption) for i in at.image)
     labels = [b.label for b in at.get("download_button")]
-    assert "Annotated video (.webm)" in labels and "Per-frame CSV" in labels
+    assert labels == ["Annotated video (.webm, 640x480)", "Annotated MP4 (source size)", "Per-frame CSV"]
 
 
 # --- examples ------------------------------------------------------------------------------------------------

@@ -77,7 +77,8 @@ def test_whole_clip_processed_without_notes(clip, detect, tmp_path):
     assert report.frames_read == 40 and report.frames_detected == 8 and report.notes == []
     assert {row["frame"] % 5 for row in report.rows} == {0}
     # WebM (an EBML header naming the "webm" doc type) holding VP8, all 40 frames at 640x480, read back by OpenCV
-    assert report.video_format == ("webm", "video/webm")
+    assert report.video_format == ("webm", "video/webm") and report.web_size == (640, 480)
+    assert report.mp4[4:8] == b"ftyp"  # and the full-size MP4 for downloads
     assert report.video[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in report.video[:64] and b"V_VP8" in report.video[:4096]
     path = tmp_path / "out.webm"
     path.write_bytes(report.video)
@@ -90,6 +91,25 @@ def test_whole_clip_processed_without_notes(clip, detect, tmp_path):
     assert [index for index, _ in report.key_frames] == report.detected_frames
     first = cv2.imdecode(np.frombuffer(report.key_frames[0][1], np.uint8), cv2.IMREAD_COLOR)
     assert first.shape == (480, 640, 3)
+
+
+def test_large_frames_play_at_640_and_download_at_full_size(detect, tmp_path):
+    source = tmp_path / "wide.mp4"
+    writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"mp4v"), 5, (1280, 720))
+    for k in range(6):
+        writer.write(np.full((720, 1280, 3), 40 * k, np.uint8))
+    writer.release()
+    report = process_video(source.read_bytes(), "wide.mp4", detect, PARAMS, every_n=2)
+    assert report.web_size == (640, 360)
+    for suffix, data, size in ((".webm", report.video, (640, 360)), (".mp4", report.mp4, (1280, 720))):
+        path = tmp_path / f"out{suffix}"
+        path.write_bytes(data)
+        cap = cv2.VideoCapture(str(path))
+        assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
+        cap.release()
+        assert frames_opencv_reads(path)[1] == 6
+    first = cv2.imdecode(np.frombuffer(report.key_frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+    assert first.shape == (360, 640, 3) and [i for i, _ in report.key_frames] == [0, 2, 4]
 
 
 def test_timeline_person_first_cup_last(clip, detect):
