@@ -12,9 +12,10 @@ dropped at once, the working copy once every loaded model has run on it. The cop
 output live in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte
 budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels.
 A slider move decodes nothing and runs no network: it only re-thresholds and redraws (the agreement
-view of "both side by side" too: it matches the decoded results). A processed video's result (its WebM,
-per-frame rows and key-frame JPEGs: bytes, not arrays) stays in that session's state until the next video,
-so its key-frame slider and the sidebar rerun the page without processing again.
+view of "both side by side" too: it matches the decoded results). A processed video's result (its WebM
+and MP4, per-frame rows and at most 64 key-frame JPEGs: encoded bytes, not arrays) stays in that session's
+state until another video replaces it or the upload is removed, so its key-frame slider and the sidebar
+rerun the page without processing again.
 
 The sidebar's settings round-trip through the URL's query parameters (``app.query``): a link reproduces the
 view (never the uploaded data). Example images (``app/examples``, public domain or CC0) run the upload path.
