@@ -277,9 +277,12 @@ def show_result(
     result: DetectionResult,
     params: DetectParams,
     agreement: Agreement | None = None,
+    key: str | None = None,
 ) -> None:
     """One model's column; ``result`` is in the original's pixels, the picture is the display copy. The
-    JSON download carries the image's ``agreement`` block when both models ran."""
+    JSON download carries the image's ``agreement`` block when both models ran. ``key`` (default: the
+    name) keeps the widgets of an example apart from an upload of the same name."""
+    key = name if key is None else key
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
     annotated = annotate(prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size))
@@ -289,7 +292,7 @@ def show_result(
     c1.metric("Detections", len(result.detections))
     c2.metric("Latency", f"{total_ms:.0f} ms")
     table = pd.DataFrame(detection_rows(result), columns=TABLE_COLUMNS)
-    st.dataframe(table, hide_index=True, width="stretch", key=f"table-{model}-{name}")
+    st.dataframe(table, hide_index=True, width="stretch", key=f"table-{model}-{key}")
     counts = result.counts()
     if counts:
         st.bar_chart(pd.Series(counts, name="count"), horizontal=True)
@@ -305,7 +308,7 @@ def show_result(
         lambda: to_png(annotated),
         f"{stem}.{model}.png",
         "image/png",
-        key=f"png-{model}-{name}",
+        key=f"png-{model}-{key}",
         on_click="ignore",
     )
     d2.download_button(
@@ -313,7 +316,7 @@ def show_result(
         lambda: result_json(result, name, params_doc, agreement=agreement_doc),
         f"{stem}.{model}.json",
         "application/json",
-        key=f"json-{model}-{name}",
+        key=f"json-{model}-{key}",
         on_click="ignore",
     )
     d3.download_button(
@@ -321,7 +324,7 @@ def show_result(
         lambda: result_csv(result),
         f"{stem}.{model}.csv",
         "text/csv",
-        key=f"csv-{model}-{name}",
+        key=f"csv-{model}-{key}",
         on_click="ignore",
     )
     width, height = result.image_size
@@ -340,7 +343,11 @@ def show_image(
     settings: Settings,
     loaded: list[str],
     match_iou: float = query.SLIDERS["match_iou"].default,
+    key: str | None = None,
 ) -> None:
+    """One image's section: the original, a column per model and, for two models, where they agree.
+    ``key`` (default: the name) names its widgets."""
+    key = name if key is None else key
     try:
         digest, prepared = decode_once(name, data, settings, models, loaded)
     except ImageError as exc:
@@ -373,12 +380,12 @@ def show_image(
             if isinstance(results[model], str):
                 st.error(results[model])
             else:
-                show_result(name, model, prepared, results[model], params, agreement)
+                show_result(name, model, prepared, results[model], params, agreement, key)
     if agreement is not None:
-        show_agreement(name, prepared, agreement)
+        show_agreement(name, prepared, agreement, key)
 
 
-def show_agreement(name: str, prepared: PreparedImage, agreement: Agreement) -> None:
+def show_agreement(name: str, prepared: PreparedImage, agreement: Agreement, key: str) -> None:
     """Where the two models agree: the per-class split, the mean IoU of the pairs and one overlay picture."""
     first, second = agreement.first_model, agreement.second_model
     st.markdown(f"**Where {MODEL_TITLES[first]} and {MODEL_TITLES[second]} agree**")
@@ -388,7 +395,7 @@ def show_agreement(name: str, prepared: PreparedImage, agreement: Agreement) -> 
     picture.image(overlay, caption=f"{name} · agreement", width="stretch", output_format="JPEG")
     with numbers:
         table = pd.DataFrame(agreement.per_class(), columns=["label", "both", f"only {first}", f"only {second}"])
-        st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{name}")
+        st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{key}")
         c1, c2, c3 = st.columns(3)
         c1.metric("Found by both", len(agreement.both))
         c2.metric(f"Only {first}", len(agreement.only_first))
@@ -418,7 +425,8 @@ def images_tab(models: list[str], params: DetectParams, settings: Settings, load
     for upload in uploads or []:
         show_image(upload.name, upload.getvalue(), models, params, settings, loaded, match_iou)
     if example is not None:  # exactly the upload's path, with the file's bytes
-        show_image(example, (EXAMPLES_DIR / example).read_bytes(), models, params, settings, loaded, match_iou)
+        data = (EXAMPLES_DIR / example).read_bytes()
+        show_image(example, data, models, params, settings, loaded, match_iou, key=f"example:{example}")
 
 
 def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:

@@ -117,6 +117,9 @@ def test_example_gives_the_same_table_as_uploading_the_file(yolo_env):
     at.file_uploader(key="images").set_value(("coffee.jpg", (EXAMPLES / "coffee.jpg").read_bytes(), "image/jpeg"))
     at.run()
     assert table(at).equals(from_example)
+    # the same example chosen beside the upload of the same name: two sections, no clash of widget keys
+    at.selectbox(key="example").set_value("coffee.jpg").run()
+    assert not at.exception and len(at.dataframe) == 2 and table(at, 0).equals(table(at, 1))
 
 
 def test_examples_are_small_and_recorded():
