@@ -175,12 +175,13 @@ class DarknetOnnx:
     at or below 0.2), so the converted graph gives that importer's outputs.
     """
 
-    version: int = 1  # part of the cache key: bump it when the graph the converter writes changes
+    version: int = 2  # part of the cache key: bump it when the graph the converter writes changes (2: raw heads)
     producer: str = "objdet-darknet-onnx"
     opset: int = 13
     ir_version: int = 8  # readable by the onnx versions OpenCV 4.x and 5.x parse
     input_name: str = "input"
     output_prefix: str = "darknet_yolo_"  # + layer index; marks a converted .onnx for the detector
+    heads_key: str = "objdet.darknet_heads"  # metadata: JSON {output name: anchors, scale_xy, thresh}
     batchnorm_eps: float = 1e-6
     region_thresh: float = 0.2
     cache_subdir: str = "objdet/darknet-onnx"  # under $XDG_CACHE_HOME (else ~/.cache)

@@ -67,7 +67,8 @@ def build_detector(model: str, settings: Settings) -> Detector:
     """A new detector for ``model`` (a family of ``app.catalog``); raises ``ModelLoadError`` with the fix."""
     fam = family(model)
     refuse_corrupt_files(model, settings)
-    threads.configure(settings.num_threads)  # before the detector's module imports torch (OpenMP reads it then)
+    # before the detector's module imports torch (OpenMP reads its variables then)
+    threads.configure(settings.num_threads, threads.torch_threads(settings.num_threads, settings.ssd_engine))
     try:
         detector_class = fam.detector_class()
     except ImportError as exc:

@@ -25,20 +25,30 @@ _lock = threading.Lock()
 _applied: dict[str, int] = {}
 
 
-def configure(num_threads: int) -> None:
+def torch_threads(num_threads: int, ssd_engine: str) -> int:
+    """torch's intra-op threads. With the onnxruntime engine torch runs only SSD's pre- and postprocessing:
+    small operations whose parallel regions wait for a descheduled worker whenever another process holds a
+    core (measured on 2 busy vCPUs: SSD's pipeline at 3.3x its onnxruntime session with two torch threads);
+    one thread keeps them steady, and the network itself still gets ``num_threads`` in onnxruntime."""
+    return 1 if ssd_engine == "onnxruntime" else num_threads
+
+
+def configure(num_threads: int, torch_count: int | None = None) -> None:
     """The process-wide policy for ``num_threads`` threads per inference: OpenMP waits passively, OpenCV's
-    pool and (when torch is loaded) torch's intra-op pool get ``num_threads``, torch's inter-op pool one."""
+    pool gets ``num_threads``, torch's intra-op pool (when torch is loaded) ``torch_count`` (default
+    ``num_threads``; see ``torch_threads``) and torch's inter-op pool one."""
+    torch_count = torch_count or num_threads
     with _lock:
         for name, value in PASSIVE_OPENMP.items():
             os.environ.setdefault(name, value)
-        os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch_count))
         if _applied.get("cv2") != num_threads:
             import cv2
 
             cv2.setNumThreads(num_threads)
             _applied["cv2"] = num_threads
     if "torch" in sys.modules:
-        configure_torch(num_threads)
+        configure_torch(torch_count)
 
 
 def configure_torch(num_threads: int) -> None:

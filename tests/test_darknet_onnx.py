@@ -19,7 +19,7 @@ from onnx_models import TINY_CLASSES, TINY_INPUT, write_tiny_darknet
 
 from app.catalog import DARKNET_ONNX
 from app.darknet import DarknetError
-from app.darknet_onnx import cache_key, cached_onnx, convert, save
+from app.darknet_onnx import cache_key, cached_onnx, convert, converted_facts, decode_head, save
 from app.detectors.yolo import YoloDetector
 from app.images import load_image
 from app.result import DetectParams
@@ -68,6 +68,7 @@ def blob(path: Path, size: int) -> np.ndarray:
 def test_converted_graph_gives_the_darknet_importers_outputs(models, name, images_dir, tmp_path):
     cfg, weights, _ = model(models, name)
     onnx_path = save(convert(cfg, weights), tmp_path / "model.onnx")
+    _, specs = converted_facts(onnx_path)
     darknet = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     converted = cv2.dnn.readNetFromONNX(str(onnx_path))
     # the importer names its heads yolo_<layer index>; the converter darknet_yolo_<layer index>
@@ -78,11 +79,18 @@ def test_converted_graph_gives_the_darknet_importers_outputs(models, name, image
         darknet.setInput(blob(images_dir / image, size))
         converted.setInput(blob(images_dir / image, size))
         want = darknet.forward(names)
-        got = converted.forward([DARKNET_ONNX.output_prefix + n[5:] for n in names])
-        for n, a, b in zip(names, want, got, strict=True):
+        heads = [DARKNET_ONNX.output_prefix + n[5:] for n in names]
+        got = dict(zip(heads, converted.forward(heads), strict=True))
+        for n, head, a in zip(names, heads, want, strict=True):
+            # the graph gives the head's convolution; decode_head is the region layer on it
+            b = decode_head(got[head], specs[head], full=True)
             assert a.shape == b.shape, (image, n)
             assert np.abs(a - b).max() <= 1e-5, (image, n, float(np.abs(a - b).max()))
             assert (a[:, 5:] > 0).any() or name.startswith("yolo"), "a seeded head should score something"
+            # the detector's rows: exactly the importer's rows whose objectness passes the threshold
+            kept = decode_head(got[head], specs[head])
+            passing = a[a[:, 4] > specs[head].thresh]
+            assert kept.shape == passing.shape and np.abs(kept - passing).max(initial=0) <= 1e-5, (image, n)
 
 
 def box_iou(a, b) -> float:
@@ -137,7 +145,7 @@ def test_weights_convert_command_writes_a_model_the_detector_reads(models, image
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    assert str(out) in run.stdout and "darknet_yolo_121 [300, 85]" in run.stdout
+    assert str(out) in run.stdout and "darknet_yolo_121 [1, 255, 10, 10]" in run.stdout
     from_onnx = YoloDetector(out, names=names)  # the .onnx alone: recognised as converted, size from the graph
     assert (from_onnx.converted, from_onnx.layout, from_onnx.input_size) == (True, "darknet", 320)
     from_darknet = YoloDetector(weights, cfg, names)

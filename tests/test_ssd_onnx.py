@@ -139,3 +139,7 @@ def test_thread_policy(monkeypatch):
     options = threads.onnxruntime_options(2)
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    # onnxruntime engine: torch runs only the small pre- and postprocessing, on one thread; OpenCV keeps 2
+    threads.configure(2, threads.torch_threads(2, "onnxruntime"))
+    assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 2
+    assert threads.torch_threads(2, "torch") == 2

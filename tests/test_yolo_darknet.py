@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from app.darknet_onnx import decode_heads
 from app.detectors.base import ModelLoadError
 from app.images import load_image
 from app.result import DetectParams
@@ -177,7 +178,11 @@ def test_objectness_prefilter_keeps_every_scoring_row(detector, images_dir):
         image = load_image(images_dir / name)
         blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (320, 320), swapRB=False, crop=False)
         detector.net.setInput(blob)
-        rows = np.concatenate(detector.net.forward(detector.output_names))
+        outs = detector.net.forward(detector.output_names)
+        if detector.converted:  # the graph gives the heads; every row of the region layer, decoded
+            rows = decode_heads(dict(zip(detector.output_names, outs, strict=True)), detector.heads, full=True)
+        else:
+            rows = np.concatenate(outs)
         scoring = rows[(rows[:, 5:] > 0).any(axis=1)]
         assert len(scoring) == len(detector.forward(image).data["scores"]), name
         assert (scoring[:, 4] > detector.region_thresh).all() and detector.region_thresh == 0.2

@@ -177,7 +177,7 @@ class SSDDetector(Detector):
         if engine not in SSD_ENGINES:
             raise ModelLoadError(f"SSD engine {engine!r} is not supported; allowed: {', '.join(SSD_ENGINES)}")
         if num_threads:
-            threads.configure_torch(num_threads)
+            threads.configure_torch(threads.torch_threads(num_threads, engine if device != "cuda" else "torch"))
         self.name = name
         self.arch = arch
         self.weights = Path(weights)

@@ -121,6 +121,7 @@ class YoloDetector(Detector):
         self.config: Path | None = None
         self.region_thresh = 0.0  # Darknet layout: objectness at or below this cannot score (region_threshold)
         self.converted = False  # a Darknet model converted to ONNX (app/darknet_onnx.py)
+        self.heads = {}  # converted: each head's decoding facts by output name (darknet_onnx.decode_heads)
         if self.format == "darknet":
             self.net, self.input_size = self._read_darknet(config, input_size)
         else:
@@ -129,7 +130,11 @@ class YoloDetector(Detector):
             if self._is_converted():
                 from ..darknet_onnx import converted_facts
 
-                size, self.region_thresh = converted_facts(self.weights)
+                try:
+                    size, self.heads = converted_facts(self.weights)
+                except DarknetError as exc:
+                    raise ModelLoadError(f"YOLO weights {exc}") from None
+                self.region_thresh = min(spec.thresh for spec in self.heads.values())
                 self.converted, self.input_size = True, input_size or size
         if OPENCV_MAJOR < 5:  # OpenCV 5's new engine has one CPU backend and warns when a target is set
             self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -170,6 +175,10 @@ class YoloDetector(Detector):
             check_weights_size(self.weights, config)
             sections = parse_cfg(config)
             self.region_thresh = region_threshold(sections)
+            if not DARKNET_IMPORTER:
+                from ..darknet_onnx import head_specs
+
+                self.heads = head_specs(sections)
         except DarknetError as exc:
             raise ModelLoadError(
                 f"YOLO Darknet model: {exc}. Re-fetch with `python -m app weights fetch` "
@@ -294,7 +303,9 @@ class YoloDetector(Detector):
     def _layouts(self) -> dict[str, str]:
         """The output layouts this model's format may have, each with the shape it takes (for messages)."""
         n_cls = len(self.labels)
-        if self.format == "darknet" or self.converted:
+        if self.converted:
+            return {"darknet": f"(1, anchors x {5 + n_cls}, H, W) heads of a converted Darknet model"}
+        if self.format == "darknet":
             return {"darknet": f"(N, {5 + n_cls}) Darknet YOLO outputs"}
         return {"v5": f"(1, N, {5 + n_cls}) YOLOv5", "v8": f"(1, {4 + n_cls}, N) YOLOv8"}
 
@@ -307,7 +318,15 @@ class YoloDetector(Detector):
         return out.shape[2] == 5 + n_cls if layout == "v5" else out.shape[1] == 4 + n_cls
 
     def _find_layout(self, outs: list[np.ndarray]) -> str:
-        """The layout of the outputs, recognised by shape (the warm-up calls it once)."""
+        """The layout of the outputs, recognised by shape (the warm-up calls it once). A converted model's
+        outputs are its heads, (1, A*(5+C), H, W) each, which ``_candidate_rows`` decodes to Darknet rows."""
+        if self.converted:
+            cell, by_name = 5 + len(self.labels), dict(zip(self.output_names, outs, strict=True))
+            if set(by_name) == set(self.heads) and all(
+                o.ndim == 4 and o.shape[:2] == (1, len(self.heads[n].anchors) * cell) for n, o in by_name.items()
+            ):
+                return "darknet"
+            raise OutputMismatch(self._shape_error(outs))
         for layout in self._layouts():
             if any(self._fits(o, layout) for o in outs):
                 return layout
@@ -315,6 +334,10 @@ class YoloDetector(Detector):
 
     def _candidate_rows(self, outs: list[np.ndarray]) -> np.ndarray:
         """Rows of (cx, cy, w, h, [obj], class scores...) from the outputs of ``self.layout``."""
+        if self.converted:  # only the rows that can score: the region layer's decode on those
+            from ..darknet_onnx import decode_heads
+
+            return decode_heads(dict(zip(self.output_names, outs, strict=True)), self.heads)
         fitting = [o for o in outs if self._fits(o, self.layout)]
         if not fitting:
             raise OutputMismatch(self._shape_error(outs))
