@@ -202,10 +202,24 @@ def test_agreement_counts_an_object_both_find_once(both_env, ssd_weights, tmp_pa
     assert float(metrics["Mean IoU of the pairs"]) > 0.95  # the copy differs by float32 rounding only
     assert any("agreement" in (i.proto.imgs[0].caption) for i in at.image)
 
-    # the match IoU lives in the sidebar (and the URL); the copy is still a pair at its highest setting
+    # the match IoU lives in the sidebar (and the URL); the copy is still a pair at its highest setting; moving
+    # it (or the score threshold) re-matches the decoded results without running either network
+    from app.config import Settings
+    from app.registry import get_detector
+
+    calls = []
+    for name in ("ssd", "yolo"):
+        detector = get_detector(name, Settings.from_env())
+        monkeypatch.setattr(detector, "forward", lambda image, name=name: calls.append(name))
     at.slider(key="match_iou").set_value(0.95).run()
     assert at.query_params["match_iou"] == "0.95"
     assert {m.label: m.value for m in at.metric}["Found by both"] == "1"
+    at.slider(key="conf").set_value(0.95).run()  # YOLO keeps only its 1.0 box (the other label)
+    assert not at.exception and calls == []
+    after = {r.label: [r.both, r["only ssd"], r["only yolo"]] for _, r in table(at, 2).iterrows()}
+    assert (
+        all(counts[0] == 0 for counts in after.values()) and {m.label: m.value for m in at.metric}["Only yolo"] == "1"
+    )
 
 
 # --- settings in the URL -------------------------------------------------------------------------------------
