@@ -45,11 +45,12 @@ RUN touch README.md \
 
 # Trim what a CPU inference server never loads (~230 MB with torch): torch's C++ headers and test
 # binaries (torch.compile and C++ extensions would need a compiler the image does not have anyway; of
-# torch/bin only torch_shm_manager is used), the test suites of pandas and pyarrow, and pip/setuptools
+# torch/bin only torch_shm_manager is used), the test suites of pandas and pyarrow, onnx's backend test
+# data (13 MB of sample models; the converter and the SSD export never read it), and pip/setuptools
 # (the runtime installs nothing). Paths that do not exist (EXTRAS without ssd) are skipped.
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && rm -rf "$site/torch/include" "$site/torch/test" "$site/pandas/tests" \
-              "$site/pyarrow/include" "$site/pyarrow/tests" \
+              "$site/pyarrow/include" "$site/pyarrow/tests" "$site/onnx/backend/test/data" \
     && if [ -d "$site/torch/bin" ]; then \
            find "$site/torch/bin" -type f ! -name torch_shm_manager -delete; \
        fi \
