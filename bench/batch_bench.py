@@ -1,13 +1,15 @@
 """Batch throughput (issue 13): ``python -m app batch``'s worker pool against a plain sequential loop
 over ``detect`` (load -> working copy -> detect, what ``python -m app detect`` does), on the same images.
 
-    .venv/bin/python bench/batch_bench.py [--images 200] [--rounds 3] [--model yolo,ssd]
+    .venv/bin/python bench/batch_bench.py [--images 200] [--rounds 3] [--model yolo,ssd] [--explain]
 
 The images are made from the shared test images: copies, resized variants and JPEG re-encodes. Each
 block (one mode, one model, all images) runs in a fresh process so that neither mode inherits the
 other's process-wide thread settings; blocks alternate (seq, batch, then batch, seq, ...) so that
 load from other processes hits both alike. Models are built before the clock starts in both modes.
-Reported: images/s per block, the median per mode and the ratio of medians. Settings come from the
+Reported: images/s per block, the median per mode and the ratio of medians; with ``--explain`` first the
+decode and detect times per image at 1 and N threads and the best ratio they allow (``explain``: N workers
+of one thread cannot beat N x (d + iN) / (d + i1)). Settings come from the
 environment as for the app (OBJDET_NUM_THREADS: the sequential loop's threads, the batch's CPU budget).
 Without official SSD weights, seeded random SSDlite weights stand in (same architecture and cost).
 """
@@ -62,6 +64,8 @@ def block(mode: str, model: str, images: Path) -> float:
     from app.result import DetectParams
 
     settings, params = Settings.from_env(), DetectParams()
+    if mode == "parts":
+        return parts(model, images, settings, params)
     if mode == "seq":
         detectors = {model: get_detector(model, settings)}
         paths = sorted(images.iterdir())
@@ -75,12 +79,58 @@ def block(mode: str, model: str, images: Path) -> float:
     return summary["images_per_s_this_run"]
 
 
+def parts(model: str, images: Path, settings, params) -> dict:
+    """Median ms per image of the two stages, in this process's thread setting: decoding the file (always one
+    thread) and ``detect`` on the working copy (``OBJDET_NUM_THREADS`` threads)."""
+    from app.images import load_image, work_side, working_copy
+    from app.registry import get_detector
+
+    detector = get_detector(model, settings)
+    side = work_side([detector.input_size])
+    decode_ms, detect_ms = [], []
+    for path in sorted(images.iterdir()):
+        t0 = time.perf_counter()
+        image = load_image(path, max_pixels=settings.max_image_pixels)
+        small, _ = working_copy(image, side)
+        t1 = time.perf_counter()
+        detector.detect(small, params)
+        t2 = time.perf_counter()
+        decode_ms.append((t1 - t0) * 1e3)
+        detect_ms.append((t2 - t1) * 1e3)
+    return {"decode_ms": statistics.median(decode_ms), "detect_ms": statistics.median(detect_ms)}
+
+
+def explain(model: str, images: Path, env: dict, threads: int) -> None:
+    """What the ratio can be at best: with d the decode, i1 and iN the detect at 1 and N threads, the
+    sequential loop takes d + iN per image and N one-thread workers (N images at once, perfectly parallel)
+    (d + i1) / N, so batch / sequential <= N (d + iN) / (d + i1)."""
+    measured = {}
+    for count in (1, threads):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--block", "parts", "--model", model, "--dir", str(images)],
+            env={**env, "OBJDET_MODELS": model, "OBJDET_NUM_THREADS": str(count)},
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode:
+            sys.exit(f"{model} parts block failed:\n{proc.stderr}")
+        measured[count] = json.loads(proc.stdout.splitlines()[-1])["images_per_s"]
+    d, i1, i_n = measured[1]["decode_ms"], measured[1]["detect_ms"], measured[threads]["detect_ms"]
+    bound = threads * (d + i_n) / (d + i1)
+    print(
+        f"{model}: decode {d:.2f} ms, detect {i1:.2f} ms on 1 thread and {i_n:.2f} ms on {threads} "
+        f"({i1 / i_n:.2f}x); ideal batch / sequential = {threads} x (d + i{threads}) / (d + i1) = {bound:.2f}",
+        flush=True,
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", default="yolo,ssd")
-    p.add_argument("--block", choices=("seq", "batch"), help=argparse.SUPPRESS)
+    p.add_argument("--explain", action="store_true", help="also measure decode and detect at 1 and N threads")
+    p.add_argument("--block", choices=("seq", "batch", "parts"), help=argparse.SUPPRESS)
     p.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.block:
@@ -111,6 +161,8 @@ def main() -> int:
             f"{os.environ.get('OBJDET_NUM_THREADS', '(unset)')}, {args.rounds} rounds, blocks alternated"
         )
         report = {}
+        for model in args.model.split(",") if args.explain else ():
+            explain(model, images, env, int(os.environ.get("OBJDET_NUM_THREADS") or len(os.sched_getaffinity(0))))
         for model in args.model.split(","):
             rates: dict[str, list[float]] = {"seq": [], "batch": []}
             for round_no in range(args.rounds):
