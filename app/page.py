@@ -40,6 +40,7 @@ from .annotate import annotate, annotate_agreement, to_png
 from .catalog import FAMILIES
 from .config import ConfigError, Settings
 from .detectors.base import RawOutput
+from .eval_tab import evaluate_tab
 from .exports import frames_csv, result_csv, result_json
 from .images import ImageError
 from .labels import vocabulary
@@ -550,6 +551,7 @@ def main() -> None:
         "Images": lambda: images_tab(models, params, settings, loaded, match_iou),
         "Camera": lambda: camera_tab(models, params, settings, loaded, match_iou),
         "Video": lambda: video_tab(models, params, settings),
+        "Evaluate": lambda: evaluate_tab(loaded, settings),
     }
     for tab, render in zip(st.tabs(list(tabs)), tabs.values(), strict=True):
         with tab:

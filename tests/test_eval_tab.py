@@ -238,3 +238,15 @@ def test_all_images_together_are_bounded(monkeypatch):
         )
     with pytest.raises(UploadError, match=r"up\.zip: its members unpack to 120 bytes, more than the 100"):
         collect_upload(Uploaded("up.zip", zip_of({"a.json": b"{}", "x.png": b"1" * 118})), [], settings)
+
+
+def test_the_page_has_the_evaluate_tab(yolo_env, images_dir):
+    """Wired into page.main: the full page's fourth tab takes the same uploads and shows YOLO's table."""
+    at = AppTest.from_file("../app/streamlit_app.py", default_timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.label for t in at.tabs] == ["Images", "Camera", "Video", "Evaluate"]
+    upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
+    assert not at.error, [e.value for e in at.error]
+    assert frame(at, "yolo")["AP50"][0] >= 0.99
+    assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 0 FN." in " ".join(counts_caption(at))

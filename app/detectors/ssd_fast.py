@@ -44,6 +44,8 @@ class FastSSDPipeline:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """HWC uint8 RGB -> the (1, 3, size, size) float32 batch torchvision's transform would produce."""
         size = self.size
+        if not image.flags.writeable:  # torch.from_numpy warns on read-only memory (e.g. from a PIL image)
+            image = image.copy()
         # A permuted HWC array is a channels-last tensor: torch's bilinear kernel for that layout is ~4x
         # faster than on the contiguous copy torchvision makes, and computes the same values.
         pixels = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float32)
