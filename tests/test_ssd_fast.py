@@ -1,8 +1,9 @@
 """``ssd_fast``: the onnxruntime engine's transform and decode equal torchvision's, called directly.
 
-Golden values: torchvision's ``GeneralizedRCNNTransform`` and ``SSD.postprocess_detections`` run on the
-same input (random head outputs over the whole threshold range, including thresholds low enough that a
-class passes more than ``topk_candidates`` boxes and NMS takes torchvision's per-class path).
+Golden values: torchvision's ``GeneralizedRCNNTransform`` on the same images, and
+``SSD.postprocess_detections`` on the same random head outputs, over the whole threshold range, including
+thresholds low enough that a class passes more than ``topk_candidates`` boxes and NMS takes torchvision's
+per-class path.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import torch
 from torchvision.models.detection.image_list import ImageList
 
 from app.detectors.ssd import build_model
-from app.detectors.ssd_fast import FastSSDPipeline
+from app.detectors.ssd_fast import FastSSD
 from app.images import load_image
 
 ARCHS = ("ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
 
 
 @pytest.fixture(scope="module", params=ARCHS)
-def model_and_pipeline(request):
+def model_and_anchors(request):
     torch.manual_seed(0)
     model = build_model(request.param).eval()
     size = int(model.transform.min_size[0])
@@ -28,7 +29,7 @@ def model_and_pipeline(request):
         batch = torch.zeros(1, 3, size, size)
         features = list(model.backbone(batch).values())
         anchors = model.anchor_generator(ImageList(batch, [(size, size)]), features)
-    return model, FastSSDPipeline(model, size, anchors[0]), anchors, size
+    return model, anchors, size
 
 
 def _images(images_dir):
@@ -40,8 +41,9 @@ def _images(images_dir):
     yield rng.integers(0, 256, (1, 5, 3), dtype=np.uint8)
 
 
-def test_prepare_equals_torchvision_transform(model_and_pipeline, images_dir):
-    model, fast, _, size = model_and_pipeline
+def test_prepare_equals_torchvision_transform(model_and_anchors, images_dir):
+    model, anchors, size = model_and_anchors
+    fast = FastSSD(model, size, anchors[0])
     for image in _images(images_dir):
         tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
         with torch.inference_mode():
@@ -77,14 +79,14 @@ def _head_outputs(model, size, seed, spread):
         (6, 0.1, 0.50, 0.45, 100),  # nothing passes
     ],
 )
-def test_select_equals_postprocess_detections(model_and_pipeline, seed, spread, conf, iou, cap):
-    model, fast, anchors, size = model_and_pipeline
+def test_select_equals_postprocess_detections(model_and_anchors, seed, spread, conf, iou, cap):
+    model, anchors, size = model_and_anchors
     reg, logits = _head_outputs(model, size, seed, spread)
     model.score_thresh, model.nms_thresh, model.detections_per_img = conf, iou, cap
     with torch.inference_mode():
         want = model.postprocess_detections({"bbox_regression": reg, "cls_logits": logits}, anchors, [(size, size)])[0]
-        scores, boxes = fast.scores_and_boxes(reg.numpy(), logits.numpy())
-        got_boxes, got_scores, got_labels = fast.select(scores, boxes, conf, iou, cap)
+        scores = torch.softmax(logits[0], dim=-1)  # what SSDDetector keeps from a forward
+        got_boxes, got_scores, got_labels = FastSSD(model, size, anchors[0]).select(scores, reg[0], conf, iou, cap)
     assert got_labels.tolist() == want["labels"].tolist()
     assert torch.equal(got_scores, want["scores"])
     assert torch.equal(got_boxes, want["boxes"])

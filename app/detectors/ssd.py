@@ -199,12 +199,12 @@ class SSDDetector(Detector):
         self.onnx = None  # the exported backbone + head (onnxruntime engine)
         self.fast = None  # its pre- and postprocessing (onnxruntime engine)
         if self.engine == "onnxruntime":
-            from .ssd_fast import FastSSDPipeline
+            from .ssd_fast import FastSSD
             from .ssd_onnx import OnnxBackboneHead
 
             n = num_threads or torch.get_num_threads()
             self.onnx = OnnxBackboneHead(self.model, self.weights, arch, self.input_size, n, cache_dir)
-            self.fast = FastSSDPipeline(self.model, self.input_size, self._check_onnx()[0])
+            self.fast = FastSSD(self.model, self.input_size, self._check_onnx()[0])
         elif self.device.type == "cpu":  # NHWC weights: torch's CPU convolutions ~1.3x faster, same detections
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -262,8 +262,9 @@ class SSDDetector(Detector):
         return RawOutput(self.name, (width, height), data, {"preprocess": preprocess_ms, "inference": ms_since(t1)})
 
     def _forward_fast(self, image: np.ndarray) -> RawOutput:
-        """onnxruntime engine: ``ssd_fast`` resizes and normalises, the session runs, and the scores and
-        boxes of every anchor (what no threshold changes) are computed once and kept in the raw output."""
+        """onnxruntime engine: ``ssd_fast`` resizes and normalises, the session runs, and the class
+        probabilities (torch's softmax, as torchvision's) and the box regression, what no threshold changes,
+        are kept in the raw output for ``decode``."""
         height, width = image.shape[:2]
         t0 = time.perf_counter()
         batch = self.fast.prepare(image)
@@ -272,8 +273,8 @@ class SSDDetector(Detector):
         bbox_regression, cls_logits = self.onnx.run(batch)
         inference_ms = ms_since(t1)
         t2 = time.perf_counter()
-        scores, boxes = self.fast.scores_and_boxes(bbox_regression, cls_logits)
-        data = {"scores": scores, "boxes": boxes, "original": (height, width)}
+        scores = torch.nn.functional.softmax(torch.from_numpy(cls_logits[0]), dim=-1)
+        data = {"scores": scores, "regression": torch.from_numpy(bbox_regression[0]), "original": (height, width)}
         timings = {"preprocess": preprocess_ms, "inference": inference_ms, "candidates": ms_since(t2)}
         return RawOutput(self.name, (width, height), data, timings)
 
@@ -285,7 +286,8 @@ class SSDDetector(Detector):
         cap = params.max_det if not params.classes else 10**9  # filter classes first, then cap
         if self.fast is not None:
             size = (self.input_size, self.input_size)
-            boxes, scores, ids = self.fast.select(raw.data["scores"], raw.data["boxes"], params.conf, params.iou, cap)
+            scores, regression = raw.data["scores"], raw.data["regression"]
+            boxes, scores, ids = self.fast.select(scores, regression, params.conf, params.iou, cap)
             boxes = resize_boxes(boxes, size, raw.data["original"])  # torchvision's own rescale
         else:
             with self._decode_lock:
