@@ -78,7 +78,8 @@ def open_page(page, server, query: str = "") -> None:
 def test_annotated_video_plays_inline(page, yolo_server, images_dir):
     open_page(page, yolo_server)
     page.get_by_role("tab", name="Video").click()
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").last.set_input_files(
+    video_uploader = page.locator("[data-testid='stFileUploader']").filter(has_text="Video")  # not Evaluate's
+    video_uploader.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(
         str(images_dir.parent / "videos" / "astronaut-coffee.mp4")
     )
     button = page.get_by_role("button", name="Process video")
