@@ -360,7 +360,8 @@ class YoloDetector(Detector):
             # OpenCV's region layer (and the converted graph) multiplies class scores by objectness and zeroes
             # those at or below its threshold, so only rows whose objectness is above it can score: a few of
             # ~1500. Picking them first saves the row maxima over all rows (0.1-0.3 ms of a 2.5 ms forward).
-            rows = rows[rows[:, 4] > self.region_thresh]
+            if not self.converted:  # decode_heads gave only such rows already
+                rows = rows[rows[:, 4] > self.region_thresh]
             cls_scores = rows[:, 5:]
             best = cls_scores.max(axis=1, initial=0.0)
         else:
