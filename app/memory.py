@@ -40,12 +40,15 @@ def log(message: str) -> None:
 
 
 def nbytes_of(value: Any, _seen: set[int] | None = None) -> int:
-    """Bytes held by numpy arrays and torch tensors inside ``value`` (containers and dataclasses are
-    walked; an array reachable twice counts once). Everything else counts as 0: small next to pixels."""
+    """Bytes held by numpy arrays, torch tensors and bytes objects inside ``value`` (containers and
+    dataclasses are walked; an array reachable twice counts once). Everything else counts as 0: small next
+    to pixels."""
     seen = set() if _seen is None else _seen
     if id(value) in seen:
         return 0
     seen.add(id(value))
+    if isinstance(value, (bytes, bytearray)):  # encoded media: a processed video's WebM and MP4
+        return len(value)
     if isinstance(value, np.ndarray):
         base = value.base if isinstance(value.base, np.ndarray) else None
         return nbytes_of(base, seen) if base is not None else value.nbytes
@@ -121,6 +124,11 @@ class ByteBudgetCache:
                 with self._lock:
                     self._computing.pop(key, None)
         return value
+
+    def get(self, key: Hashable, owner: str | None = None) -> Any:
+        """The cached value for ``key`` (marked as used by ``owner``), or None when it is not (or no longer) here."""
+        value = self._lookup(key, owner)
+        return None if value is _MISSING else value
 
     def _lookup(self, key: Hashable, owner: str | None) -> Any:
         with self._lock:

@@ -13,9 +13,10 @@ output live in ``app.memory.CACHE``, keyed by content digest and shared by every
 budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels.
 A slider move decodes nothing and runs no network: it only re-thresholds and redraws (the agreement
 view of "both side by side" too: it matches the decoded results). A processed video's result (its WebM
-and MP4, per-frame rows and at most 64 key-frame JPEGs: encoded bytes, not arrays) stays in that session's
-state until another video replaces it or the upload is removed, so its key-frame slider and the sidebar
-rerun the page without processing again.
+and MP4, per-frame rows and at most 64 key-frame JPEGs) lives in the same cache, counted by its bytes and
+owned by the session that made it; the session keeps only its key until another video replaces it or the
+upload is removed, so its key-frame slider and the sidebar rerun the page without processing again. Its
+downloads are made when clicked; if the cache let the result go meanwhile, the page says so.
 
 The sidebar's settings round-trip through the URL's query parameters (``app.query``): a link reproduces the
 view (never the uploaded data). Example images (``app/examples``, public domain or CC0) run the upload path.
@@ -24,6 +25,7 @@ view (never the uploaded data). Example images (``app/examples``, public domain 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -444,9 +446,21 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
         st.session_state.pop("video_result", None)
         report = run_video(upload, model, params, int(every_n), float(budget), settings)
         if report is not None:
-            st.session_state["video_result"] = (upload.name, model, report)
+            # The report (WebM, full-size MP4, key frames) lives in the process-wide cache under its byte
+            # budget, owned by this session (released when it ends); the session keeps only the key.
+            cache_key = ("video", session_id(), upload.name, model)
+            CACHE.put(cache_key, report, owner=session_id())
+            st.session_state["video_result"] = (upload.name, model, cache_key)
     if "video_result" in st.session_state:
-        show_video(*st.session_state["video_result"])
+        name, model, cache_key = st.session_state["video_result"]
+        report = CACHE.get(cache_key, owner=session_id())
+        if report is None:
+            st.info(
+                f"{name}: the processed video was released to keep the server's memory within its budget "
+                "(other sessions needed the room); process it again to see it."
+            )
+        else:
+            show_video(name, model, report, cache_key)
 
 
 def run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
@@ -478,7 +492,18 @@ def run_video(upload, model: str, params: DetectParams, every_n: int, budget: fl
     return report
 
 
-def show_video(name: str, model: str, report: VideoReport) -> None:
+def cached_bytes(cache_key: tuple, field: str) -> Callable[[], bytes]:
+    """A deferred download of one of a cached video report's files: the bytes are looked up when the button
+    is clicked (no copy in Streamlit's media store on every rerun); empty if the report was released since."""
+
+    def data() -> bytes:
+        report = CACHE.get(cache_key)
+        return getattr(report, field) if report is not None else b""
+
+    return data
+
+
+def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> None:
     """The annotated video inline, the per-class timeline, a slider over the key frames and the downloads."""
     note = " (stopped by the time budget)" if report.stopped_by_budget else ""
     st.success(
@@ -526,12 +551,30 @@ def show_video(name: str, model: str, report: VideoReport) -> None:
     (web_w, web_h), separate_mp4 = report.web_size, report.video is not report.mp4
     d1, d2, d3 = st.columns(3)
     d1.download_button(
-        f"Annotated video (.{ext}, {web_w}x{web_h})", report.video, f"{stem}.{model}.{ext}", mime, key="annotated_video"
+        f"Annotated video (.{ext}, {web_w}x{web_h})",
+        cached_bytes(cache_key, "video"),
+        f"{stem}.{model}.{ext}",
+        mime,
+        key="annotated_video",
+        on_click="ignore",
     )
     if separate_mp4:
-        d2.download_button("Annotated MP4 (source size)", report.mp4, f"{stem}.{model}.mp4", "video/mp4", key="mp4")
+        d2.download_button(
+            "Annotated MP4 (source size)",
+            cached_bytes(cache_key, "mp4"),
+            f"{stem}.{model}.mp4",
+            "video/mp4",
+            key="mp4",
+            on_click="ignore",
+        )
+    rows = report.rows
     d3.download_button(
-        "Per-frame CSV", frames_csv(report.rows), f"{stem}.{model}.frames.csv", "text/csv", key="frames_csv"
+        "Per-frame CSV",
+        lambda: frames_csv(rows),
+        f"{stem}.{model}.frames.csv",
+        "text/csv",
+        key="frames_csv",
+        on_click="ignore",
     )
 
 

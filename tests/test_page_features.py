@@ -100,6 +100,30 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     assert labels == ["Annotated video (.webm, 640x480)", "Annotated MP4 (source size)", "Per-frame CSV"]
 
 
+def test_processed_video_lives_in_the_process_cache_not_the_session(yolo_env, images_dir):
+    """Memory per process, not per session: the report is a CACHE entry counted by its bytes and owned by
+    the session; the session holds its key only; a released entry gives a notice, not an error."""
+    from app.memory import CACHE
+
+    clip = (images_dir.parent / "videos" / "astronaut-coffee.mp4").read_bytes()
+    at = new_app()
+    at.file_uploader(key="video").set_value(("astronaut-coffee.mp4", clip, "video/mp4"))
+    at.run()
+    before = CACHE.bytes
+    at.button(key="run_video").click().run()
+    assert not at.exception and not at.error
+    name, model, key = at.session_state["video_result"]
+    assert (name, model) == ("astronaut-coffee.mp4", "yolo") and key[0] == "video"
+    report = CACHE.get(key)
+    encoded = len(report.video) + len(report.mp4) + sum(len(jpeg) for _, jpeg in report.key_frames)
+    assert encoded > 100_000 and CACHE.bytes - before == encoded  # counted by its bytes, once
+    CACHE.clear()  # what the byte budget (or the session's end) does to it
+    at.run()
+    assert not at.exception and not at.error
+    assert any("was released to keep the server's memory within its budget" in i.value for i in at.info)
+    assert not at.get("video")
+
+
 # --- examples ------------------------------------------------------------------------------------------------
 
 
