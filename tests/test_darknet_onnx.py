@@ -20,6 +20,7 @@ from onnx_models import TINY_CLASSES, TINY_INPUT, write_tiny_darknet
 from app.catalog import DARKNET_ONNX
 from app.darknet import DarknetError
 from app.darknet_onnx import cache_key, cached_onnx, convert, converted_facts, decode_head, save
+from app.detectors.base import ModelLoadError
 from app.detectors.yolo import YoloDetector
 from app.images import load_image
 from app.result import DetectParams
@@ -192,6 +193,18 @@ def test_cache_converts_once_even_with_concurrent_processes(models, tmp_path):
 
     other_cfg, other_weights = write_tiny_darknet(tmp_path, seed=1)  # other weights: another key
     assert cached_onnx(other_cfg, other_weights, cache) != converted
+
+
+def test_a_file_without_head_metadata_is_refused_with_the_fix(models, tmp_path):
+    """A .onnx converted before version 2 (decode in the graph, no head metadata) or stripped of it: a load
+    error naming the file and the command, not wrong boxes."""
+    cfg, weights, names = model(models, "tiny")
+    converted = convert(cfg, weights)
+    del converted.metadata_props[:]
+    path = save(converted, tmp_path / "old.onnx")
+    with pytest.raises(ModelLoadError) as err:
+        YoloDetector(path, names=names)
+    assert str(path) in str(err.value) and "python -m app weights convert" in str(err.value)
 
 
 def test_unwritable_cache_gives_the_model_from_memory(models, tmp_path):
