@@ -176,12 +176,13 @@ class SSDDetector(Detector):
             raise ModelLoadError(f"SSD architecture {arch!r} is not supported; allowed: {', '.join(BUILDERS)}")
         if engine not in SSD_ENGINES:
             raise ModelLoadError(f"SSD engine {engine!r} is not supported; allowed: {', '.join(SSD_ENGINES)}")
-        if num_threads:
-            threads.configure_torch(threads.torch_threads(num_threads, engine if device != "cuda" else "torch"))
         self.name = name
         self.arch = arch
         self.weights = Path(weights)
         self.device = resolve_device(device)
+        if num_threads:  # torch's own threads: one when it only runs the onnxruntime engine's pre/post steps
+            used = engine if self.device.type == "cpu" else "torch"  # onnxruntime here is CPU-only
+            threads.configure_torch(threads.torch_threads(num_threads, used))
         state = load_state_dict(self.weights, max_state_bytes(arch))
         num_classes = _num_classes(state, arch)
         model = build_model(arch, num_classes=num_classes or 91)
