@@ -215,24 +215,33 @@ def _models(choice: str, settings: Settings) -> list[str]:
     return list(settings.models) if choice == "all" else [choice]
 
 
-def cmd_detect(args, settings: Settings) -> int:
+def load_detectors(choice: str, settings: Settings) -> dict | None:
+    """The chosen models' detectors (``--model``), or None after printing the one that cannot load (exit 1)."""
     from .detectors.base import ModelLoadError
-    from .images import ImageError
     from .registry import get_detector
 
-    params = _params(args)
     detectors = {}
-    for model in _models(args.model, settings):
+    for model in _models(choice, settings):
         try:
             detectors[model] = get_detector(model, settings)
         except ModelLoadError as exc:
             print(f"error: {model}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        if params.classes:
-            try:
-                detectors[model].check_classes(params)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
+            return None
+    return detectors
+
+
+def cmd_detect(args, settings: Settings) -> int:
+    from .images import ImageError
+
+    params = _params(args)
+    detectors = load_detectors(args.model, settings)
+    if detectors is None:
+        return EXIT_FAILED
+    for detector in detectors.values() if params.classes else ():
+        try:
+            detector.check_classes(params)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     out_problem = None
     if args.out:
         try:

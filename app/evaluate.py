@@ -556,10 +556,8 @@ def image_path(images_dir: Path, file_name: str) -> Path | None:
 def cmd_eval(args, settings: Settings) -> int:
     """``python -m app eval``: exit 0, or 1 when the annotations, a model or an image failed (the rest ran)."""
     from .batch import Progress
-    from .cli import EXIT_FAILED, EXIT_OK, UsageError, _models, detect_file
-    from .detectors.base import ModelLoadError
+    from .cli import EXIT_FAILED, EXIT_OK, UsageError, detect_file, load_detectors
     from .images import ImageError
-    from .registry import get_detector
 
     try:
         params = eval_params(args.conf)
@@ -575,13 +573,9 @@ def cmd_eval(args, settings: Settings) -> int:
     except AnnotationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    detectors = {}
-    for model in _models(args.model, settings):
-        try:
-            detectors[model] = get_detector(model, settings)
-        except ModelLoadError as exc:
-            print(f"error: {model}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+    detectors = load_detectors(args.model, settings)
+    if detectors is None:
+        return EXIT_FAILED
     results: dict[str, dict[int, DetectionResult]] = {m: {} for m in detectors}
     problems: list[str] = []
     progress = Progress("eval", len(gt.images))  # a bar on a terminal, else a line every 10 s

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
+from test_app import Counter
 from test_eval_cli import REFERENCE
 
 from app.config import Settings
@@ -69,25 +70,11 @@ def pngs(images_dir, names=IMAGES) -> list[tuple]:
     return [(n, (images_dir / n).read_bytes(), "image/png") for n in names]
 
 
-class ForwardCounter:
-    """Counts a detector's network runs (its forward); decode stays untouched."""
-
-    def __init__(self, monkeypatch, detector):
-        self.calls = 0
-        original = detector.forward
-
-        def counted(image):
-            self.calls += 1
-            return original(image)
-
-        monkeypatch.setattr(detector, "forward", counted)
-
-
 def test_both_models_tables_side_by_side(both_env, images_dir, monkeypatch):
     pytest.importorskip("torch")
     from app.registry import get_detector
 
-    counters = {m: ForwardCounter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
+    counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
     at = new_tab()
     upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
     assert not at.error, [e.value for e in at.error]
