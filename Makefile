@@ -22,11 +22,11 @@ test: install $(CV4)/.installed $(TOOLS)/.installed  ## lint, then every test: e
 	$(MAKE) test-cv4
 
 # OpenCV 5 is the default; OpenCV 4 stays supported: its Darknet importer is the reference the converter
-# (app/darknet_onnx.py) is compared with, and the OpenCV 5 tests take golden detections from this environment.
+# (app/engine/detectors/darknet_onnx.py) is compared with, and the OpenCV 5 tests take golden detections from this environment.
 test-cv4: $(CV4)/.installed  ## the YOLO tests under OpenCV 4 (Darknet importer, converter parity; no torch there)
 	EXPECT_OPENCV_MAJOR=4 PYTHONPATH=$(CURDIR) $(CV4)/bin/python -m pytest -p no:cacheprovider \
-	  tests/test_yolo_onnx.py tests/test_yolo_darknet.py tests/test_darknet_onnx.py tests/test_darknet_cfg.py tests/test_images.py \
-	  tests/test_video.py tests/test_agreement.py
+	  tests/engine/test_yolo_onnx.py tests/engine/test_yolo_darknet.py tests/engine/test_darknet_onnx.py tests/engine/test_darknet_cfg.py tests/engine/test_images.py \
+	  tests/engine/test_video.py tests/engine/test_agreement.py
 
 test-fast: install  ## engine tests only
 	$(PY) -m pytest tests -m "not browser and not server" --ignore=tests/k8s

@@ -1,7 +1,7 @@
-"""``python -m app``: the command line (see ``app.cli``)."""
+"""``python -m app``: the command line (see ``app.cli.main``)."""
 
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """The script Streamlit runs: ``streamlit run app/streamlit_app.py``, or ``python -m app serve``.
 
-The page itself is ``app.page`` (an importable module). Streamlit puts this script's folder first on
-``sys.path``; that folder is the ``app`` package, so its parent goes there instead (``app/images.py``
+The page itself is ``app.page.render`` (an importable module). Streamlit puts this script's folder first on
+``sys.path``; that folder is the ``app`` package, so its parent goes there instead (``app/engine/images.py``
 must not shadow a library's ``import images``), and then the page runs.
 """
 
@@ -18,4 +18,4 @@ def _package_parent_first() -> None:
 
 
 _package_parent_first()
-importlib.import_module("app.page").main()
+importlib.import_module("app.page.render").main()

@@ -1,9 +1,9 @@
-"""The app's benchmark (issues 3 and 8): slider latency without inference, memory under concurrent sessions,
+"""The app's benchmark: slider latency without inference, memory under concurrent sessions,
 cold start.
 
     .venv/bin/python bench/app_bench.py [--sessions 8] [--arena both|default|2] [--no-slider]
 
-1. Memory (issue 8, item 2): one `python -m app serve` process with SSDlite and Yolo-Fastest-1.1 loaded;
+1. Memory: one `python -m app serve` process with SSDlite and Yolo-Fastest-1.1 loaded;
    N concurrent headless-Chromium sessions (one browser process, one small page per browser context) each
    upload the largest image the default limits allow (a 6320x6320 PNG, just under 40 MP, patterns plus a
    pasted real photo) and wait for both models' tables; then every page closes. VmRSS and VmHWM of the
@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 def _from_tests(module: str):
     """A helper module of tests/ (the server runner, the seeded SSD weights) loaded by file path, so the
     bench shares them without putting tests/ on sys.path."""
-    spec = importlib.util.spec_from_file_location(f"_bench_{module}", REPO / "tests" / f"{module}.py")
+    spec = importlib.util.spec_from_file_location(f"_bench_{module}", REPO / "tests" / "support" / f"{module}.py")
     loaded = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loaded)
     return loaded
@@ -219,8 +219,8 @@ def slider_bench(env: dict, repeats: int = 15) -> dict:
     os.environ.update(env)
     from streamlit.testing.v1 import AppTest
 
-    from app.config import Settings
-    from app.registry import get_detector
+    from app.engine.config import Settings
+    from app.engine.registry import get_detector
 
     at = AppTest.from_file(str(REPO / "app" / "streamlit_app.py"), default_timeout=300)
     at.run()

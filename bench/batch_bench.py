@@ -1,4 +1,4 @@
-"""Batch throughput (issue 13): ``python -m app batch``'s worker pool against a plain sequential loop
+"""Batch throughput: ``python -m app batch``'s worker pool against a plain sequential loop
 over ``detect`` (load -> working copy -> detect, what ``python -m app detect`` does), on the same images.
 
     .venv/bin/python bench/batch_bench.py [--images 200] [--rounds 3] [--model yolo,ssd] [--explain]
@@ -57,11 +57,11 @@ def make_images(dest: Path, count: int) -> None:
 
 def block(mode: str, model: str, images: Path) -> float:
     """Images/s of one mode over every image, models built before the clock starts."""
-    from app.batch import run_shard
-    from app.cli import detect_file
-    from app.config import Settings
-    from app.registry import get_detector
-    from app.result import DetectParams
+    from app.cli.batch import run_shard
+    from app.cli.common import detect_file
+    from app.engine.config import Settings
+    from app.engine.registry import get_detector
+    from app.engine.result import DetectParams
 
     settings, params = Settings.from_env(), DetectParams()
     if mode == "parts":
@@ -82,8 +82,8 @@ def block(mode: str, model: str, images: Path) -> float:
 def parts(model: str, images: Path, settings, params) -> dict:
     """Median ms per image of the two stages, in this process's thread setting: decoding the file (always one
     thread) and ``detect`` on the working copy (``OBJDET_NUM_THREADS`` threads)."""
-    from app.images import load_image, work_side, working_copy
-    from app.registry import get_detector
+    from app.engine.images import load_image, work_side, working_copy
+    from app.engine.registry import get_detector
 
     detector = get_detector(model, settings)
     side = work_side([detector.input_size])
@@ -148,8 +148,9 @@ def main() -> int:
         images.mkdir()
         make_images(images, args.images)
         if "ssd" in args.model:
-            # tests/ssd_weights.py (seeded weights whose scores spread out) by file path: tests/ stays off sys.path
-            spec = importlib.util.spec_from_file_location("_bench_ssd_weights", REPO / "tests" / "ssd_weights.py")
+            # tests/support/ssd_weights.py (seeded weights whose scores spread out), loaded by file path
+            helper = REPO / "tests" / "support" / "ssd_weights.py"
+            spec = importlib.util.spec_from_file_location("_bench_ssd_weights", helper)
             ssd_weights = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(ssd_weights)
             env["OBJDET_SSD_WEIGHTS"] = str(

@@ -23,13 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import logs, metrics  # after the path set-up above
-from app.bench import _default_images
-from app.catalog import family
-from app.config import Settings
-from app.images import load_image
-from app.registry import get_detector
-from app.result import DetectParams
+from app.cli.bench import _default_images
+from app.engine.catalog import family
+from app.engine.config import Settings
+from app.engine.images import load_image
+from app.engine.registry import get_detector
+from app.engine.result import DetectParams
+from app.ops import logs  # after the path set-up above
+from app.ops import prometheus as metrics
 
 RECORD_CALLS = 5000
 

@@ -64,7 +64,7 @@ KUBECTL=${E2E_KUBECTL:-$(command -v kubectl || echo "$ROOT/.venv/bin/kubectl")}
 # Small helpers (render parsing, the timeline) need PyYAML: the project's Python has it.
 HELPER_PYTHON=$PYTHON
 [[ -x $HELPER_PYTHON ]] || HELPER_PYTHON=python3
-SSD300_FILE=ssd300_vgg16_coco-b556d3b4.pth  # app/config.py SSD_DEFAULT_FILES: the official torchvision file
+SSD300_FILE=ssd300_vgg16_coco-b556d3b4.pth  # app/engine/config.py SSD_DEFAULT_FILES: the official torchvision file
 
 log() { printf '[e2e %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 die() { log "FAIL: $*"; exit 1; }

@@ -8,7 +8,7 @@
 #   1. base   a local Debian bookworm base image from Debian packages (debootstrap minbase + python3), because
 #             Docker Hub cannot be reached here; built once, then reused (IMAGE_TEST_REBUILD_BASE=1 redoes it).
 #   golden    (torch image only) on the host, with .venv's torch: seeded SSDlite weights saved as a state dict
-#             (tests/ssd_weights.py) and torchvision's own detections for coffee.png with them: the golden values.
+#             (tests/support/ssd_weights.py) and torchvision's own detections for coffee.png with them: the golden values.
 #   Then for each EXTRAS variant:
 #   2. build  `buildah bud --isolation chroot --network host --layers` of ./Dockerfile with BASE_IMAGE=that base;
 #             the host CA bundle is mounted into the RUN steps (pip goes through a TLS-intercepting proxy here).
@@ -139,9 +139,9 @@ for extras in "${VARIANTS[@]}"; do
     step golden
     rm -rf "$SSD_DIR"
     mkdir -p "$SSD_DIR"
-    # The state dict from tests/ssd_weights.py (seeded: scores spread out, so there is something to compare), and
+    # The state dict from tests/support/ssd_weights.py (seeded: scores spread out, so there is something to compare), and
     # torchvision's model called directly on the file decoded by Pillow: the app in the image is not involved.
-    PYTHONPATH=$ROOT/tests "$HOST_PYTHON" - "$SSD_ARCH" "$SSD_DIR" "$TEST_IMAGE_DIR/coffee.png" <<'EOF' \
+    PYTHONPATH=$ROOT/tests/support "$HOST_PYTHON" - "$SSD_ARCH" "$SSD_DIR" "$TEST_IMAGE_DIR/coffee.png" <<'EOF' \
         || die "could not compute the golden SSD values on the host"
 import json, sys
 from pathlib import Path

@@ -2,11 +2,11 @@
 metrics port, several Chromium sessions uploading distinct images (and one file that is not an image
 each), the metrics port scraped every half second; the dashboard's panels drawn from the scrapes.
 
-    .venv/bin/python bench/metrics_demo.py [--sessions 3] [--images 8] [--out docs/observability-dashboard.png]
+    .venv/bin/python scripts/metrics_demo.py [--sessions 3] [--images 8] [--out docs/observability-dashboard.png]
 
 The panels are those of components/monitoring/dashboard.json, computed here from the scraped samples
 as PromQL would (rates and histogram quantiles over a sliding window). SSD runs on seeded random
-weights (tests/ssd_weights.py): same architecture and cost as the published file. Pillow draws.
+weights (tests/support/ssd_weights.py): same architecture and cost as the published file. Pillow draws.
 """
 
 from __future__ import annotations
@@ -183,8 +183,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=8, help="distinct images per session")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "observability-dashboard.png")
     args = parser.parse_args()
-    serving = load("_demo_serving", REPO / "tests" / "serving.py")
-    ssd_weights = load("_demo_ssd_weights", REPO / "tests" / "ssd_weights.py")
+    serving = load("_demo_serving", REPO / "tests" / "support" / "serving.py")
+    ssd_weights = load("_demo_ssd_weights", REPO / "tests" / "support" / "ssd_weights.py")
     from playwright.sync_api import sync_playwright
 
     yolo = SHARED / "assets" / "weights" / "yolo-fastest-1.1"

@@ -56,8 +56,8 @@ def yolo_env(yolo_dir, monkeypatch):
 
 @pytest.fixture(scope="session")
 def ssd_weights(tmp_path_factory):
-    """Seeded SSDlite weights whose scores spread out (tests/ssd_weights.py; imports torch when used)."""
-    from ssd_weights import make_state_dict
+    """Seeded SSDlite weights whose scores spread out (tests/support/ssd_weights.py; imports torch when used)."""
+    from support.ssd_weights import make_state_dict
 
     return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("app-ssd") / "ssdlite.pth")
 
@@ -65,7 +65,7 @@ def ssd_weights(tmp_path_factory):
 @pytest.fixture
 def both_env(yolo_env, ssd_weights, monkeypatch):
     """Both models enabled: the real Yolo-Fastest files and the seeded SSD weights."""
-    from app.config import Settings
+    from app.engine.config import Settings
 
     monkeypatch.setenv("OBJDET_SSD_WEIGHTS", str(ssd_weights))
     monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
@@ -75,7 +75,7 @@ def both_env(yolo_env, ssd_weights, monkeypatch):
 @pytest.fixture(scope="module")
 def browser():
     """Debian's headless Chromium through Playwright (never a downloaded browser); skips when absent."""
-    from serving import CHROMIUM, CHROMIUM_ARGS
+    from support.serving import CHROMIUM, CHROMIUM_ARGS
 
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium; .ci/run does it)")

@@ -21,13 +21,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.config import Settings
 from .batch_parts import PartError, append_line, merge, part_name, read_part, summarize, summary_name, write_atomic
-from .cli import EXIT_FAILED, EXIT_OK, UsageError, _models, _params
-from .config import Settings
+from .common import EXIT_FAILED, EXIT_OK, Progress, UsageError, chosen_models, detect_params
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
 COUNT_ENV = "BATCH_SHARD_COUNT"  # set in the Job's env to its completions (Kubernetes does not expose them)
-PROGRESS_EVERY_S = 10.0  # a log line this often when stderr is not a terminal
 
 
 @dataclass(frozen=True)
@@ -104,46 +103,6 @@ def list_inputs(spec: str, skip_dir: Path | None = None) -> list[Item]:
     return [Item(rel, items[rel]) for rel in sorted(items)]
 
 
-class Progress:
-    """A bar on a terminal; otherwise one line every ``PROGRESS_EVERY_S`` (pod logs)."""
-
-    def __init__(self, label: str, total: int, stream=sys.stderr):
-        self.label, self.total, self.stream = label, total, stream
-        self.tty = stream.isatty()
-        self.done = self.failed = 0
-        self.start = self.last = time.monotonic()
-
-    def rate(self) -> float:
-        return self.done / max(1e-9, time.monotonic() - self.start)
-
-    def update(self, failed: bool) -> None:
-        self.done += 1
-        self.failed += failed
-        now = time.monotonic()
-        if self.tty:
-            filled = int(30 * self.done / max(1, self.total))
-            self.stream.write(
-                f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
-                f"{self.rate():.1f} img/s {self.failed} failed"
-            )
-            self.stream.flush()
-        elif now - self.last >= PROGRESS_EVERY_S:
-            self.last = now
-            self.stream.write(
-                f"{self.label}: {self.done}/{self.total} images, {self.rate():.1f}/s, {self.failed} failed\n"
-            )
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-        self.stream.write(
-            f"{self.label}: {self.done} processed in {time.monotonic() - self.start:.1f} s "
-            f"({self.rate():.1f} images/s), {self.failed} failed\n"
-        )
-        self.stream.flush()
-
-
 def worker_plan(settings: Settings, workers: int | None) -> tuple[int, Settings]:
     """Images in flight and the settings each worker's detectors get: the process's CPUs
     (``num_threads``) divided among the workers, one thread each by default."""
@@ -153,9 +112,9 @@ def worker_plan(settings: Settings, workers: int | None) -> tuple[int, Settings]
 
 def process_image(item: Item, detectors: dict, params, settings: Settings, slot, annotate_dir: Path | None) -> dict:
     """The record of one image: sizes, each model's result and timings, or the error."""
-    from .cli import detect_file
-    from .detectors.base import ms_since
-    from .images import ImageError
+    from ..engine.detectors.base import ms_since
+    from ..engine.images import ImageError
+    from .common import detect_file
 
     record: dict = {"file": item.rel}
     warnings: list[str] = []
@@ -181,7 +140,7 @@ def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
 
 def write_annotated(annotate_dir: Path, rel: str, image, results) -> list[str]:
     """``annotated/<relative path>.<model>.png``: the input's folders are kept, so names never collide."""
-    from .annotate import annotate, to_png
+    from ..engine.annotate import annotate, to_png
 
     written = []
     for model, result in results.items():
@@ -205,7 +164,7 @@ def run_shard(
     stream=sys.stderr,
 ) -> dict:
     """Process the images of shard ``index`` of ``count`` not yet in its part file; return its summary."""
-    from .registry import build_detector, inference_slots
+    from ..engine.registry import build_detector, inference_slots
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +231,7 @@ def run_shard(
 
 
 def cmd_batch(args, settings: Settings) -> int:
-    from .detectors.base import ModelLoadError
+    from ..engine.detectors.base import ModelLoadError
 
     if args.input == "merge":
         return cmd_merge(args)
@@ -281,8 +240,8 @@ def cmd_batch(args, settings: Settings) -> int:
     if args.output is None:
         raise UsageError("--output DIR is required")
     index, count = resolve_shard(args.shard)
-    params = _params(args)
-    models = _models(args.model, settings)
+    params = detect_params(args)
+    models = chosen_models(args.model, settings)
     try:
         summary = run_shard(
             args.input,

@@ -114,8 +114,8 @@ def merge(out_dir: Path, expected_files: list[str] | None = None) -> dict:
     """Write ``merged.jsonl`` (sorted by file, first record of a duplicate kept), ``merged.csv`` (one row
     per detection) and ``summary.json``; return the summary, which names missing parts, duplicates and,
     given ``expected_files``, the images no part records."""
-    from .exports import CSV_FIELDS
-    from .result import Detection, DetectionResult, detection_rows
+    from ..engine.exports import CSV_FIELDS
+    from ..engine.result import Detection, DetectionResult, detection_rows
 
     count, parts = find_parts(out_dir)
     merged: dict[str, dict] = {}

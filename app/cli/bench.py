@@ -19,11 +19,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-from .catalog import family
-from .config import REPO_ROOT, Settings
-from .detectors.base import ModelLoadError, ms_since
-from .images import ImageError, load_image
-from .result import DetectParams
+from ..engine.catalog import family
+from ..engine.config import REPO_ROOT, Settings
+from ..engine.detectors.base import ModelLoadError, ms_since
+from ..engine.images import ImageError, load_image
+from ..engine.result import DetectParams
 
 DEFAULT_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -40,7 +40,7 @@ def _time(fn) -> float:
 
 
 def run_bench(args, settings: Settings) -> int:
-    from .registry import BUILD_COUNT, get_detector
+    from ..engine.registry import BUILD_COUNT, get_detector
 
     images = [Path(p) for p in args.images] or _default_images()
     try:  # every image or none: figures over fewer images than asked would not compare with other runs
@@ -108,10 +108,10 @@ def run_bench(args, settings: Settings) -> int:
 COMPARISONS = (
     ("yolo-cv4", "yolo-cv5", "pipeline", "YOLO pipeline: OpenCV 4 / OpenCV 5 (converted ONNX)", ">= 1.5"),
     ("yolo-cv4", "yolo-cv5", "raw", "YOLO raw forward: OpenCV 4 / OpenCV 5", None),
-    ("ssd-today", "ssd-onnxruntime", "pipeline", "SSD pipeline: before issue 11 / onnxruntime", ">= 2"),
+    ("ssd-contiguous", "ssd-onnxruntime", "pipeline", "SSD pipeline: torch contiguous / onnxruntime", ">= 2"),
     ("ssd-torch", "ssd-onnxruntime", "pipeline", "SSD pipeline: torch engine (channels_last) / onnxruntime", None),
-    ("ssd-today", "ssd-torch", "pipeline", "SSD pipeline: before / torch engine (channels_last)", None),
-    ("ssd-onnxruntime", "ssd-today", "pipeline/raw", "SSD fast pipeline / today's raw torchvision call", "<= 1.10"),
+    ("ssd-contiguous", "ssd-torch", "pipeline", "SSD pipeline: torch contiguous / torch channels_last", None),
+    ("ssd-onnxruntime", "ssd-contiguous", "pipeline/raw", "SSD fast pipeline / raw torchvision call", "<= 1.10"),
     ("ssd-onnxruntime", "ssd-onnxruntime", "pipeline/raw", "SSD fast pipeline / its onnxruntime session", None),
     ("yolo-after-ssd", "yolo-after-ssd", "pipeline/raw", "YOLO detect after SSD / alone (one process)", "<= 1.10"),
     ("yolo-cv5", "yolo-cv5", "pipeline/raw", "YOLO pipeline / raw forward, OpenCV 5", "<= 1.15"),
@@ -150,7 +150,7 @@ def _interpreter(opencv_major: int | None) -> str | None:
 
 
 class _Variant:
-    """A running worker process (app/bench_worker.py) and the timings it sent back, per block."""
+    """A running worker process (app/cli/bench_worker.py) and the timings it sent back, per block."""
 
     def __init__(self, name: str, python: str | None, images: list[Path], folder: str):
         self.name, self.python, self.blocks, self.info = name, python, [], {}
@@ -159,7 +159,7 @@ class _Variant:
             self.info = {"error": f"no Python with OpenCV {name[-1]} found (the repository's .venv* environments)"}
             return
         self.proc = subprocess.Popen(
-            [python, "-m", "app.bench_worker", name, folder, *map(str, images)],
+            [python, "-m", "app.cli.bench_worker", name, folder, *map(str, images)],
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -314,3 +314,8 @@ def _after_ssd_vs_yolo_only(rows: dict) -> dict:
         "block_range": None,
         "target": "<= 1.10",
     }
+
+
+def cmd_bench(args, settings: Settings) -> int:
+    """``bench``: raw framework call against the pipeline, or ``--compare``: engines in their own processes."""
+    return run_compare(args, settings) if args.compare else run_bench(args, settings)

@@ -1,7 +1,7 @@
 """One variant of ``python -m app bench --compare``, in its own process, driven over stdin/stdout.
 
 OpenCV 4 and 5 cannot share a process, and torch's thread pools change what runs after them, so each
-variant is a worker: ``python -m app.bench_worker VARIANT`` builds its models once, prints one JSON line
+variant is a worker: ``python -m app.cli.bench_worker VARIANT`` builds its models once, prints one JSON line
 (``ready`` with its versions and build time, or ``error``), then answers each ``run N`` line with one JSON
 line of N timed (raw, pipeline) pairs, alternated so that machine noise hits both alike, until ``quit``.
 """
@@ -14,9 +14,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .config import Settings
-from .detectors.base import ms_since
-from .result import DetectParams
+from ..engine.config import Settings
+from ..engine.detectors.base import ms_since
+from ..engine.result import DetectParams
 
 PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 
@@ -24,7 +24,7 @@ PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 VARIANTS = {
     "yolo-cv4": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
     "yolo-cv5": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect"),
-    "ssd-today": ("ssd", "torch", "torch engine as before issue 11 (contiguous weights); raw: torchvision's model"),
+    "ssd-contiguous": ("ssd", "torch", "torch engine, contiguous weights (no channels_last); raw: torchvision's model"),
     "ssd-torch": ("ssd", "torch", "raw: torchvision's model (channels_last) on a ready tensor; pipeline: detect"),
     "ssd-onnxruntime": ("ssd", "onnxruntime", "raw: the onnxruntime session on a ready input; pipeline: detect"),
     "yolo-after-ssd": (
@@ -45,9 +45,9 @@ class Worker:
     """The variant's detectors and the two callables it times, per image."""
 
     def __init__(self, variant: str, images: list[Path], folder: Path):
-        from .catalog import family
-        from .images import load_image
-        from .registry import get_detector
+        from ..engine.catalog import family
+        from ..engine.images import load_image
+        from ..engine.registry import get_detector
 
         models, engine, self.what = VARIANTS[variant]
         settings = Settings.from_env()
@@ -61,7 +61,7 @@ class Worker:
             model_settings, self.weights[model] = family(model).detector_class().bench_settings(settings, folder)
             detectors[model] = get_detector(model, model_settings)
         self.build_ms = ms_since(t0)
-        if variant == "ssd-today":  # the torchvision model exactly as the detector ran it before channels_last
+        if variant == "ssd-contiguous":  # the torchvision model exactly as the detector ran it before channels_last
             import torch
 
             detectors["ssd"].model = detectors["ssd"].model.to(memory_format=torch.contiguous_format)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import logs, metrics
-from .config import Settings
-from .cpus import cpu_budget
-from .registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
-from .weights import weights_dir_problem
+from ..engine.config import Settings
+from ..engine.registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
+from ..engine.weights import weights_dir_problem
+from ..ops import logs, prometheus
+from ..ops.cpus import cpu_budget
 
-STREAMLIT_SCRIPT = Path(__file__).resolve().parent / "streamlit_app.py"
+STREAMLIT_SCRIPT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 # Production defaults; an explicit STREAMLIT_* variable (the ConfigMap) wins.
 STREAMLIT_DEFAULTS = {
@@ -56,7 +56,7 @@ def prepare_models(settings: Settings) -> list[str]:
                     f"the warm-up run failed ({exc})",
                     "check that the model files belong together (`python -m app weights verify`)",
                 )
-        metrics.set_model_status(status)
+        prometheus.set_model_status(status)
         seconds = round(time.perf_counter() - t0, 1)
         if status.ok:
             logs.event(
@@ -101,8 +101,10 @@ def start_metrics(settings: Settings) -> None:
     if str(settings.metrics_port) == app_port.strip():
         problem = f"it is Streamlit's port (STREAMLIT_SERVER_PORT={app_port}); give the metrics their own port"
     else:
+        from ..page.cache import CACHE, streamlit_liveness  # the page's cache and sessions, counted by gauges
+
         try:
-            metrics.start_server(settings.metrics_port, address, settings.models)
+            prometheus.start_server(settings.metrics_port, address, settings.models, CACHE, streamlit_liveness)
         except OSError as exc:
             problem = f"cannot listen on {address}:{settings.metrics_port} ({exc.strerror or exc})"
     if problem:
@@ -117,7 +119,7 @@ def warm_page_libraries() -> None:
     import pandas as pd
     import pyarrow as pa
 
-    from . import page  # noqa: F401 - imported for its imports (the page's libraries)
+    from ..page import render as page  # noqa: F401 - imported for its imports (the page's libraries)
 
     pa.Table.from_pandas(pd.DataFrame({"label": ["cup"], "score": [0.5]}))  # pyarrow's pandas bridge
 
@@ -145,7 +147,7 @@ def serve(settings: Settings) -> int:
     t0 = time.perf_counter()
     loaded = prepare_models(settings)
     warm_page_libraries()
-    metrics.enable()  # from here on: the warm-up runs above are not counted
+    prometheus.enable()  # from here on: the warm-up runs above are not counted
     logs.event(
         f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit",
         models=loaded,
@@ -156,3 +158,8 @@ def serve(settings: Settings) -> int:
     from streamlit.web import cli as streamlit_cli
 
     return streamlit_cli.main(args=["run", str(STREAMLIT_SCRIPT)], prog_name="streamlit", standalone_mode=False) or 0
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    """``serve``: load and warm the models, then run the page (health 200 = models ready)."""
+    return serve(settings)

@@ -3,7 +3,7 @@
 It runs as the pod's init container, so the server container never starts (and never crash-loops)
 on a volume that is not ready:
 
-- ``fetch`` downloads what is missing with :func:`app.weights.fetch` (locked, verified, idempotent:
+- ``fetch`` downloads what is missing with :func:`app.engine.weights.fetch` (locked, verified, idempotent:
   verified files are skipped; a partial download resumes), retrying failed downloads at each poll
   until the deadline, and waits like ``verify`` for what it cannot download (custom files, which
   are not in the manifest). The deadline bounds each download too (see MIN_ATTEMPT_S).
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from .config import Settings
-from .weights import (
+from ..engine.config import Settings
+from ..engine.weights import (
     CORRUPT,
     MANIFEST,
     MISSING,
@@ -94,7 +94,7 @@ def prepare(
 ) -> int:
     """Make the files ready (see the module docstring); 0 when every required file is ready, else 1.
 
-    ``url_base`` is passed to :func:`app.weights.fetch` (a mirror; tests point it at loopback).
+    ``url_base`` is passed to :func:`app.engine.weights.fetch` (a mirror; tests point it at loopback).
     """
     out = out if out is not None else sys.stderr
     if mode not in ("fetch", "verify"):

@@ -118,7 +118,7 @@ SSD_ENGINES = {
 
 @dataclass(frozen=True)
 class SSDOnnx:
-    """What app/detectors/ssd_onnx.py exports and where it caches it."""
+    """What app/engine/detectors/ssd_onnx.py exports and where it caches it."""
 
     version: int = 1  # part of the cache key: bump it when the exported graph changes
     opset: int = 17
@@ -168,7 +168,7 @@ YOLO_FORMATS = {".weights": "darknet", ".onnx": "onnx"}  # the suffix picks the 
 
 @dataclass(frozen=True)
 class DarknetOnnx:
-    """What app/darknet_onnx.py writes when it converts a Darknet model, and how the detector knows one.
+    """What ``detectors/darknet_onnx.py`` writes when it converts a Darknet model, and how the detector knows one.
 
     ``batchnorm_eps`` and ``region_thresh`` are the values OpenCV 4's Darknet importer uses (its BatchNorm
     layers get eps 1e-6, ``.000001f`` in Darknet; a ``[yolo]`` layer without ``thresh=`` zeroes class scores
@@ -212,7 +212,7 @@ def _yolo_file_problems(settings) -> list[tuple[str, str]]:
     weights, cfg = settings.yolo_weights, settings.yolo_config
     if yolo_format(weights) != "darknet" or cfg is None or not (weights.is_file() and cfg.is_file()):
         return []
-    from .darknet import DarknetError, check_weights_size
+    from .detectors.darknet import DarknetError, check_weights_size
 
     try:
         check_weights_size(weights, cfg)
@@ -228,7 +228,7 @@ FAMILIES: dict[str, Family] = _by_name(
         name="ssd",
         title="SSD (torchvision)",
         label="SSD",
-        detector="app.detectors.ssd:SSDDetector",
+        detector="app.engine.detectors.ssd:SSDDetector",
         weights_env="OBJDET_SSD_WEIGHTS",
         install_hint="install the `ssd` extra (`pip install .[ssd]`) or set OBJDET_MODELS=yolo",
         env_vars=(
@@ -261,7 +261,7 @@ FAMILIES: dict[str, Family] = _by_name(
         name="yolo",
         title="YOLO (OpenCV DNN)",
         label="YOLO",
-        detector="app.detectors.yolo:YoloDetector",
+        detector="app.engine.detectors.yolo:YoloDetector",
         weights_env="OBJDET_YOLO_WEIGHTS",
         env_vars=(
             EnvVar(

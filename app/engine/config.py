@@ -1,7 +1,7 @@
 """Settings from the environment (12-factor): the contract the Kubernetes ConfigMap fills.
 
 Every variable the app reads is declared once: the general ones here, each model family's in
-``app/catalog.py``; ``ENV_VARS`` joins them. README's table, the kustomize policy tests and the
+``app/engine/catalog.py``; ``ENV_VARS`` joins them. README's table, the kustomize policy tests and the
 weights commands all read ``ENV_VARS`` instead of keeping lists of their own.
 Invalid values fail at start-up with a ``ConfigError`` that names the variable and what is allowed.
 """
@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ops.cpus import available_cpus
 from .catalog import FAMILIES, SSD_ARCHS, SSD_DEFAULT_FILES, SSD_ENGINES, YOLO_DEFAULT_WEIGHTS, EnvVar, yolo_format
-from .cpus import available_cpus
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MODEL_FAMILIES = tuple(FAMILIES)
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,7 +60,7 @@ _GENERAL = (
         "OBJDET_NUM_THREADS",
         "(CPUs this process may use: the smallest of cgroup CPU quota, affinity, count)",
         "integer 1-256",
-        "Threads for torch, onnxruntime and OpenCV, set in one place (`app/threads.py`); "
+        "Threads for torch, onnxruntime and OpenCV, set in one place (`app/ops/threads.py`); "
         "set it to the container's CPU limit.",
         True,
     ),
@@ -119,7 +119,7 @@ _GENERAL = (
         "unless `STREAMLIT_LOGGER_LEVEL` is set.",
     ),
 )
-# Every variable the app reads: the model selection, each family's own (app/catalog.py), the rest.
+# Every variable the app reads: the model selection, each family's own (app/engine/catalog.py), the rest.
 ENV_VARS: dict[str, EnvVar] = {
     v.name: v for v in (*_SELECTION, *(v for f in FAMILIES.values() for v in f.env_vars), *_GENERAL)
 }

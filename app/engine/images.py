@@ -160,7 +160,22 @@ def _load(
     """The decode behind ``load_image`` and ``load_working``: (array, original (width, height)); with
     ``reduce_to``, a Pillow image whose longer side is at least that is box-reduced by an integer factor
     (never below ``reduce_to``) before the array is made."""
-    max_bytes = default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes
+    name, data = _read_source(source, name, default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes)
+    im, is_jpeg, pixels = _open_checked(data, name, max_pixels)
+    if warnings is not None and not is_jpeg:
+        warnings.extend(_frame_warnings(im))
+    # Budget = the pixel limit: one largest-allowed image at a time (a 40 MP PNG costs ~305 MiB to decode);
+    # two at once put 8 concurrent sessions over the Deployment's 2Gi (bench/app_bench.py).
+    gate = DECODE_GATE.hold(pixels, max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
+    with gate:
+        if is_jpeg:
+            array = _decode_jpeg(data, im, name, warnings)
+            return array, (array.shape[1], array.shape[0])
+        return _decode_pillow(im, name, reduce_to)
+
+
+def _read_source(source: str | Path | bytes, name: str | None, max_bytes: int) -> tuple[str, bytes]:
+    """(the name messages use, the encoded bytes): an upload's bytes, or a file read within ``max_bytes``."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "upload"
         if len(source) > max_bytes:
@@ -171,6 +186,12 @@ def _load(
         data = _read_bounded(Path(source), name, max_bytes)
     if not data:
         raise ImageError(name, "file is empty (0 bytes)")
+    return name, data
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int) -> tuple[Image.Image, bool, int]:
+    """The image opened lazily (header only), whether it is a JPEG, and its pixel count, checked against
+    ``max_pixels`` before anything is decoded."""
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -195,28 +216,24 @@ def _load(
             f"image is {width}x{height} = {pixels:,} pixels, more than the limit of "
             f"{max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)",
         )
-    if warnings is not None and not is_jpeg:
-        warnings.extend(_frame_warnings(im))
-    # Budget = the pixel limit: one largest-allowed image at a time (a 40 MP PNG costs ~305 MiB to decode);
-    # two at once put 8 concurrent sessions over the Deployment's 2Gi (bench/app_bench.py).
-    gate = DECODE_GATE.hold(pixels, max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
-    with gate:
-        if is_jpeg:
-            array = _decode_jpeg(data, im, name, warnings)
-            return array, (array.shape[1], array.shape[0])
-        try:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            size = im.size
-            factor = max(size) // reduce_to if reduce_to else 0
-            if factor >= 2 and im.mode in _REDUCIBLE_MODES:
-                im = im.reduce(factor)  # a box filter inside Pillow: no full-size array is made
-            return _to_rgb(im), size
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any codec
-            reason = str(exc) or type(exc).__name__
-            if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError, EOFError)):
-                raise ImageError(name, f"image data is truncated or corrupt ({reason})") from None
-            raise ImageError(name, f"cannot decode image ({reason})") from None
+    return im, is_jpeg, pixels
+
+
+def _decode_pillow(im: Image.Image, name: str, reduce_to: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """A non-JPEG decoded by Pillow, EXIF-rotated, box-reduced toward ``reduce_to`` when given."""
+    try:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        size = im.size
+        factor = max(size) // reduce_to if reduce_to else 0
+        if factor >= 2 and im.mode in _REDUCIBLE_MODES:
+            im = im.reduce(factor)  # a box filter inside Pillow: no full-size array is made
+        return _to_rgb(im), size
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt data in any codec
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError, EOFError)):
+            raise ImageError(name, f"image data is truncated or corrupt ({reason})") from None
+        raise ImageError(name, f"cannot decode image ({reason})") from None
 
 
 def _too_large(size: int, max_bytes: int) -> str:

@@ -13,7 +13,7 @@ from .textfile import read_bounded
 
 # torchvision's COCO category list (torchvision.models._meta._COCO_CATEGORIES):
 # 91 entries indexed by the COCO category id, "N/A" for the ids COCO left unused.
-# Kept here so YOLO runs need no torch; tests/test_labels.py checks it equals torchvision's own list.
+# Kept here so YOLO runs need no torch; tests/engine/test_labels.py checks it equals torchvision's own list.
 COCO_CATEGORIES = (
     "__background__",
     "person",

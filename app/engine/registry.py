@@ -12,10 +12,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import metrics, threads, weights
+from ..ops import prometheus, threads
+from ..ops.cpus import available_cpus
+from . import weights
 from .catalog import family
 from .config import Settings
-from .cpus import available_cpus
 from .detectors.base import Detector, ModelLoadError
 from .weights import CORRUPT, MISSING, FileCheck, check_file
 
@@ -64,7 +65,7 @@ def refuse_corrupt_files(model: str, settings: Settings) -> None:
 
 
 def build_detector(model: str, settings: Settings) -> Detector:
-    """A new detector for ``model`` (a family of ``app.catalog``); raises ``ModelLoadError`` with the fix."""
+    """A new detector for ``model`` (a family of ``app.engine.catalog``); raises ``ModelLoadError`` with the fix."""
     fam = family(model)
     refuse_corrupt_files(model, settings)
     # before the detector's module imports torch (OpenMP reads its variables then)
@@ -78,12 +79,12 @@ def build_detector(model: str, settings: Settings) -> Detector:
 
 def get_detector(model: str, settings: Settings) -> Detector:
     """The process-wide detector for ``model`` under ``settings``, built on first use, its forward and
-    decode measured (``metrics.instrument``: recorded only while ``serve`` records)."""
+    decode measured (``prometheus.instrument``: recorded only while ``serve`` records)."""
     key = (model, settings)
     with _cache_lock:
         detector = _cache.get(key)
         if detector is None:
-            detector = metrics.instrument(build_detector(model, settings), model)
+            detector = prometheus.instrument(build_detector(model, settings), model)
             BUILD_COUNT[model] = BUILD_COUNT.get(model, 0) + 1
             _cache[key] = detector
         return detector
@@ -141,7 +142,7 @@ def model_status(model: str, settings: Settings, load: bool = True) -> ModelStat
     return ModelStatus(model, LOADED, files)
 
 
-_slots: dict[int, metrics.SlotGauges] = {}
+_slots: dict[int, prometheus.SlotGauges] = {}
 
 
 def inference_slot_count(settings: Settings) -> int:
@@ -149,12 +150,12 @@ def inference_slot_count(settings: Settings) -> int:
     return max(1, available_cpus() // max(1, settings.num_threads))
 
 
-def inference_slots(settings: Settings) -> metrics.SlotGauges:
+def inference_slots(settings: Settings) -> prometheus.SlotGauges:
     """Bounds concurrent network runs across all sessions so that CPUs are not oversubscribed
     (``inference_slot_count`` of them): a semaphore as a context manager that keeps the slots in use
     and the runs waiting in ``objdet_inference_slots_in_use`` / ``_waiting``."""
     count = inference_slot_count(settings)
     with _cache_lock:
         if count not in _slots:
-            _slots[count] = metrics.SlotGauges(threading.BoundedSemaphore(count), count)
+            _slots[count] = prometheus.SlotGauges(threading.BoundedSemaphore(count), count)
         return _slots[count]

@@ -67,13 +67,7 @@ def process_video(
     the container's frame size is over ``max_pixels``. A file that ends early (or whose header
     claims more frames than it holds) is processed as far as it decodes, with a note.
     """
-    max_bytes = default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes
-    if not data:
-        raise VideoError(f"{name}: file is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise VideoError(
-            f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
-        )
+    _check_upload(name, data, default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes)
     suffix = os.path.splitext(name)[1] or ".mp4"
     with tempfile.TemporaryDirectory(prefix="objdet-video-") as tmp:
         src = os.path.join(tmp, "in" + suffix)
@@ -81,87 +75,156 @@ def process_video(
             fh.write(data)
         cap = cv2.VideoCapture(src)
         try:
-            if cap.isOpened():  # the container's frame size, before the decoder allocates a frame
-                _check_size(
-                    name, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels
-                )
-            ok, frame = cap.read() if cap.isOpened() else (False, None)
-            if not ok or frame is None:
-                raise VideoError(
-                    f"{name}: OpenCV cannot decode this video: it is damaged, truncated or not "
-                    "a video (supported: mp4, mov, avi, webm with common codecs)"
-                )
+            frame, fps, total = _first_frame(cap, name, max_pixels)
             height, width = frame.shape[:2]
-            _check_size(name, width, height, max_pixels)
-            fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-            fps = fps if 1.0 <= fps <= 240.0 else 25.0
-            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            total = total if 0 < total < 10**8 else 0  # a header may claim anything; it only drives progress
-            web_size = _fit(width, height, WEB_SIDE)
-            mp4_path, web_path = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "out.webm")
-            full_writer = _writer(mp4_path, MP4, fps, (width, height))
-            if full_writer is None:
-                raise VideoError(f"{name}: cannot open a video writer for {width}x{height} frames in this OpenCV build")
-            web_writer = _writer(web_path, WEBM, fps, web_size)
-            web_format = (WEBM[0], WEBM[2]) if web_writer is not None else (MP4[0], MP4[2])
-            report = VideoReport(b"", web_format, fps=fps, web_size=web_size if web_writer else (width, height))
-            key_stride = 1  # keep every key_stride-th detected frame's JPEG
+            out = _Outputs(tmp, name, fps, (width, height))
+            report = VideoReport(b"", out.web_format, fps=fps, web_size=out.web_size)
+            run = _FrameRun(report, out, (width, height), every_n, total, progress)
             start = time.monotonic()
             last: DetectionResult | None = None
-            index = 0
-            while ok:
-                if frame.shape[:2] != (height, width):
-                    report.notes.append(
-                        f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
-                        f"frame's {width}x{height}: stopped there"
-                    )
-                    break
+            while frame is not None and run.same_size(frame):
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                if index % every_n == 0:
+                if run.detects_now():
                     if time.monotonic() - start > budget_s:
                         report.stopped_by_budget = True
                         break
-                    last = detect(rgb, params)
-                    report.frames_detected += 1
-                    report.detected_frames.append(index)
-                    for row in detection_rows(last):
-                        report.rows.append({"frame": index, "time_s": round(index / fps, 3), **row})
-                drawn = annotate(rgb, last) if last is not None else rgb
-                small = (
-                    drawn if web_size == (width, height) else cv2.resize(drawn, web_size, interpolation=cv2.INTER_AREA)
-                )
-                if index % every_n == 0 and (report.frames_detected - 1) % key_stride == 0:
-                    report.key_frames.append((index, _jpeg(small)))
-                    if len(report.key_frames) > MAX_KEY_FRAMES:
-                        report.key_frames = report.key_frames[::2]
-                        key_stride *= 2
-                full_writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                if web_writer is not None:
-                    web_writer.write(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-                index += 1
-                report.frames_read = index
-                if progress is not None and (index % max(1, every_n) == 0):
-                    frac = min(1.0, index / total) if total else 0.0
-                    progress(frac, f"frame {index}{f' of {total}' if total else ''}")
+                    last = run.detected(detect(rgb, params))
+                run.write(annotate(rgb, last) if last is not None else rgb)
                 ok, frame = cap.read()
-            full_writer.release()
-            if web_writer is not None:
-                web_writer.release()
-            if not report.stopped_by_budget and not report.notes and index + max(1, total // 50) < total:
-                report.notes.append(
-                    f"the header claims {total} frames but only {index} could be decoded: the "
-                    "file is truncated or damaged; those frames were processed"
-                )
+                frame = frame if ok else None
+            out.release()
+            run.note_truncation()
         finally:
             cap.release()
-        with open(mp4_path, "rb") as fh:
-            report.mp4 = fh.read()
-        if web_writer is not None:
-            with open(web_path, "rb") as fh:
-                report.video = fh.read()
-        else:
-            report.video = report.mp4
+        report.mp4, report.video = out.read()
         return report
+
+
+def _check_upload(name: str, data: bytes, max_bytes: int) -> None:
+    if not data:
+        raise VideoError(f"{name}: file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise VideoError(
+            f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
+        )
+
+
+def _first_frame(cap: cv2.VideoCapture, name: str, max_pixels: int) -> tuple[np.ndarray, float, int]:
+    """The first frame (size checked against ``max_pixels`` from the container before it is decoded, and
+    again after), the frame rate and the frame count the header claims (0: unknown or absurd)."""
+    if cap.isOpened():  # the container's frame size, before the decoder allocates a frame
+        _check_size(name, int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), max_pixels)
+    ok, frame = cap.read() if cap.isOpened() else (False, None)
+    if not ok or frame is None:
+        raise VideoError(
+            f"{name}: OpenCV cannot decode this video: it is damaged, truncated or not "
+            "a video (supported: mp4, mov, avi, webm with common codecs)"
+        )
+    _check_size(name, frame.shape[1], frame.shape[0], max_pixels)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = fps if 1.0 <= fps <= 240.0 else 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    return frame, fps, total if 0 < total < 10**8 else 0  # a header may claim anything; it only drives progress
+
+
+class _Outputs:
+    """The two annotated videos being written: the full-size MP4 and, where the build has VP8, the WebM."""
+
+    def __init__(self, tmp: str, name: str, fps: float, size: tuple[int, int]):
+        self.size = size
+        self.mp4_path, self.web_path = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "out.webm")
+        self.full = _writer(self.mp4_path, MP4, fps, size)
+        if self.full is None:
+            raise VideoError(f"{name}: cannot open a video writer for {size[0]}x{size[1]} frames in this OpenCV build")
+        fitted = _fit(*size, WEB_SIDE)
+        self.web = _writer(self.web_path, WEBM, fps, fitted)
+        self.web_format = (WEBM[0], WEBM[2]) if self.web is not None else (MP4[0], MP4[2])
+        self.web_size = fitted if self.web is not None else size
+        self.small_size = fitted  # the key-frame JPEGs' size, WebM or not
+
+    def small(self, drawn: np.ndarray) -> np.ndarray:
+        return (
+            drawn if self.small_size == self.size else cv2.resize(drawn, self.small_size, interpolation=cv2.INTER_AREA)
+        )
+
+    def write(self, drawn: np.ndarray, small: np.ndarray) -> None:
+        self.full.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        if self.web is not None:
+            self.web.write(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+
+    def release(self) -> None:
+        self.full.release()
+        if self.web is not None:
+            self.web.release()
+
+    def read(self) -> tuple[bytes, bytes]:
+        """(full-size MP4, the video to watch): the MP4 twice where no WebM was written."""
+        with open(self.mp4_path, "rb") as fh:
+            mp4 = fh.read()
+        if self.web is None:
+            return mp4, mp4
+        with open(self.web_path, "rb") as fh:
+            return mp4, fh.read()
+
+
+class _FrameRun:
+    """The bookkeeping of one pass over the frames: which are detected, the rows and key frames kept, the
+    report's counters and notes, and the progress callback."""
+
+    def __init__(self, report: VideoReport, out: _Outputs, size: tuple[int, int], every_n, total, progress):
+        self.report, self.out, self.size = report, out, size
+        self.every_n, self.total, self.progress = max(1, every_n), total, progress
+        self.index = 0
+        self.key_stride = 1  # keep every key_stride-th detected frame's JPEG
+
+    def same_size(self, frame: np.ndarray) -> bool:
+        """False, with a note, at a frame whose size differs from the first one's: processing stops there."""
+        width, height = self.size
+        if frame.shape[:2] == (height, width):
+            return True
+        self.report.notes.append(
+            f"frame {self.index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
+            f"frame's {width}x{height}: stopped there"
+        )
+        return False
+
+    def detects_now(self) -> bool:
+        return self.index % self.every_n == 0
+
+    def detected(self, result: DetectionResult) -> DetectionResult:
+        report = self.report
+        report.frames_detected += 1
+        report.detected_frames.append(self.index)
+        for row in detection_rows(result):
+            report.rows.append({"frame": self.index, "time_s": round(self.index / report.fps, 3), **row})
+        return result
+
+    def write(self, drawn: np.ndarray) -> None:
+        small = self.out.small(drawn)
+        if self.detects_now() and (self.report.frames_detected - 1) % self.key_stride == 0:
+            self._keep_key_frame(small)
+        self.out.write(drawn, small)
+        self.index += 1
+        self.report.frames_read = self.index
+        if self.progress is not None and self.index % self.every_n == 0:
+            frac = min(1.0, self.index / self.total) if self.total else 0.0
+            self.progress(frac, f"frame {self.index}{f' of {self.total}' if self.total else ''}")
+
+    def _keep_key_frame(self, small: np.ndarray) -> None:
+        frames = self.report.key_frames
+        frames.append((self.index, _jpeg(small)))
+        if len(frames) > MAX_KEY_FRAMES:
+            self.report.key_frames = frames[::2]
+            self.key_stride *= 2
+
+    def note_truncation(self) -> None:
+        """A note when fewer frames decoded than the header claims (and nothing else explains it)."""
+        report, total = self.report, self.total
+        if not report.stopped_by_budget and not report.notes and self.index + max(1, total // 50) < total:
+            report.notes.append(
+                f"the header claims {total} frames but only {self.index} could be decoded: the "
+                "file is truncated or damaged; those frames were processed"
+            )
 
 
 def timeline(report: VideoReport) -> list[dict]:

@@ -21,9 +21,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .catalog import published_files
 from .config import Settings
@@ -44,7 +44,7 @@ class ManifestEntry:
         return len(self.sha256) < 64
 
 
-# Every family's published files (app/catalog.py), by file name.
+# Every family's published files (app/engine/catalog.py), by file name.
 MANIFEST: dict[str, ManifestEntry] = {
     name: ManifestEntry(f.name, f.url, f.sha256, model, f.size) for name, (model, f) in published_files().items()
 }
@@ -275,101 +275,122 @@ def _fetch_one(entry: ManifestEntry, url: str, dest: Path, progress: TextIO | No
         )
 
 
+@dataclass
+class _Transfer:
+    """One download's state: where it resumes, what has arrived, the running hash of the part file."""
+
+    offset: int = 0
+    received: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+
 def _download(
     entry: ManifestEntry, url: str, dest: Path, target: Path, part: Path, progress: TextIO | None, limits: _Limits
 ) -> str:
-    digest = hashlib.sha256()
-    offset = _part_size(part)
-    if entry.size is not None and offset > entry.size:  # longer than the file can be: never resumable
-        part.unlink()
-        offset = 0
-    if offset:
-        with open(part, "rb") as fh:  # resume: the hash must cover the bytes already there
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        if matches(entry, digest.hexdigest()):  # complete, but not yet renamed
-            os.replace(part, target)
-            _fsync_dir(dest)
-            return "fetched"
+    state = _resume(entry, part)
+    if state.offset and matches(entry, state.digest.hexdigest()):  # complete, but not yet renamed
+        return _install(part, target, dest)
     # S310 (URL schemes): the URL is a manifest https address or a --mirror that check_mirror limits to http(s).
     request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})  # noqa: S310
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    received = offset
+    if state.offset:
+        request.add_header("Range", f"bytes={state.offset}-")
     try:
         with urllib.request.urlopen(request, timeout=limits.socket_timeout()) as response:  # noqa: S310 - as above
-            if offset and response.status != 206:  # server ignored Range: start again
-                offset = received = 0
-                digest = hashlib.sha256()
-            length = response.headers.get("Content-Length")
-            total = offset + int(length) if length and length.isdigit() else entry.size
-            if entry.size is not None and total is not None and total > entry.size:
-                part.unlink(missing_ok=True)
-                raise FetchError(
-                    f"{entry.name}: {url} offers {total:,} bytes but the published file has "
-                    f"{entry.size:,}; not downloading it (wrong file or a misconfigured mirror)"
-                )
-            with _open_part(part, append=bool(offset)) as out:
-                bar = _Progress(entry.name, total, progress, resumed=offset)
-                pacer = _Pacer(limits, received)
-                while True:
-                    pacer.before_read(response)
-                    block = response.read1(1 << 16)
-                    if not block:
-                        break
-                    received += len(block)
-                    if entry.size is not None and received > entry.size:
-                        out.close()
-                        part.unlink(missing_ok=True)
-                        raise FetchError(
-                            f"{entry.name}: {url} sent more than the {entry.size:,} bytes of the "
-                            "published file; deleted what arrived, nothing was installed"
-                        )
-                    out.write(block)
-                    digest.update(block)
-                    bar.update(received)
-                    pacer.after_read(received, entry, url, part)
-                out.flush()
-                os.fsync(out.fileno())
-                bar.close()
-        if total is not None and received < total:
+            total = _receive(response, entry, url, part, state, progress, limits)
+        if total is not None and state.received < total:
             raise FetchError(
-                f"{entry.name}: download from {url} ended after {received:,} of {total:,} bytes "
+                f"{entry.name}: download from {url} ended after {state.received:,} of {total:,} bytes "
                 f"(the connection closed early); kept them in {part}: run the command again to resume"
             )
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:
-            raise _RangeRefused() from None
-        if exc.code == 404:
-            raise FetchError(f"{entry.name}: not found at {url} (HTTP 404): check the URL or --mirror") from None
-        raise FetchError(
-            f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}; nothing was installed"
-            + ("; try again later" if exc.code >= 500 or exc.code == 429 else "")
-        ) from None
-    except TimeoutError:
-        raise FetchError(
-            f"{entry.name}: download from {url} stalled (no data within the time limit); kept "
-            f"{received:,} bytes in {part}: run the command again to resume"
-        ) from None
-    except (urllib.error.URLError, http.client.HTTPException, ConnectionError) as exc:
-        # the partial file stays for the next attempt to resume from; the target is untouched
-        raise FetchError(
-            f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); "
-            f"kept {received:,} bytes in {part}: run the command again to resume"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise FetchError(
-                f"{entry.name}: {part} is a symbolic link; fetch never writes through links: remove it"
-            ) from None
-        raise FetchError(f"{entry.name}: writing {part} failed ({exc.strerror or exc})") from None
-    actual = digest.hexdigest()
+    except (OSError, http.client.HTTPException) as exc:  # urllib's errors, timeouts and writes are OSErrors
+        raise _failure(exc, entry, url, part, state) from None
+    actual = state.digest.hexdigest()
     if not matches(entry, actual):
         part.unlink(missing_ok=True)
         raise FetchError(
             f"{entry.name}: downloaded file is corrupt: expected sha256 {entry.sha256}, "
             f"got {actual}; removed it, nothing was installed"
         )
+    return _install(part, target, dest)
+
+
+def _resume(entry: ManifestEntry, part: Path) -> _Transfer:
+    """Where a download starts: after the bytes a part file already holds (hashed), else at 0."""
+    state = _Transfer(offset=_part_size(part))
+    if entry.size is not None and state.offset > entry.size:  # longer than the file can be: never resumable
+        part.unlink()
+        state.offset = 0
+    if state.offset:
+        with open(part, "rb") as fh:  # resume: the hash must cover the bytes already there
+            while block := fh.read(1 << 20):
+                state.digest.update(block)
+    state.received = state.offset
+    return state
+
+
+def _receive(response, entry, url: str, part: Path, state: _Transfer, progress, limits: _Limits) -> int | None:
+    """Append the response's body to the part file (hashed, paced, bounded by the published size); returns
+    the total size the file should reach (None: unknown)."""
+    if state.offset and response.status != 206:  # server ignored Range: start again
+        state.offset = state.received = 0
+        state.digest = hashlib.sha256()
+    length = response.headers.get("Content-Length")
+    total = state.offset + int(length) if length and length.isdigit() else entry.size
+    if entry.size is not None and total is not None and total > entry.size:
+        part.unlink(missing_ok=True)
+        raise FetchError(
+            f"{entry.name}: {url} offers {total:,} bytes but the published file has "
+            f"{entry.size:,}; not downloading it (wrong file or a misconfigured mirror)"
+        )
+    with _open_part(part, append=bool(state.offset)) as out:
+        bar = _Progress(entry.name, total, progress, resumed=state.offset)
+        pacer = _Pacer(limits, state.received)
+        while True:
+            pacer.before_read(response)
+            block = response.read1(1 << 16)
+            if not block:
+                break
+            state.received += len(block)
+            if entry.size is not None and state.received > entry.size:
+                out.close()
+                part.unlink(missing_ok=True)
+                raise FetchError(
+                    f"{entry.name}: {url} sent more than the {entry.size:,} bytes of the "
+                    "published file; deleted what arrived, nothing was installed"
+                )
+            out.write(block)
+            state.digest.update(block)
+            bar.update(state.received)
+            pacer.after_read(state.received, entry, url, part)
+        out.flush()
+        os.fsync(out.fileno())
+        bar.close()
+    return total
+
+
+def _failure(exc: Exception, entry: ManifestEntry, url: str, part: Path, state: _Transfer) -> Exception:
+    """What a failed transfer means for the user: one message naming the file, the URL and what was kept."""
+    resume = f"kept {state.received:,} bytes in {part}: run the command again to resume"
+    if isinstance(exc, urllib.error.HTTPError):
+        if exc.code == 416 and state.offset:
+            return _RangeRefused()
+        if exc.code == 404:
+            return FetchError(f"{entry.name}: not found at {url} (HTTP 404): check the URL or --mirror")
+        return FetchError(
+            f"{entry.name}: {url} answered HTTP {exc.code} {exc.reason}; nothing was installed"
+            + ("; try again later" if exc.code >= 500 or exc.code == 429 else "")
+        )
+    if isinstance(exc, TimeoutError):
+        return FetchError(f"{entry.name}: download from {url} stalled (no data within the time limit); {resume}")
+    if isinstance(exc, urllib.error.URLError | http.client.HTTPException | ConnectionError):
+        # the partial file stays for the next attempt to resume from; the target is untouched
+        return FetchError(f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); {resume}")
+    if exc.errno == errno.ELOOP:
+        return FetchError(f"{entry.name}: {part} is a symbolic link; fetch never writes through links: remove it")
+    return FetchError(f"{entry.name}: writing {part} failed ({exc.strerror or exc})")
+
+
+def _install(part: Path, target: Path, dest: Path) -> str:
     os.replace(part, target)
     _fsync_dir(dest)
     return "fetched"

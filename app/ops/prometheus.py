@@ -237,10 +237,12 @@ def set_model_status(status) -> None:
     MODEL_WEIGHTS.labels(status.model).info({"sha256": digest[:12] or "none"})
 
 
-def start_server(port: int, address: str, models: Iterable[str]) -> WSGIServer:
+def start_server(port: int, address: str, models: Iterable[str], cache=None, liveness=lambda: None) -> WSGIServer:
     """Serve ``REGISTRY`` on ``address:port`` (a thread of this process; port 0: any free one). Every
-    model's series exist from the start at 0, so rates and ratios exist before the first failure."""
-    from .memory import CACHE, streamlit_liveness
+    model's series exist from the start at 0, so rates and ratios exist before the first failure.
+
+    ``cache`` (its ``bytes`` and ``budget_bytes``) feeds the cache gauges; ``liveness()`` returns the test of
+    a session being open (None outside a Streamlit server): the page owns both, ``serve`` passes them in."""
 
     for model in models:
         IMAGES.labels(model)
@@ -252,9 +254,10 @@ def start_server(port: int, address: str, models: Iterable[str]) -> WSGIServer:
             FAILURES.labels(model, kind)
     for limit in LIMITS:
         UPLOADS_REFUSED.labels(limit)
-    SESSIONS.set_function(lambda: _open_sessions(streamlit_liveness()))
-    CACHE_BYTES.set_function(lambda: CACHE.bytes)
-    CACHE_BUDGET.set(CACHE.budget_bytes)
+    SESSIONS.set_function(lambda: _open_sessions(liveness()))
+    if cache is not None:
+        CACHE_BYTES.set_function(lambda: cache.bytes)
+        CACHE_BUDGET.set(cache.budget_bytes)
     server = make_server(address, port, only_metrics_path(make_wsgi_app(REGISTRY)), _Server, _QuietHandler)
     threading.Thread(target=server.serve_forever, name="objdet-metrics", daemon=True).start()
     logs.event("metrics served", url=f"http://{address}:{server.server_port}{METRICS_PATH}")

@@ -1,6 +1,6 @@
 """One process-wide cache for the app's large values, under one byte budget, shared by all sessions.
 
-Per-session caches multiply by the number of sessions (issue 8: four sessions of a 6000x6000 upload
+Per-session caches multiply by the number of sessions (measured: four sessions of a 6000x6000 upload
 took a server from 1.1 GB to 4 GB). Here every decoded image and network output lives once per
 process, keyed by content digest; an LRU drops the oldest entries past ``CACHE_BUDGET_BYTES``; an
 entry remembers the sessions that used it, and a janitor thread drops the entries that no live
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import logs
+from ..ops import logs
 
 # The Deployment's limit is 2Gi; the target is a peak under 75 % (1536 MiB). Measured (bench/app_bench.py):
 # about 0.9 GiB idle once a first page was served (torch, both models, Streamlit, pyarrow), about 0.3 GiB
@@ -31,7 +31,7 @@ JANITOR_PERIOD_S = 2.0
 
 
 def log(message: str) -> None:
-    """One line on stderr, like ``serve``'s own (the pod's log): through ``app.logs`` (text or JSON) under
+    """One line on stderr, like ``serve``'s own (the pod's log): through ``app.ops.logs`` (text or JSON) under
     ``serve``, printed as text elsewhere (``streamlit run``)."""
     if logs.configured():
         logs.event(message)

@@ -5,7 +5,7 @@ the page's others (each image by ``max_file_bytes`` / ``max_image_pixels``, all 
 ``MAX_TOTAL_BYTES``); a zip's members are read with the same bounds, and members that would leave the
 archive, that are no image, or that unpack far beyond their compressed size are refused by name. Images
 go through the page's ``decode_once`` / ``forward_once``, so each model's network runs once per image per
-process and a threshold change only decodes again. Scoring is ``app.evaluate``'s.
+process and a threshold change only decodes again. Scoring is ``app.cli.evaluate``'s.
 """
 
 from __future__ import annotations
@@ -22,27 +22,25 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from .annotate import FONT, annotate, styled_rectangle, text_scale
-from .catalog import FAMILIES
-from .config import Settings
-from .evaluate import (
+from ..engine.annotate import FONT, annotate, styled_rectangle, text_scale
+from ..engine.catalog import FAMILIES
+from ..engine.coco import MAX_ANNOTATIONS_BYTES, AnnotationError, GroundTruth, match_categories, parse_annotations
+from ..engine.config import Settings
+from ..engine.images import ImageError
+from ..engine.registry import get_detector
+from ..engine.result import DetectionResult
+from ..engine.scoring import (
     COUNT_CONF,
     EVAL_CONF,
     METRICS,
-    AnnotationError,
-    GroundTruth,
     ModelScore,
     eval_params,
-    match_categories,
     metrics_csv,
-    parse_annotations,
     per_image_csv,
     report,
     score_model,
 )
-from .images import ImageError
-from .registry import get_detector
-from .result import DetectionResult
+from .uploads import IMAGE_TYPES, decode_once, forward_once, release_working_copy
 
 MAX_TOTAL_BYTES = 512 * 2**20  # all images of one evaluation together (the page holds the uploads in memory)
 MAX_ZIP_MEMBERS = 5000
@@ -78,8 +76,32 @@ def _leaves_archive(member: str) -> bool:
 def read_zip(data: bytes, name: str, settings: Settings) -> EvalUpload:
     """One zip holding exactly one ``.json`` annotations file and the images; ``UploadError`` when it cannot
     be used at all, a note naming each member refused (path leaving the archive, not an image, too large)."""
-    from .evaluate import MAX_ANNOTATIONS_BYTES
+    archive, members = _open_zip(data, name)
+    notes, json_members, images, total = [], [], {}, 0
+    for member in members:
+        base = PurePosixPath(member.filename).name
+        if member.filename.startswith("__MACOSX/") or base.startswith("."):
+            continue  # macOS and editor metadata, not content
+        read = _read_member(archive, member, settings)
+        if isinstance(read, str):
+            notes.append(f"{name}: {member.filename}: refused, {read}")
+            continue
+        total += len(read)
+        if total > MAX_TOTAL_BYTES:
+            raise UploadError(f"{name}: the members unpack to more than {MAX_TOTAL_BYTES:,} bytes")
+        if base.lower().endswith(".json"):
+            json_members.append((member.filename, read))
+        else:
+            images[member.filename] = read
+    if len(json_members) != 1:
+        found = ", ".join(n for n, _ in json_members) or "none"
+        raise UploadError(f"{name}: needs exactly one .json annotations file, found {len(json_members)} ({found})")
+    (ann_name, ann_bytes) = json_members[0]
+    return EvalUpload(f"{name}: {ann_name}", ann_bytes, images, notes)
 
+
+def _open_zip(data: bytes, name: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """The archive and its file members, refused whole when unreadable, too many or too large declared."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]
@@ -93,53 +115,35 @@ def read_zip(data: bytes, name: str, settings: Settings) -> EvalUpload:
             f"{name}: its members unpack to {declared:,} bytes, more than the {MAX_TOTAL_BYTES:,} one evaluation "
             "may use; split the images over several evaluations"
         )
-    notes, json_members, images, total = [], [], {}, 0
-    for member in members:
-        where = f"{name}: {member.filename}"
-        base = PurePosixPath(member.filename).name
-        if member.filename.startswith("__MACOSX/") or base.startswith("."):
-            continue  # macOS and editor metadata, not content
-        if _leaves_archive(member.filename):
-            notes.append(f"{where}: refused, its path leaves the archive (absolute or '..')")
-            continue
-        suffix = PurePosixPath(base).suffix.lower()
-        if suffix == ".json":
-            limit = MAX_ANNOTATIONS_BYTES
-        elif suffix in IMAGE_SUFFIXES:
-            limit = settings.max_file_bytes
-        else:
-            notes.append(f"{where}: refused, not an image ({', '.join(IMAGE_SUFFIXES)}) or a .json annotations file")
-            continue
-        if member.file_size > limit:
-            notes.append(f"{where}: refused, {member.file_size:,} bytes is more than the limit of {limit:,}")
-            continue
-        if member.compress_size and member.file_size / member.compress_size > MAX_ZIP_RATIO:
-            notes.append(
-                f"{where}: refused, it unpacks to {member.file_size / member.compress_size:.0f}x its compressed size "
-                f"(more than {MAX_ZIP_RATIO}x: a zip bomb, not an image)"
-            )
-            continue
-        try:
-            with archive.open(member) as fh:
-                content = fh.read(limit + 1)  # never more than the bound, whatever the header claims
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
-            notes.append(f"{where}: refused, cannot be read ({exc})")
-            continue
-        if len(content) > limit:
-            notes.append(f"{where}: refused, it unpacks to more than its limit of {limit:,} bytes")
-            continue
-        total += len(content)
-        if total > MAX_TOTAL_BYTES:
-            raise UploadError(f"{name}: the members unpack to more than {MAX_TOTAL_BYTES:,} bytes")
-        if suffix == ".json":
-            json_members.append((member.filename, content))
-        else:
-            images[member.filename] = content
-    if len(json_members) != 1:
-        found = ", ".join(n for n, _ in json_members) or "none"
-        raise UploadError(f"{name}: needs exactly one .json annotations file, found {len(json_members)} ({found})")
-    (ann_name, ann_bytes) = json_members[0]
-    return EvalUpload(f"{name}: {ann_name}", ann_bytes, images, notes)
+    return archive, members
+
+
+def _read_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, settings: Settings) -> bytes | str:
+    """The member's bytes (never more than its kind's limit, whatever its header claims), or why it is refused."""
+    if _leaves_archive(member.filename):
+        return "its path leaves the archive (absolute or '..')"
+    suffix = PurePosixPath(member.filename).suffix.lower()
+    if suffix == ".json":
+        limit = MAX_ANNOTATIONS_BYTES
+    elif suffix in IMAGE_SUFFIXES:
+        limit = settings.max_file_bytes
+    else:
+        return f"not an image ({', '.join(IMAGE_SUFFIXES)}) or a .json annotations file"
+    if member.file_size > limit:
+        return f"{member.file_size:,} bytes is more than the limit of {limit:,}"
+    if member.compress_size and member.file_size / member.compress_size > MAX_ZIP_RATIO:
+        return (
+            f"it unpacks to {member.file_size / member.compress_size:.0f}x its compressed size "
+            f"(more than {MAX_ZIP_RATIO}x: a zip bomb, not an image)"
+        )
+    try:
+        with archive.open(member) as fh:
+            content = fh.read(limit + 1)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as exc:
+        return f"cannot be read ({exc})"
+    if len(content) > limit:
+        return f"it unpacks to more than its limit of {limit:,} bytes"
+    return content
 
 
 def collect_upload(annotations, image_uploads, settings: Settings) -> EvalUpload:
@@ -180,7 +184,6 @@ def pair_images(gt: GroundTruth, images: dict[str, bytes]) -> tuple[list[tuple[d
 def run_models(pairs, upload: EvalUpload, loaded: list[str], settings: Settings, conf: float):
     """Each loaded model's results (image id -> result in the original's pixels) and the display copies; the
     networks run through the page's process-wide cache (once per image and model), decode at ``conf``."""
-    from .page import decode_once, forward_once, release_working_copy
 
     params = eval_params(conf)
     results: dict[str, dict[int, DetectionResult]] = {m: {} for m in loaded}
@@ -313,7 +316,6 @@ def show_model(model: str, score: ModelScore, gt: GroundTruth, results, prepared
 
 def evaluate_tab(loaded: list[str], settings: Settings) -> None:
     """The tab: uploads, thresholds, then every loaded model's evaluation side by side and the downloads."""
-    from .page import IMAGE_TYPES
 
     st.markdown(
         "Upload a COCO annotations file (`images`, `annotations` with `bbox` [x, y, width, height], `categories`) "

@@ -1,80 +1,53 @@
-"""The Streamlit page: compare the detector families on images, camera snapshots and video.
+"""The Streamlit page's layout: title, sidebar (models, thresholds, status), the Images, Camera, Video and
+Evaluate tabs, and each image's result (annotated picture, table, chart, downloads, agreement view).
 
 ``app/streamlit_app.py`` is the script Streamlit runs (``streamlit run app/streamlit_app.py`` locally;
 ``python -m app serve`` in containers, which loads the models first); it calls ``main()`` here on every
 rerun, so the page is an ordinary module with ordinary imports. Detectors come from
 ``st.cache_resource`` over the process-wide registry (built once per process, shared by all sessions).
 
-Memory is bounded per process, not per session (issue 8): an upload is decoded once into a working copy
-(longer side ``images.work_side`` of the loaded networks, what they see) and a display copy (longer side
-``DISPLAY_SIDE``, what the page shows, served to the browser as JPEG); the full-resolution array is
-dropped at once, the working copy once every loaded model has run on it. The copies and each network
-output live in ``app.memory.CACHE``, keyed by content digest and shared by every session, under one byte
-budget; what no live session uses is released. Tables, JSON and CSV give boxes in the original's pixels.
-A slider move decodes nothing and runs no network: it only re-thresholds and redraws (the agreement
-view of "both side by side" too: it matches the decoded results). A processed video's result (its WebM
-and MP4, per-frame rows and at most 64 key-frame JPEGs) lives in the same cache, counted by its bytes and
-owned by the session that made it; the session keeps only its key until another video replaces it or the
-upload is removed, so its key-frame slider and the sidebar rerun the page without processing again. Its
-downloads are made when clicked; if the cache let the result go meanwhile, the page says so.
+Memory is bounded per process, not per session: uploads are decoded and run through the networks once per
+process (``uploads``), in the byte-budget cache every session shares (``cache``). A slider move decodes
+nothing and runs no network: it only re-thresholds and redraws (the agreement view of "both side by side"
+too: it matches the decoded results). Tables, JSON and CSV give boxes in the original's pixels.
 
-The sidebar's settings round-trip through the URL's query parameters (``app.query``): a link reproduces the
-view (never the uploaded data). Example images (``app/examples``, public domain or CC0) run the upload path.
+The sidebar's settings round-trip through the URL's query parameters (``query``): a link reproduces the view
+(never the uploaded data). Example images (``app/page/examples``, public domain or CC0) run the upload path.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from . import images as image_io  # load_image looked up per call (tests count decodes)
-from . import metrics, query
-from .agreement import Agreement, match
-from .annotate import annotate, annotate_agreement, to_png
-from .catalog import FAMILIES
-from .config import ConfigError, Settings
-from .detectors.base import RawOutput
-from .eval_tab import evaluate_tab
-from .exports import frames_csv, result_csv, result_json
-from .images import ImageError
-from .labels import vocabulary
-from .memory import CACHE, malloc_trim, start_janitor
-from .registry import get_detector, inference_slots, model_status
-from .result import DetectionResult, DetectParams, detection_rows
-from .video import VideoError, VideoReport, process_video, timeline
+from ..engine.agreement import Agreement, match
+from ..engine.annotate import annotate, annotate_agreement, to_png
+from ..engine.catalog import FAMILIES
+from ..engine.config import ConfigError, Settings
+from ..engine.exports import result_csv, result_json
+from ..engine.images import ImageError
+from ..engine.labels import vocabulary
+from ..engine.registry import get_detector, model_status
+from ..engine.result import DetectionResult, DetectParams, detection_rows
+from ..ops import prometheus
+from . import query
+from .cache import start_janitor
+from .evaluate_tab import evaluate_tab
+from .uploads import (
+    IMAGE_TYPES,
+    PreparedImage,
+    decode_once,
+    forward_once,
+    release_working_copy,
+    session_id,
+)
+from .video_view import video_tab
 
 MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
 TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
-VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
-DISPLAY_SIDE = 1280  # longer side of the copy the page shows and annotates (what Streamlit keeps per session)
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """An upload decoded once: the working copy for the networks, the display copy for the page, and
-    what maps both back to the original (``x_original = x_copy * factor``). ``working`` becomes None
-    once every loaded model's output for the image is cached (nothing needs it any more)."""
-
-    working: np.ndarray | None
-    working_factor: float
-    display: np.ndarray
-    display_factor: float
-    original_size: tuple[int, int]  # width, height
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def display_size(self) -> tuple[int, int]:
-        return self.display.shape[1], self.display.shape[0]
 
 
 @st.cache_resource(show_spinner="Loading models (once per process)…")
@@ -183,94 +156,6 @@ def setup_guide(settings: Settings, statuses: dict) -> None:
 
 The sidebar's **Model status** shows each file, its checksum state and the command that fixes it.
 """)
-
-
-def session_id() -> str | None:
-    """This script run's Streamlit session (the owner recorded on cache entries), None outside one."""
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else None
-
-
-def loaded_work_side(settings: Settings, loaded: list[str]) -> int:
-    """The working copy's side for every loaded model (so a model chosen later needs no new decode)."""
-    return image_io.work_side(get_detector(m, settings).input_size for m in loaded)
-
-
-def prepare(name: str, data: bytes, settings: Settings, side: int) -> PreparedImage:
-    """Decode the upload into a working copy (``load_working``: through the gate that bounds concurrent
-    large decodes, never building the full-resolution array) and a display copy. A refusal is returned,
-    not raised, so it is cached like an image."""
-    notes: list[str] = []
-    try:
-        working, working_factor, (width, height) = image_io.load_working(
-            data,
-            name,
-            max_side=side,
-            max_pixels=settings.max_image_pixels,
-            max_bytes=settings.max_file_bytes,
-            warnings=notes,
-        )
-    except ImageError as exc:
-        return exc
-    if working_factor != 1.0:  # hand the decoder's freed blocks back now: each session's thread has its own arena
-        malloc_trim()
-    display, display_factor = image_io.working_copy(working, DISPLAY_SIDE)
-    return PreparedImage(
-        working, working_factor, display, working_factor * display_factor, (width, height), tuple(notes)
-    )
-
-
-def image_key(digest: str, settings: Settings) -> tuple:
-    return ("image", digest, settings.max_image_pixels, settings.max_file_bytes, DISPLAY_SIDE)
-
-
-def raw_key(model: str, digest: str, settings: Settings) -> tuple:
-    return ("raw", model, settings, digest)
-
-
-def decode_once(
-    name: str, data: bytes, settings: Settings, models: list[str], loaded: list[str]
-) -> tuple[str, PreparedImage]:
-    """(digest, prepared image) of an upload, decoded once per process whatever the number of sessions
-    that upload it; an ``ImageError`` is remembered too (and re-raised with this session's file name).
-    Decodes again only when one of ``models`` has no cached output and the working copy was let go."""
-    digest = hashlib.sha256(data).hexdigest()
-    key = image_key(digest, settings)
-    side = loaded_work_side(settings, loaded)
-
-    def decode() -> PreparedImage | ImageError:
-        value = prepare(name, data, settings, side)
-        if isinstance(value, ImageError):  # counted once per refused content, like the decode itself
-            metrics.record_refused(name, value.reason, models)
-        return value
-
-    value = CACHE.get_or_compute(key, decode, owner=session_id())
-    if isinstance(value, ImageError):
-        raise ImageError(name, value.reason)
-    if value.working is None and any(raw_key(m, digest, settings) not in CACHE for m in models):
-        value = prepare(name, data, settings, side)
-        CACHE.put(key, value, owner=session_id())
-    return digest, value
-
-
-def release_working_copy(digest: str, prepared: PreparedImage, settings: Settings, loaded: list[str]) -> None:
-    """Keep only the display copy once every loaded model's output is cached: the working copy is the
-    largest entry (12.6 MB at 2048x2048) and no slider, class filter or rerun needs it."""
-    if prepared.working is not None and all(raw_key(m, digest, settings) in CACHE for m in loaded):
-        CACHE.put(image_key(digest, settings), replace(prepared, working=None), owner=session_id())
-
-
-def forward_once(model: str, digest: str, prepared: PreparedImage, settings: Settings) -> RawOutput:
-    """The network output for (model, image) on the working copy, computed once per process."""
-
-    def run() -> RawOutput:
-        if prepared.working is None:  # only if the output was evicted between decode_once and here
-            raise RuntimeError("the image left the cache meanwhile; rerun the page (R) to decode it again")
-        detector = get_detector(model, settings)
-        with inference_slots(settings):
-            return detector.forward(prepared.working)
-
-    return CACHE.get_or_compute(raw_key(model, digest, settings), run, owner=session_id())
 
 
 def show_result(
@@ -412,7 +297,7 @@ def show_agreement(name: str, prepared: PreparedImage, agreement: Agreement, key
 
 
 def examples() -> list[str]:
-    """The example images shipped in ``app/examples`` (public domain or CC0, see its README)."""
+    """The example images shipped in ``app/page/examples`` (public domain or CC0, see its README)."""
     return sorted(p.name for p in EXAMPLES_DIR.iterdir() if p.suffix.lstrip(".").lower() in IMAGE_TYPES)
 
 
@@ -432,157 +317,11 @@ def images_tab(models: list[str], params: DetectParams, settings: Settings, load
         show_image(example, data, models, params, settings, loaded, match_iou, key=f"example:{example}")
 
 
-def video_tab(models: list[str], params: DetectParams, settings: Settings) -> None:
-    upload = st.file_uploader("Video", type=VIDEO_TYPES, key="video")
-    c1, c2, c3 = st.columns(3)
-    model = c1.selectbox("Model", models, format_func=MODEL_TITLES.get, key="video_model")
-    every_n = c2.number_input("Detect every Nth frame", 1, 100, 5, key="every_n")
-    budget = c3.number_input("Time budget (s)", 5, 600, 60, key="budget")
-    clicked = st.button("Process video", key="run_video", disabled=upload is None or model is None)
-    shown = st.session_state.get("video_result")
-    if upload is None or (shown is not None and shown[0] != upload.name):
-        st.session_state.pop("video_result", None)  # the result belongs to the upload it came from
-    if clicked and upload is not None and model is not None:
-        st.session_state.pop("video_result", None)
-        report = run_video(upload, model, params, int(every_n), float(budget), settings)
-        if report is not None:
-            # The report (WebM, full-size MP4, key frames) lives in the process-wide cache under its byte
-            # budget, owned by this session (released when it ends); the session keeps only the key.
-            cache_key = ("video", session_id(), upload.name, model)
-            CACHE.put(cache_key, report, owner=session_id())
-            st.session_state["video_result"] = (upload.name, model, cache_key)
-    if "video_result" in st.session_state:
-        name, model, cache_key = st.session_state["video_result"]
-        report = CACHE.get(cache_key, owner=session_id())
-        if report is None:
-            st.info(
-                f"{name}: the processed video was released to keep the server's memory within its budget "
-                "(other sessions needed the room); process it again to see it."
-            )
-        else:
-            show_video(name, model, report, cache_key)
-
-
-def run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
-    """Process the upload with progress; the report, or None after showing why the video cannot be used."""
-    detector = get_detector(model, settings)
-    bar = st.progress(0.0, text="starting")
-
-    def detect(image, p):
-        with inference_slots(settings):
-            return detector.detect(image, p)
-
-    try:
-        report = process_video(
-            upload.getvalue(),
-            upload.name,
-            detect,
-            params,
-            every_n,
-            budget,
-            settings.max_image_pixels,
-            progress=lambda f, t: bar.progress(f, text=t),
-        )
-    except VideoError as exc:
-        metrics.record_refused(upload.name, str(exc), [model])
-        st.error(str(exc))
-        return None
-    metrics.record_video(model, report.frames_detected, report.stopped_by_budget)
-    bar.progress(1.0, text="done")
-    return report
-
-
-def cached_bytes(cache_key: tuple, field: str) -> Callable[[], bytes]:
-    """A deferred download of one of a cached video report's files: the bytes are looked up when the button
-    is clicked (no copy in Streamlit's media store on every rerun); empty if the report was released since."""
-
-    def data() -> bytes:
-        report = CACHE.get(cache_key)
-        return getattr(report, field) if report is not None else b""
-
-    return data
-
-
-def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> None:
-    """The annotated video inline, the per-class timeline, a slider over the key frames and the downloads."""
-    note = " (stopped by the time budget)" if report.stopped_by_budget else ""
-    st.success(
-        f"{name}: {report.frames_read} frames, detection on {report.frames_detected}, "
-        f"{len(report.rows)} detections{note}"
-    )
-    for extra in report.notes:
-        st.caption(f":material/warning: {name}: {extra}")
-    ext, mime = report.video_format
-    playing, looking = st.columns(2)
-    with playing:
-        st.markdown(f"**Annotated video** ({model})")
-        st.video(report.video, format=mime)
-    with looking:
-        rows = pd.DataFrame(timeline(report), columns=["frame", "time_s", "label", "count"])
-        if rows.empty:
-            st.caption("Nothing was detected on the processed frames.")
-        else:
-            st.markdown("**Detections per class over time**")
-            chart = (
-                alt.Chart(rows)
-                .mark_line(point=True)
-                .encode(
-                    x=alt.X("time_s:Q", title="time (s)"),
-                    y=alt.Y("count:Q", title="detections", axis=alt.Axis(tickMinStep=1)),
-                    color=alt.Color("label:N", title="class"),
-                    tooltip=["label", "frame", "time_s", "count"],
-                )
-            )
-            st.altair_chart(chart, width="stretch", key="video_timeline")
-    if report.key_frames:
-        frames = dict(report.key_frames)
-        slider, picture = st.columns(2)
-        if len(frames) > 1:
-            index = slider.select_slider(
-                "Key frame (detection ran on it)",
-                options=list(frames),
-                format_func=lambda i: f"{i} ({i / report.fps:.1f} s)",
-                key="key_frame",
-            )
-        else:
-            index = next(iter(frames))
-        picture.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
-    stem = Path(name).stem
-    (web_w, web_h), separate_mp4 = report.web_size, report.video is not report.mp4
-    d1, d2, d3 = st.columns(3)
-    d1.download_button(
-        f"Annotated video (.{ext}, {web_w}x{web_h})",
-        cached_bytes(cache_key, "video"),
-        f"{stem}.{model}.{ext}",
-        mime,
-        key="annotated_video",
-        on_click="ignore",
-    )
-    if separate_mp4:
-        d2.download_button(
-            "Annotated MP4 (source size)",
-            cached_bytes(cache_key, "mp4"),
-            f"{stem}.{model}.mp4",
-            "video/mp4",
-            key="mp4",
-            on_click="ignore",
-        )
-    rows = report.rows
-    d3.download_button(
-        "Per-frame CSV",
-        lambda: frames_csv(rows),
-        f"{stem}.{model}.frames.csv",
-        "text/csv",
-        key="frames_csv",
-        on_click="ignore",
-    )
-
-
 def main() -> None:
     st.set_page_config(page_title="Object detection: SSD vs YOLO", page_icon="🔎", layout="wide")
     st.title("Object detection: SSD and YOLO")
     start_janitor()
-    metrics.session_seen(session_id())
+    prometheus.session_seen(session_id())
     settings = settings_or_stop()
     statuses = load_models(settings, repr(settings))
     models, params, match_iou = sidebar(settings, statuses)

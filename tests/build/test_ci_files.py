@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 SCRIPTS = [*sorted((REPO / "scripts").glob("*.sh")), REPO / ".ci" / "run"]
@@ -193,7 +193,7 @@ def test_second_apply_overlay_differs_only_in_the_changed_values(tmp_path, clust
 
 def test_default_change_needs_a_new_weights_file_the_app_knows():
     """SSD300-VGG16 by the app's own default file name, under the overlay's weights directory."""
-    from app.config import SSD_DEFAULT_FILES
+    from app.engine.config import SSD_DEFAULT_FILES
 
     out = e2e("--render-overlay", "/dev/null/x")  # an unwritable target fails loudly
     assert out.returncode != 0
@@ -241,7 +241,7 @@ def test_e2e_without_a_cluster_tool_says_it_cannot_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def yolo_server(yolo_dir):
-    from serving import Server
+    from support.serving import Server
 
     env = {
         "OBJDET_MODELS": "yolo",

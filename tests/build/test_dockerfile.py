@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -87,9 +87,9 @@ def env_pairs(items) -> dict[str, str]:
 
 
 def app_env_vars() -> dict:
-    """ENV_VARS of app/config.py (stdlib only: it and app/catalog.py import no third-party module): the
+    """ENV_VARS of app/engine/config.py (stdlib only: it and app/engine/catalog.py import no third-party module): the
     app's own list, no copy of it."""
-    from app.config import ENV_VARS
+    from app.engine.config import ENV_VARS
 
     return ENV_VARS
 
@@ -327,11 +327,11 @@ def ignored_by_dockerignore(path: str) -> bool:
         ".git/HEAD",
         ".venv/bin/python",
         ".venv-tools/bin/checkov",
-        "tests/test_dockerfile.py",
+        "tests/build/test_dockerfile.py",
         "tests/k8s/helpers.py",
         "models/yolo-fastest-1.1.weights",
         "app/yolo.weights",
-        "app/detectors/model.pth",
+        "app/engine/detectors/model.pth",
         "app/model.onnx",
         "app/__pycache__/cli.cpython-311.pyc",
         ".image-build/rootfs/etc/passwd",
@@ -351,7 +351,7 @@ def test_dockerignore_keeps_out(path):
     assert ignored_by_dockerignore(path), f"{path} would be sent to the build context"
 
 
-@pytest.mark.parametrize("path", ["pyproject.toml", "app/__init__.py", "app/cli.py", "app/detectors/yolo.py"])
+@pytest.mark.parametrize("path", ["pyproject.toml", "app/__init__.py", "app/cli/main.py", "app/engine/detectors/yolo.py"])
 def test_dockerignore_keeps_in(path):
     assert not ignored_by_dockerignore(path), f"{path} is needed by the build but excluded"
 

@@ -1,4 +1,4 @@
-"""``python -m app bench --compare``: real worker processes (app/bench_worker.py), real models, JSON report.
+"""``python -m app bench --compare``: real worker processes (app/cli/bench_worker.py), real models, JSON report.
 
 No timing is asserted: only that every variant ran in its own process with the versions it claims, that
 the blocks and runs add up, and that the ratios are computed from the medians it printed.
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from app.bench import COMPARISONS
+from app.cli.bench import COMPARISONS
 
 
 def bench(args, env):
@@ -30,12 +30,12 @@ def bench(args, env):
 
 def test_compare_runs_each_variant_in_its_own_process(yolo_env, ssd_weights, images_dir, tmp_path):
     env = {**yolo_env, "OBJDET_SSD_WEIGHTS": str(ssd_weights), "XDG_CACHE_HOME": str(tmp_path)}
-    variants = ("ssd-today", "ssd-torch", "ssd-onnxruntime", "yolo-after-ssd", "yolo-cv4")
+    variants = ("ssd-contiguous", "ssd-torch", "ssd-onnxruntime", "yolo-after-ssd", "yolo-cv4")
     image = str(images_dir / "chelsea.png")
     report = bench(["--variants", ",".join(variants), "--blocks", "2", "--repeat", "2", image], env)
     rows = report["variants"]
     assert list(rows) == list(variants) and report["images"] == [image]
-    for name in ("ssd-today", "ssd-torch", "ssd-onnxruntime", "yolo-after-ssd"):
+    for name in ("ssd-contiguous", "ssd-torch", "ssd-onnxruntime", "yolo-after-ssd"):
         row = rows[name]
         assert row["available"], row
         assert row["runs"] == 2 * 2 and len(row["pipeline_block_medians_ms"]) == len(row["reference_ms"]) == 2
@@ -48,8 +48,8 @@ def test_compare_runs_each_variant_in_its_own_process(yolo_env, ssd_weights, ima
         assert "OpenCV 4" in rows["yolo-cv4"]["why"]
     ratios = {r["what"]: r for r in report["ratios"]}
     assert len(ratios) == len(COMPARISONS) + 1  # + YOLO after SSD vs a YOLO-only process
-    torch_vs_fast = ratios["SSD pipeline: before issue 11 / onnxruntime"]["ratio"]
-    expected = rows["ssd-today"]["pipeline_median_ms"] / rows["ssd-onnxruntime"]["pipeline_median_ms"]
+    torch_vs_fast = ratios["SSD pipeline: torch contiguous / onnxruntime"]["ratio"]
+    expected = rows["ssd-contiguous"]["pipeline_median_ms"] / rows["ssd-onnxruntime"]["pipeline_median_ms"]
     assert torch_vs_fast == pytest.approx(expected, rel=1e-2)
     assert ratios["YOLO pipeline: OpenCV 4 / OpenCV 5 (converted ONNX)"]["ratio"] is None  # yolo-cv5 not asked for
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serving import run_app as run
+from support.serving import run_app as run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_class_filter_and_limits(darknet_ok, images_dir):
 def test_yolo_only_never_imports_torch(darknet_ok, images_dir):
     code = (
         "import sys, runpy; sys.argv=['app','detect','--model','yolo',%r];"
-        "import app.cli as c; rc=c.main(sys.argv[1:]); print('TORCH', 'torch' in sys.modules)"
+        "import app.cli.main as c; rc=c.main(sys.argv[1:]); print('TORCH', 'torch' in sys.modules)"
     )
     full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | darknet_ok
     proc = subprocess.run(

@@ -12,33 +12,10 @@ from pathlib import Path
 
 import cv2
 import pytest
-from serving import run_app as run
+from support.reference import REFERENCE
+from support.serving import run_app as run
 
-REPO = Path(__file__).resolve().parent.parent
-
-# assets/README.md, yolo-fastest-1.1 at score 0.3 (x, y, width, height): astronaut person (18, 67, 346, 435);
-# chelsea (451 x 300) cat (-8, 13, 428, 292), here clipped to the image: (0, 13, 420, 287); coffee cup
-# (165, 20, 245, 244) and a dining table at 0.44 without a box; rocket nothing. Categories carry COCO's ids and
-# one Darknet spelling ("diningtable"): the table is a category with no box, so its detection is a false positive.
-REFERENCE = {
-    "images": [
-        {"id": 1, "file_name": "astronaut.png", "width": 512, "height": 512},
-        {"id": 2, "file_name": "chelsea.png", "width": 451, "height": 300},
-        {"id": 3, "file_name": "coffee.png", "width": 600, "height": 400},
-        {"id": 4, "file_name": "rocket.jpg", "width": 640, "height": 427},
-    ],
-    "categories": [
-        {"id": 1, "name": "person"},
-        {"id": 17, "name": "cat"},
-        {"id": 47, "name": "cup"},
-        {"id": 67, "name": "diningtable"},
-    ],
-    "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [18, 67, 346, 435]},
-        {"id": 2, "image_id": 2, "category_id": 17, "bbox": [0, 13, 420, 287]},
-        {"id": 3, "image_id": 3, "category_id": 47, "bbox": [165, 20, 245, 244]},
-    ],
-}
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -130,7 +107,7 @@ def test_usage_errors_exit_2(yolo_env, images_dir, annotations, extra, needle):
 
 def test_yolo_only_eval_never_imports_torch(yolo_env, images_dir, annotations):
     code = (
-        "import sys; import app.cli as c;"
+        "import sys; import app.cli.main as c;"
         f"rc = c.main(['eval', '--model', 'yolo', '--annotations', {str(annotations)!r},"
         f" '--images', {str(images_dir)!r}]);"
         "print('RC', rc, 'TORCH', 'torch' in sys.modules)"
@@ -141,7 +118,7 @@ def test_yolo_only_eval_never_imports_torch(yolo_env, images_dir, annotations):
 
 
 def test_both_models_side_by_side(both_env, yolo_dir, ssd_weights, images_dir, annotations):
-    from serving import models_env
+    from support.serving import models_env
 
     proc = run(
         ["eval", "--annotations", str(annotations), "--images", str(images_dir), "--model", "all", "--json"],

@@ -1,4 +1,4 @@
-"""Issue 8, input side, through the command line as a user runs it (a subprocess of ``python -m app``):
+"""Hostile input through the command line as a user runs it (a subprocess of ``python -m app``):
 special and oversized files, truncated JPEGs, multi-page files, unwritable ``--out``, ``bench``
 misuse, a closed pipe, and the working copy that bounds the networks' memory."""
 
@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from serving import run_app as run
+from support.serving import run_app as run
 
-from app.images import WORK_SIDE, load_image
-from app.result import DetectParams
+from app.engine.images import WORK_SIDE, load_image
+from app.engine.result import DetectParams
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def yolo_cli(yolo_env):
 
 @pytest.fixture
 def detector(yolo_dir):
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     return YoloDetector(
         yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"

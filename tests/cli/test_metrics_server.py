@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serving import Server, free_port, models_env
+from support.serving import Server, free_port, models_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

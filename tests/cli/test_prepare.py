@@ -12,12 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-from test_weights import Server
+from support.mirror import Mirror
 
-from app.config import Settings
-from app.prepare import prepare
+from app.cli.weights_prepare import prepare
+from app.engine.config import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 YOLO_FILES = ("yolo-fastest-1.1.weights", "yolo-fastest-1.1.cfg", "coco.names")
 
 
@@ -137,7 +137,7 @@ def test_dest_maps_the_weights_dir_onto_the_init_containers_mount(yolo_dir, tmp_
 def test_fetch_downloads_only_what_is_missing_then_nothing(yolo_dir, tmp_path):
     seed(tmp_path, yolo_dir, names=("yolo-fastest-1.1.cfg",))
     served = {name: (yolo_dir / name).read_bytes() for name in YOLO_FILES}
-    with Server(served) as srv:
+    with Mirror(served) as srv:
         rc, log = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=60, url_base=srv.url)
         assert rc == 0, log
         assert sorted(names(srv.requests)) == ["coco.names", "yolo-fastest-1.1.weights"]
@@ -151,7 +151,7 @@ def test_fetch_downloads_only_what_is_missing_then_nothing(yolo_dir, tmp_path):
 
 def test_fetch_names_custom_files_it_cannot_download(yolo_dir, tmp_path):
     served = {name: (yolo_dir / name).read_bytes() for name in YOLO_FILES}
-    with Server(served) as srv:
+    with Mirror(served) as srv:
         rc, log = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=0, url_base=srv.url)
     assert rc == 1
     assert all((tmp_path / n).is_file() for n in YOLO_FILES), "the fetchable files were downloaded"
@@ -162,7 +162,7 @@ def test_fetch_names_custom_files_it_cannot_download(yolo_dir, tmp_path):
 
 def test_fetch_retries_failed_downloads_until_the_deadline(yolo_dir, tmp_path):
     seed(tmp_path, yolo_dir, names=YOLO_FILES[1:])
-    with Server({}) as srv:  # every request answers 404
+    with Mirror({}) as srv:  # every request answers 404
         rc, log = run(settings_for(tmp_path), tmp_path, mode="fetch", wait_s=1, poll_s=0.3, url_base=srv.url)
     assert rc == 1
     assert names(srv.requests).count("yolo-fastest-1.1.weights") >= 2, "retried at each poll"
@@ -173,7 +173,7 @@ def test_fetch_retries_failed_downloads_until_the_deadline(yolo_dir, tmp_path):
 def test_fetch_into_an_unwritable_volume_fails_at_once(yolo_dir, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_bytes(b"")
-    with Server({}) as srv:
+    with Mirror({}) as srv:
         rc, log = run(settings_for(blocker), blocker, mode="fetch", wait_s=60, url_base=srv.url)
     assert rc == 1 and not srv.requests
     assert f"cannot write {blocker} ({blocker} is not a folder)" in log and "read-write" in log

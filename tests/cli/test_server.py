@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from serving import REPO, Server, health
+from support.serving import REPO, Server, health
 
 pytestmark = pytest.mark.server
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def ssd_file(tmp_path_factory):
     pytest.importorskip("torch")
-    from ssd_weights import make_state_dict
+    from support.ssd_weights import make_state_dict
 
     return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("srv") / "ssdlite.pth")
 

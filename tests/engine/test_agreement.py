@@ -1,11 +1,11 @@
-"""app.agreement.match on hand-built boxes: every expected split and IoU below is worked out by hand."""
+"""app.engine.agreement.match on hand-built boxes: every expected split and IoU below is worked out by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.agreement import box_iou, match
-from app.result import Detection, DetectionResult
+from app.engine.agreement import box_iou, match
+from app.engine.result import Detection, DetectionResult
 
 
 def det(label: str, score: float, box) -> Detection:
@@ -119,7 +119,7 @@ def test_overlay_draws_three_distinct_styles_and_a_legend():
     (measured along each box's bottom edge, where no tag is drawn); a legend strip is added below."""
     import numpy as np
 
-    from app.annotate import AGREEMENT_STYLES, annotate_agreement
+    from app.engine.annotate import AGREEMENT_STYLES, annotate_agreement
 
     pair = (det("cat", 0.9, (20, 60, 120, 140)), det("cat", 0.8, (20, 60, 120, 140)))
     agreement = match(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from app.annotate import annotate, class_colour, text_scale
-from app.result import Detection, DetectionResult
+from app.engine.annotate import annotate, class_colour, text_scale
+from app.engine.result import Detection, DetectionResult
 
 
 def result(w, h, dets):
@@ -49,7 +49,7 @@ def test_tag_stays_inside_for_boxes_at_the_edge():
 def test_result_json_carries_the_image_warnings():
     import json
 
-    from app.exports import result_json
+    from app.engine.exports import result_json
 
     det = Detection("cup", 41, 0.91234, (1.0, 2.0, 3.0, 4.0))
     plain = json.loads(result_json(result(10, 8, [det]), "a.tiff"))

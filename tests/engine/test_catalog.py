@@ -1,4 +1,4 @@
-"""app/catalog.py is the one place a model family is described: what derives from it agrees with it."""
+"""app/engine/catalog.py is the one place a model family is described: what derives from it agrees with it."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from app.catalog import FAMILIES, SSD_ARCHS, YOLO_FORMATS, family, published_files, yolo_format
-from app.config import ENV_VARS, MODEL_FAMILIES, Settings
-from app.detectors.base import Detector
-from app.weights import MANIFEST
+from app.engine.catalog import FAMILIES, SSD_ARCHS, YOLO_FORMATS, family, published_files, yolo_format
+from app.engine.config import ENV_VARS, MODEL_FAMILIES, Settings
+from app.engine.detectors.base import Detector
+from app.engine.weights import MANIFEST
 
 
 def test_manifest_is_every_published_file_of_every_family():
@@ -29,7 +29,7 @@ def test_environment_contract_holds_each_familys_variables_once():
 
 
 def test_cli_model_choices_come_from_the_catalog():
-    from app.cli import _parser
+    from app.cli.parser import build_parser as _parser
 
     for command in ("detect", "bench", "batch"):
         sub = _parser()._subparsers._group_actions[0].choices[command]
@@ -67,7 +67,7 @@ def test_each_family_names_a_detector_class_of_the_one_interface(name):
 
 
 def test_registry_builds_each_family_through_the_catalog(yolo_dir):
-    from app import registry
+    from app.engine import registry
 
     settings = Settings.from_env(
         {
@@ -85,7 +85,7 @@ def test_registry_builds_each_family_through_the_catalog(yolo_dir):
 def test_config_and_catalog_import_only_the_standard_library():
     """The deployment tests read ENV_VARS without the app's dependencies (and YOLO-only runs stay light)."""
     code = (
-        "import sys, app.config, app.catalog; "
+        "import sys, app.engine.config, app.engine.catalog; "
         "print([m for m in ('numpy', 'cv2', 'torch', 'PIL', 'streamlit') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

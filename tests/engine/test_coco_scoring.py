@@ -1,4 +1,4 @@
-"""app/evaluate.py on hand-built cases whose answers follow from COCO's definitions by hand, the name matching
+"""app/cli/evaluate.py on hand-built cases whose answers follow from COCO's definitions by hand, the name matching
 of categories to the models' labels, and the refusals of bad annotation files."""
 
 from __future__ import annotations
@@ -7,17 +7,17 @@ import json
 
 import pytest
 
-from app.evaluate import (
+from app.engine.coco import (
     MAX_ANNOTATIONS_BYTES,
     AnnotationError,
     canonical_name,
     load_annotations,
     match_categories,
     parse_annotations,
-    score_model,
 )
-from app.labels import COCO80, COCO_CATEGORIES, read_names
-from app.result import Detection, DetectionResult
+from app.engine.labels import COCO80, COCO_CATEGORIES, read_names
+from app.engine.result import Detection, DetectionResult
+from app.engine.scoring import score_model
 
 BOX = 100  # every hand-built object is a 100 x 100 square: "large" in COCO's area ranges (above 96^2)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ENV_VARS, REPO_ROOT, ConfigError, Settings
+from app.engine.config import ENV_VARS, REPO_ROOT, ConfigError, Settings
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_defaults():
@@ -62,7 +62,7 @@ def test_invalid_values_name_the_variable(env, pattern):
 
 
 def test_invalid_value_fails_cli_at_start_up(monkeypatch, capsys):
-    from app.cli import main
+    from app.cli.main import main
 
     monkeypatch.setenv("OBJDET_DEVICE", "gpu")
     assert main(["weights", "verify"]) == 2
@@ -76,7 +76,7 @@ def test_required_models_may_be_empty():
 def test_readme_documents_every_variable_in_one_table():
     text = README.read_text()
     rows = re.findall(r"^\| `(OBJDET_[A-Z_]+)` \|", text, re.M)
-    assert sorted(rows) == sorted(ENV_VARS), "README's configuration table and app/config.py disagree"
+    assert sorted(rows) == sorted(ENV_VARS), "README's configuration table and app/engine/config.py disagree"
 
 
 def fake_cgroup(root: Path, files: dict[str, str]) -> Path:
@@ -114,7 +114,7 @@ def own_cgroup(root: Path, line: str) -> Path:
 def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
     import os
 
-    from app.cpus import cpu_budget
+    from app.ops.cpus import cpu_budget
 
     root = fake_cgroup(tmp_path / "cg", files)
     got = cpu_budget(root, own_cgroup(tmp_path, self_line))
@@ -126,7 +126,8 @@ def test_cpu_budget_reads_the_cgroup_quota(tmp_path, files, self_line, want):
 
 
 def test_num_threads_default_and_inference_slots_follow_the_budget(tmp_path, monkeypatch):
-    from app import cpus, registry
+    from app.engine import registry
+    from app.ops import cpus
 
     monkeypatch.setattr(cpus, "CGROUP_ROOT", fake_cgroup(tmp_path / "cg", {"cpu.max": "100000 100000\n"}))
     monkeypatch.setattr(cpus, "SELF_CGROUP", own_cgroup(tmp_path, "0::/\n"))

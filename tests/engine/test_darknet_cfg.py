@@ -1,6 +1,6 @@
-"""app/darknet.py: the cfg parser, the parameter count (OpenCV's own Darknet importer is the golden
-value), the header, and the size check that refuses truncated weights or the cfg of another model
-(issue 8, item 5). The end-to-end cases go through YoloDetector and the real ``detect`` CLI."""
+"""app/engine/detectors/darknet.py: the cfg parser, the parameter count (OpenCV's own Darknet importer is the golden
+value), the header, and the size check that refuses truncated weights or the cfg of another model.
+The end-to-end cases go through YoloDetector and the real ``detect`` CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import cv2
 import pytest
 from conftest import ASSETS, REPO
 
-from app.darknet import (
+from app.engine.detectors.darknet import (
     DarknetError,
     check_weights_size,
     count_parameters,
@@ -211,8 +211,8 @@ def cut(src: Path, dest: Path, length: int, extra: bytes = b"") -> Path:
     ],
 )
 def test_truncated_or_padded_weights_refused_by_the_detector(tmp_path, length, how):
-    from app.detectors.base import ModelLoadError
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.base import ModelLoadError
+    from app.engine.detectors.yolo import YoloDetector
 
     cfg, weights = files("yolo-fastest-1.1")
     bad = cut(
@@ -227,8 +227,8 @@ def test_truncated_or_padded_weights_refused_by_the_detector(tmp_path, length, h
 
 @needs_cv4
 def test_cfg_of_the_other_model_is_refused(tmp_path):
-    from app.detectors.base import ModelLoadError
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.base import ModelLoadError
+    from app.engine.detectors.yolo import YoloDetector
 
     cfg_xl, _ = files("yolo-fastest-1.1-xl")
     _, weights = files("yolo-fastest-1.1")
@@ -241,8 +241,8 @@ def test_cfg_of_the_other_model_is_refused(tmp_path):
 
 @needs_cv4
 def test_cfg_edited_to_another_class_count_is_a_load_error_not_a_crash(tmp_path):
-    from app.detectors.base import ModelLoadError
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.base import ModelLoadError
+    from app.engine.detectors.yolo import YoloDetector
 
     cfg, weights = files("yolo-fastest-1.1")
     edited = tmp_path / "edited.cfg"
@@ -257,8 +257,8 @@ def test_cfg_edited_to_another_class_count_is_a_load_error_not_a_crash(tmp_path)
 
 @needs_cv4
 def test_names_with_the_wrong_class_count_is_a_load_error(tmp_path):
-    from app.detectors.base import ModelLoadError
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.base import ModelLoadError
+    from app.engine.detectors.yolo import YoloDetector
 
     cfg, weights = files("yolo-fastest-1.1")
     names = tmp_path / "twenty.names"

@@ -1,7 +1,7 @@
-"""Darknet -> ONNX (app/darknet_onnx.py) against OpenCV 4's own Darknet importer, on the real Yolo-Fastest
-models and a seeded YOLOv3-tiny-shaped network. Runs in both environments: under OpenCV 4 the converted
+"""Darknet -> ONNX (app/engine/detectors/darknet_onnx.py) against OpenCV 4's own Darknet importer, on the real
+Yolo-Fastest models and a seeded YOLOv3-tiny-shaped network. Runs in both environments: under OpenCV 4 the converted
 graph's raw outputs are compared with the importer's in one process; under OpenCV 5 the final detections
-are compared with golden ones computed by the OpenCV 4 environment's Python (tests/opencv4_darknet.py)."""
+are compared with golden ones computed by the OpenCV 4 environment's Python (tests/support/opencv4_darknet.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,17 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from onnx_models import TINY_CLASSES, TINY_INPUT, write_tiny_darknet
+from support.onnx_models import TINY_CLASSES, TINY_INPUT, write_tiny_darknet
 
-from app.catalog import DARKNET_ONNX
-from app.darknet import DarknetError
-from app.darknet_onnx import cache_key, cached_onnx, convert, converted_facts, decode_head, save
-from app.detectors.base import ModelLoadError
-from app.detectors.yolo import YoloDetector
-from app.images import load_image
-from app.result import DetectParams
+from app.engine.catalog import DARKNET_ONNX
+from app.engine.detectors.base import ModelLoadError
+from app.engine.detectors.darknet import DarknetError
+from app.engine.detectors.darknet_onnx import cache_key, cached_onnx, convert, converted_facts, decode_head, save
+from app.engine.detectors.yolo import YoloDetector
+from app.engine.images import load_image
+from app.engine.result import DetectParams
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 MODELS = ("yolo-fastest-1.1", "yolo-fastest-1.1-xl", "tiny", "tiny-v0.1")
@@ -111,7 +111,7 @@ def test_opencv5_detections_match_opencv4_darknet(models, name, images_dir, tmp_
     conf, iou = 0.3, 0.45
     paths = [str(images_dir / image) for image in IMAGES]
     run = subprocess.run(
-        [python, str(REPO / "tests" / "opencv4_darknet.py"), str(cfg), str(weights), str(conf), str(iou), *paths],
+        [python, str(REPO / "tests" / "support" / "opencv4_darknet.py"), *map(str, (cfg, weights, conf, iou)), *paths],
         capture_output=True,
         text=True,
         timeout=300,
@@ -171,7 +171,7 @@ def test_weights_convert_command_writes_a_model_the_detector_reads(models, image
 def test_cache_converts_once_even_with_concurrent_processes(models, tmp_path):
     cfg, weights, _ = model(models, "tiny")
     cache = tmp_path / "cache"
-    script = "import sys; from app.darknet_onnx import cached_onnx; print(cached_onnx(*sys.argv[1:4]))"
+    script = "import sys; from app.engine.detectors.darknet_onnx import cached_onnx; print(cached_onnx(*sys.argv[1:4]))"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
         subprocess.Popen(

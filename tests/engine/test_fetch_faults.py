@@ -1,5 +1,5 @@
 """``weights fetch`` against a real loopback server that misbehaves: trickles, answers 416, drops
-mid-way, serves a longer corrupt file; bad destinations and mirrors; a real SIGINT (issue 8, items 3, 4, 9).
+mid-way, serves a longer corrupt file; bad destinations and mirrors; a real SIGINT.
 
 Each case asserts the message (file, URL or path named, cause stated) and that no corrupt file is left
 at the target path."""
@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_weights import PAYLOAD, REPO, Server
+from conftest import REPO
+from support.mirror import PAYLOAD, Mirror
 
-from app import weights
-from app.weights import FetchError, ManifestEntry, fetch
+from app.engine import weights
+from app.engine.weights import FetchError, ManifestEntry, fetch
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def installed(folder: Path) -> list[str]:
 
 
 def test_trickling_server_fails_on_minimum_throughput_and_keeps_the_part(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.trickle = (2000, 0.05)  # ~40 KB/s, far below the 1 MB/s asked for below
         with pytest.raises(FetchError) as err:
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url, min_rate=1_000_000, rate_window_s=0.5)
@@ -47,14 +48,14 @@ def test_trickling_server_fails_on_minimum_throughput_and_keeps_the_part(manifes
     kept = (tmp_path / ".good.bin.part").stat().st_size
     assert 0 < kept < len(PAYLOAD) and (tmp_path / ".good.bin.part").read_bytes() == PAYLOAD[:kept]
     assert installed(tmp_path) == []
-    with Server({"good.bin": PAYLOAD}) as srv:  # a healthy server resumes from the kept bytes
+    with Mirror({"good.bin": PAYLOAD}) as srv:  # a healthy server resumes from the kept bytes
         assert fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url) == [("good.bin", "fetched")]
         assert srv.requests == [("good.bin", f"bytes={kept}-")]
     assert (tmp_path / "good.bin").read_bytes() == PAYLOAD
 
 
 def test_overall_deadline(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.trickle = (50_000, 0.05)  # fast enough for the throughput floor, too slow for the deadline
         with pytest.raises(
             FetchError,
@@ -66,7 +67,7 @@ def test_overall_deadline(manifest, tmp_path):
 
 
 def test_silent_server_times_out(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.trickle = (1000, 3.0)  # one KB, then silence longer than the timeout
         with pytest.raises(FetchError, match=r"good.bin: download from .*/good.bin stalled"):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url, timeout=0.5)
@@ -76,7 +77,7 @@ def test_silent_server_times_out(manifest, tmp_path):
 def test_full_length_corrupt_part_gets_416_then_starts_over(manifest, tmp_path):
     part = tmp_path / ".good.bin.part"
     part.write_bytes(b"X" * len(PAYLOAD))  # as long as the real file, but wrong
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         assert fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url) == [("good.bin", "fetched")]
         assert [r[1] for r in srv.requests] == [f"bytes={len(PAYLOAD)}-", None]  # 416, then one fresh GET
     assert (tmp_path / "good.bin").read_bytes() == PAYLOAD and not part.exists()
@@ -85,14 +86,14 @@ def test_full_length_corrupt_part_gets_416_then_starts_over(manifest, tmp_path):
 def test_longer_than_the_file_part_is_discarded_without_asking(manifest, tmp_path):
     part = tmp_path / ".good.bin.part"
     part.write_bytes(PAYLOAD + b"garbage")
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         assert fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url) == [("good.bin", "fetched")]
         assert [r[1] for r in srv.requests] == [None]
     assert (tmp_path / "good.bin").read_bytes() == PAYLOAD
 
 
 def test_416_without_a_part_does_not_loop(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.status["good.bin"] = 416
         with pytest.raises(FetchError, match=r"good.bin: .*/good.bin answered HTTP 416"):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
@@ -102,7 +103,7 @@ def test_416_without_a_part_does_not_loop(manifest, tmp_path):
 
 def test_416_forever_on_a_resume_stops_after_one_fresh_attempt(manifest, tmp_path):
     (tmp_path / ".good.bin.part").write_bytes(b"X" * 10)
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.status["good.bin"] = 416
         with pytest.raises(FetchError, match="answered HTTP 416"):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
@@ -111,7 +112,7 @@ def test_416_forever_on_a_resume_stops_after_one_fresh_attempt(manifest, tmp_pat
 
 
 def test_connection_dropped_midway_keeps_part_not_target(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.cut_after = 123_456
         with pytest.raises(
             FetchError,
@@ -124,7 +125,7 @@ def test_connection_dropped_midway_keeps_part_not_target(manifest, tmp_path):
 
 def test_longer_corrupt_file_is_refused_before_download(manifest, tmp_path):
     with (
-        Server({"good.bin": PAYLOAD + b"tail of another file"}) as srv,
+        Mirror({"good.bin": PAYLOAD + b"tail of another file"}) as srv,
         pytest.raises(
             FetchError, match=r"good\.bin: .*/good\.bin offers 1,024,020 bytes but the published file has 1,024,000"
         ),
@@ -198,7 +199,7 @@ def test_fetch_never_writes_through_symlinks(manifest, tmp_path):
     dest = tmp_path / "models"
     dest.mkdir()
     (dest / ".good.bin.part").symlink_to(outside)
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         with pytest.raises(FetchError, match=r"\.good\.bin\.part is not a regular file \(a link or folder\)"):
             fetch(["good.bin"], dest, progress=None, url_base=srv.url)
         (dest / ".good.bin.part").unlink()
@@ -250,7 +251,7 @@ def test_ctrl_c_during_fetch_is_one_line_and_leaves_a_resumable_part(tmp_path):
         pytest.skip(f"{weights_file} absent (set OBJDET_SHARED_DIR)")
     data = weights_file.read_bytes()
     part = tmp_path / ".yolo-fastest-1.1.weights.part"
-    with Server({"yolo-fastest-1.1.weights": data}) as srv:
+    with Mirror({"yolo-fastest-1.1.weights": data}) as srv:
         srv.trickle = (16_384, 0.05)
         full = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")}
         proc = subprocess.Popen(
@@ -302,7 +303,7 @@ def test_cli_min_rate_and_deadline_flags_reach_the_download(tmp_path):
     weights_file = src / "yolo-fastest-1.1.weights"
     if not weights_file.exists():
         pytest.skip(f"{weights_file} absent (set OBJDET_SHARED_DIR)")
-    with Server({"yolo-fastest-1.1.weights": weights_file.read_bytes()}) as srv:
+    with Mirror({"yolo-fastest-1.1.weights": weights_file.read_bytes()}) as srv:
         srv.trickle = (4096, 0.05)  # ~80 KB/s: passes the default floor, not a 10 MB/s one nor a 1 s deadline
         proc = run_cli(
             [

@@ -1,6 +1,6 @@
 """Property-based: random bytes, truncations and bit flips of real JPEG/PNG/WebP files, fed to
 ``load_image`` and to the CLI. Every outcome is an image or an ``ImageError`` naming the input,
-never another exception, and every call stays within a memory bound (issue 8).
+never another exception, and every call stays within a memory bound.
 
 Reproducible: derandomized, no example database, bounded examples; the deadline only guards
 against hangs."""
@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from app.images import ImageError, load_image
+from app.engine.images import ImageError, load_image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MAX_PIXELS = 1_000_000  # every decode below is at most 3 MB of pixels, whatever a flipped header claims
 NUMPY_PEAK_BYTES = 32 * 2**20
 PROPERTY = settings(

@@ -15,7 +15,7 @@ import pytest
 import simplejpeg
 from PIL import Image, ImageOps
 
-from app.images import DECODE_GATE, GATED_DECODE_PIXELS, ImageError, PixelGate, load_image, load_working
+from app.engine.images import DECODE_GATE, GATED_DECODE_PIXELS, ImageError, PixelGate, load_image, load_working
 
 
 def encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -129,7 +129,7 @@ def test_unsupported_format():
         load_image(data, "anim.gif")
 
 
-# --- Input hardening (issue 8): files checked before they are read, JPEG decoded strictly -------------
+# --- Input hardening: files checked before they are read, JPEG decoded strictly -------------
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:

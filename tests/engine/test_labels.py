@@ -1,8 +1,8 @@
-"""The label vocabulary app/labels.py keeps so that YOLO runs need no torch, against torchvision's own."""
+"""The label vocabulary app/engine/labels.py keeps so that YOLO runs need no torch, against torchvision's own."""
 
 import pytest
 
-from app.labels import COCO80, COCO_CATEGORIES, DARKNET_TO_TORCHVISION, normalize_coco
+from app.engine.labels import COCO80, COCO_CATEGORIES, DARKNET_TO_TORCHVISION, normalize_coco
 
 
 def test_coco_categories_equal_torchvision():

@@ -1,5 +1,5 @@
-"""Bad model files and settings give one clear message naming the file and the cause (issue 8:
-items 5b, 11, 12 and the model-side kinds beyond the list). Real files, real torch.load, real CLI."""
+"""Bad model files and settings give one clear message naming the file and the cause: truncated, foreign,
+mismatched and unreadable files of every format. Real files, real torch.load, real CLI."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from app import registry
-from app.config import Settings
-from app.detectors.base import ModelLoadError
-from app.labels import MAX_NAMES_BYTES, read_names
-from app.weights import MISSING, OK, check_file, missing_reason
+from app.engine import registry
+from app.engine.config import Settings
+from app.engine.detectors.base import ModelLoadError
+from app.engine.labels import MAX_NAMES_BYTES, read_names
+from app.engine.weights import MISSING, OK, check_file, missing_reason
 
 
 def run_cli(args, env: dict) -> subprocess.CompletedProcess:
@@ -56,7 +56,7 @@ def test_detect_and_bench_refuse_a_manifest_name_with_another_hash(flipped_yolo,
 
 def test_official_ssd_name_on_another_state_dict_is_refused(tmp_path):
     pytest.importorskip("torch")
-    from ssd_weights import make_state_dict
+    from support.ssd_weights import make_state_dict
 
     path = make_state_dict(
         "ssdlite320_mobilenet_v3_large", tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"
@@ -97,9 +97,9 @@ def test_names_file_of_10_mb_is_refused_without_reading_it(tmp_path):
 def test_names_problems_surface_through_the_detector(tmp_path):
     pytest.importorskip("onnx")
     import numpy as np
-    from onnx_models import build_yolo_onnx
+    from support.onnx_models import build_yolo_onnx
 
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     model = build_yolo_onnx(tmp_path / "m.onnx", np.zeros((1, 5, 85), np.float32), 64)
     names = tmp_path / "bad.names"
@@ -112,7 +112,7 @@ def test_names_problems_surface_through_the_detector(tmp_path):
 
 def test_ssd_weights_pointing_at_a_directory(tmp_path):
     pytest.importorskip("torch")
-    from app.detectors.ssd import load_state_dict
+    from app.engine.detectors.ssd import load_state_dict
 
     with pytest.raises(ModelLoadError, match=rf"SSD weights {tmp_path}: is a directory, not a state dict file"):
         load_state_dict(tmp_path)
@@ -132,7 +132,7 @@ class RunsCode:
 
 def test_pickle_with_code_is_not_loaded_and_says_why(tmp_path):
     torch = pytest.importorskip("torch")
-    from app.detectors.ssd import load_state_dict
+    from app.engine.detectors.ssd import load_state_dict
 
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pth"
@@ -149,7 +149,7 @@ def test_pickle_with_code_is_not_loaded_and_says_why(tmp_path):
 
 def test_zip_bomb_state_dict_is_refused_before_torch_inflates_it(tmp_path):
     torch = pytest.importorskip("torch")
-    from app.detectors.ssd import SSDDetector, max_state_bytes
+    from app.engine.detectors.ssd import SSDDetector, max_state_bytes
 
     small = tmp_path / "small.pth"
     torch.save({"weight": torch.zeros(4)}, small)
@@ -177,7 +177,7 @@ def test_catalog_architectures_match_torchvision():
     pytest.importorskip("torch")
     from torchvision.models import detection
 
-    from app.catalog import SSD_ARCHS
+    from app.engine.catalog import SSD_ARCHS
 
     for arch in SSD_ARCHS.values():
         state = getattr(detection, arch.builder)(weights=None, weights_backbone=None).state_dict()
@@ -245,7 +245,7 @@ def test_environment_values_with_spaces_and_quotes(tmp_path, quote):
 
 
 def test_yolo_weights_that_are_a_directory_or_under_a_missing_folder(tmp_path):
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     folder = tmp_path / "model.weights"
     folder.mkdir()
@@ -270,7 +270,7 @@ def test_verify_reports_a_darknet_size_mismatch_of_custom_files(yolo_dir, tmp_pa
 
 def test_fifos_never_block_a_model_load(tmp_path):
     """A FIFO named like a model file would hang a plain read forever: each is refused by type."""
-    from app.darknet import DarknetError, parse_cfg
+    from app.engine.detectors.darknet import DarknetError, parse_cfg
 
     for name in ("model.weights", "coco.names", "model.cfg"):
         os.mkfifo(tmp_path / name)
@@ -285,7 +285,7 @@ def test_fifos_never_block_a_model_load(tmp_path):
 @pytest.fixture(scope="module")
 def seeded_ssd(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
-    from ssd_weights import make_state_dict
+    from support.ssd_weights import make_state_dict
 
     return make_state_dict("ssdlite320_mobilenet_v3_large", tmp_path_factory.mktemp("pth") / "seeded.pth")
 
@@ -315,7 +315,7 @@ def seeded_ssd(tmp_path_factory) -> Path:
 def test_damaged_or_foreign_pth_files_are_one_whole_message(seeded_ssd, tmp_path, kind, message):
     import torch
 
-    from app.detectors.ssd import load_state_dict
+    from app.engine.detectors.ssd import load_state_dict
 
     data = seeded_ssd.read_bytes()
     path = tmp_path / f"{kind}.pth"

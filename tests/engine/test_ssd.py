@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torchvision
-from ssd_weights import make_state_dict
+from support.detections import assert_same_detections
+from support.ssd_weights import make_state_dict, torchvision_direct
 from torchvision.models import detection
-from torchvision.transforms.functional import pil_to_tensor
 
-from app.detectors.base import ModelLoadError
-from app.detectors.ssd import SSDDetector
-from app.images import load_image
-from app.result import DetectParams
+from app.engine.detectors.base import ModelLoadError
+from app.engine.detectors.ssd import SSDDetector
+from app.engine.images import load_image
+from app.engine.result import DetectParams
 
 ARCH = "ssdlite320_mobilenet_v3_large"
 
@@ -31,32 +30,15 @@ def ssd(ssdlite_weights, request, tmp_path_factory):
     )
 
 
-def torchvision_direct(arch, weights, image_path, conf, iou, max_det):
-    """torchvision's model with these thresholds, on the file decoded by Pillow: the golden values."""
-    from PIL import Image
-
-    model = getattr(detection, arch)(
-        weights=None, weights_backbone=None, score_thresh=conf, nms_thresh=iou, detections_per_img=max_det
-    )
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    model.eval()
-    tensor = pil_to_tensor(Image.open(image_path).convert("RGB")).float() / 255.0
-    with torch.no_grad():
-        return model([tensor])[0]
-
-
 @pytest.mark.parametrize("conf,iou,max_det", [(0.3, 0.45, 100), (0.5, 0.6, 20), (0.8, 0.3, 5)])
 def test_equals_torchvision_direct(ssd, ssdlite_weights, images_dir, conf, iou, max_det):
     path = images_dir / "coffee.png"
     want = torchvision_direct(ARCH, ssdlite_weights, path, conf, iou, max_det)
     assert len(want["scores"]) > 0, "the seeded weights must produce detections for this test to mean anything"
     got = ssd.detect(load_image(path), DetectParams(conf=conf, iou=iou, max_det=max_det))
-    assert len(got.detections) == len(want["scores"]) <= max_det
-    np.testing.assert_allclose([d.box for d in got.detections], want["boxes"].numpy(), atol=1e-3)
-    np.testing.assert_allclose([d.score for d in got.detections], want["scores"].numpy(), rtol=1e-5)
-    assert [d.class_id for d in got.detections] == want["labels"].tolist()
+    assert_same_detections(got.detections, want, max_det, box_atol=1e-3, score_atol=1e-5)
     cats = detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
-    assert [d.label for d in got.detections] == [cats[i] for i in want["labels"].tolist()]
+    assert all(d.label == cats[d.class_id] for d in got.detections)
     assert all(d.score > conf for d in got.detections)
 
 
@@ -104,10 +86,8 @@ def test_ssd300_vgg16_equals_torchvision_direct(tmp_path, images_dir, engine):
     want = torchvision_direct("ssd300_vgg16", weights, path, 0.5, 0.45, 50)
     det = SSDDetector("ssd300_vgg16", weights, device="cpu", engine=engine, cache_dir=tmp_path)
     got = det.detect(load_image(path), DetectParams(0.5, 0.45, None, 50))
-    assert len(got.detections) == len(want["scores"]) > 0
-    np.testing.assert_allclose([d.box for d in got.detections], want["boxes"].numpy(), atol=1e-3)
-    np.testing.assert_allclose([d.score for d in got.detections], want["scores"].numpy(), atol=1e-4, rtol=0)
-    assert [d.class_id for d in got.detections] == want["labels"].tolist()
+    assert len(want["scores"]) > 0
+    assert_same_detections(got.detections, want, 50)
 
 
 def test_wrong_architecture_is_a_short_clear_error(ssdlite_weights):
@@ -153,8 +133,32 @@ def test_cuda_requested_without_cuda(ssdlite_weights):
 
 
 def test_labels_module_matches_torchvision():
-    from app.labels import COCO80, COCO_CATEGORIES
+    from app.engine.labels import COCO80, COCO_CATEGORIES
 
     assert tuple(detection.SSD300_VGG16_Weights.COCO_V1.meta["categories"]) == COCO_CATEGORIES
     assert len(COCO80) == 80 and "N/A" not in COCO80
     assert torchvision.__version__
+
+
+def test_the_comparison_sees_a_moved_box_a_lost_detection_and_a_wrong_label():
+    """assert_same_detections is order-free among ties, not blind: each kind of difference fails it."""
+    from app.engine.result import Detection
+
+    want = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]]),
+        "scores": torch.tensor([0.9, 0.9, 0.5]),
+        "labels": torch.tensor([1, 1, 3]),
+    }
+    swapped = [
+        Detection("a", 1, 0.9, (5, 5, 20, 20)),
+        Detection("a", 1, 0.9, (0, 0, 10, 10)),
+        Detection("c", 3, 0.5, (1, 1, 2, 2)),
+    ]
+    assert_same_detections(swapped, want, max_det=100)
+    for broken in (
+        [swapped[0], Detection("a", 1, 0.9, (0, 0, 10, 11)), swapped[2]],
+        swapped[:2],
+        [swapped[0], swapped[1], Detection("d", 4, 0.5, (1, 1, 2, 2))],
+    ):
+        with pytest.raises(AssertionError):
+            assert_same_detections(broken, want, max_det=100)

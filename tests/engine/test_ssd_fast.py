@@ -13,9 +13,9 @@ import pytest
 import torch
 from torchvision.models.detection.image_list import ImageList
 
-from app.detectors.ssd import build_model
-from app.detectors.ssd_fast import FastSSD
-from app.images import load_image
+from app.engine.detectors.ssd import build_model
+from app.engine.detectors.ssd_fast import FastSSD
+from app.engine.images import load_image
 
 ARCHS = ("ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
 

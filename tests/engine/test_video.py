@@ -1,4 +1,4 @@
-"""Video input (issue 8, beyond the list): empty, oversized, truncated and lying files give a
+"""Video input: empty, oversized, truncated and lying files give a
 ``VideoError`` naming the file, or are processed as far as they decode with a note saying why."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from app.result import DetectParams
-from app.video import VideoError, process_video, timeline
+from app.engine.result import DetectParams
+from app.engine.video import VideoError, process_video, timeline
 
 PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 
@@ -23,7 +23,7 @@ def clip(images_dir):
 
 @pytest.fixture(scope="module")
 def detect(yolo_dir):
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     detector = YoloDetector(
         yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
@@ -127,9 +127,9 @@ def test_timeline_person_first_cup_last(clip, detect):
 
 
 def test_key_frames_thinned_past_the_cap(clip, detect, monkeypatch):
-    import app.video
+    import app.engine.video
 
-    monkeypatch.setattr(app.video, "MAX_KEY_FRAMES", 3)
+    monkeypatch.setattr(app.engine.video, "MAX_KEY_FRAMES", 3)
     report = process_video(clip, "clip.mp4", detect, PARAMS, every_n=5)
     # detected 0, 5, ..., 35: the 4th key frame halves the list to 0, 10 (stride 2), then 20 and 30 join; 30
     # makes 4 again, so every 4th detected frame stays: 0 and 20

@@ -3,86 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from support.mirror import PAYLOAD, Mirror
 
-from app import weights
-from app.weights import CORRUPT, MISSING, OK, UNVERIFIED, FetchError, ManifestEntry, check_file, fetch
+from app.engine import weights
+from app.engine.weights import CORRUPT, MISSING, OK, UNVERIFIED, FetchError, ManifestEntry, check_file, fetch
 
-REPO = Path(__file__).resolve().parent.parent
-PAYLOAD = bytes(range(256)) * 4000  # ~1 MB
-
-
-class Server:
-    """Serves ``files`` with Range support; counts requests; can cut a response short or corrupt it."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []
-        self.cut_after: int | None = None  # send only this many bytes of the next response
-        self.trickle: tuple[int, float] | None = None  # (bytes, seconds): send that many bytes per pause
-        self.status: dict[str, int] = {}  # answer these names with this HTTP error status
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                rng = self.headers.get("Range")
-                outer.requests.append((name, rng))
-                data = outer.files.get(name)
-                if name in outer.status:
-                    self.send_error(outer.status[name])
-                    return
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                if start >= len(data):  # what real servers answer to a Range past the end
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(data)}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                body = data[start:]
-                self.send_response(206 if rng else 200)
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if outer.cut_after is not None:
-                    body, outer.cut_after = body[: outer.cut_after], None
-                if outer.trickle is None:
-                    self.wfile.write(body)
-                    return
-                step, pause = outer.trickle
-                try:
-                    for i in range(0, len(body), step):
-                        self.wfile.write(body[i : i + step])
-                        self.wfile.flush()
-                        time.sleep(pause)
-                except OSError:  # the client gave up (what the tests want)
-                    pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -103,7 +34,7 @@ def manifest(monkeypatch):
 
 
 def test_fetch_verifies_and_writes_atomically(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD, "prefix-only.pth": PAYLOAD[::-1]}) as srv:
+    with Mirror({"good.bin": PAYLOAD, "prefix-only.pth": PAYLOAD[::-1]}) as srv:
         result = fetch(["good.bin", "prefix-only.pth"], tmp_path, progress=None, url_base=srv.url)
     assert result == [("good.bin", "fetched"), ("prefix-only.pth", "fetched")]
     assert (tmp_path / "good.bin").read_bytes() == PAYLOAD
@@ -112,14 +43,14 @@ def test_fetch_verifies_and_writes_atomically(manifest, tmp_path):
 
 
 def test_rerun_skips_verified_files_without_downloading(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
         assert fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url) == [("good.bin", "skipped")]
         assert len(srv.requests) == 1
 
 
 def test_interrupted_download_resumes_with_range(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.cut_after = 300_000
         with pytest.raises(FetchError, match="run the command again to resume"):
             fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url, timeout=5)
@@ -131,13 +62,13 @@ def test_interrupted_download_resumes_with_range(manifest, tmp_path):
 
 
 def test_corrupt_download_rejected_and_not_left(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD[:-1] + b"X"}) as srv, pytest.raises(FetchError, match="corrupt: expected sha256"):
+    with Mirror({"good.bin": PAYLOAD[:-1] + b"X"}) as srv, pytest.raises(FetchError, match="corrupt: expected sha256"):
         fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     assert list(tmp_path.iterdir()) == [tmp_path / ".good.bin.lock"]
 
 
 def test_404_names_the_url_and_gives_no_resume_advice(manifest, tmp_path):
-    with Server({}) as srv, pytest.raises(FetchError) as err:
+    with Mirror({}) as srv, pytest.raises(FetchError) as err:
         fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url)
     msg = str(err.value)
     assert f"good.bin: not found at {srv.url}/good.bin (HTTP 404)" in msg and "resume" not in msg
@@ -145,7 +76,7 @@ def test_404_names_the_url_and_gives_no_resume_advice(manifest, tmp_path):
 
 
 def test_other_http_errors_say_the_status(manifest, tmp_path):
-    with Server({"good.bin": PAYLOAD}) as srv:
+    with Mirror({"good.bin": PAYLOAD}) as srv:
         srv.status["good.bin"] = 503
         with pytest.raises(
             FetchError,
@@ -165,7 +96,7 @@ def test_two_processes_fetching_into_one_volume(tmp_path):
     src = shared / "assets" / "weights" / "yolo-fastest-1.1" / "coco.names"
     if not src.exists():
         pytest.skip(f"{src} absent (set OBJDET_SHARED_DIR)")
-    with Server({"coco.names": src.read_bytes()}) as srv:
+    with Mirror({"coco.names": src.read_bytes()}) as srv:
         cmd = [
             sys.executable,
             "-m",

@@ -1,7 +1,7 @@
 """Real Yolo-Fastest-1.1 Darknet weights through the project, checked against cv2.dnn called directly.
 
 On OpenCV 4 the detector uses its Darknet importer; on OpenCV 5 it converts the model to ONNX at load
-(tests/test_darknet_onnx.py checks the conversion against the importer), so the same tests run on both."""
+(tests/engine/test_darknet_onnx.py checks the conversion against the importer), so the same tests run on both."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from app.darknet_onnx import decode_heads
-from app.detectors.base import ModelLoadError
-from app.images import load_image
-from app.result import DetectParams
+from app.engine.detectors.base import ModelLoadError
+from app.engine.detectors.darknet_onnx import decode_heads
+from app.engine.images import load_image
+from app.engine.result import DetectParams
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 needs_cv4 = pytest.mark.skipif(OPENCV_MAJOR >= 5, reason=f"OpenCV {cv2.__version__} has no Darknet importer")
@@ -54,7 +54,7 @@ def iou(a, b):
 
 @pytest.fixture(scope="module")
 def detector(yolo_dir, tmp_path_factory):
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     with pytest.MonkeyPatch.context() as patch:  # OpenCV 5 caches the converted model: not in the user's cache
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
@@ -144,8 +144,8 @@ def test_shared_detector_is_thread_safe(detector, images_dir):
 
 @pytest.mark.skipif(OPENCV_MAJOR < 5, reason="only OpenCV 5 lacks the Darknet importer")
 def test_darknet_on_opencv5_is_converted_once_and_cached(yolo_dir, images_dir, tmp_path, monkeypatch):
-    from app.catalog import DARKNET_ONNX
-    from app.detectors.yolo import YoloDetector
+    from app.engine.catalog import DARKNET_ONNX
+    from app.engine.detectors.yolo import YoloDetector
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg")
@@ -157,7 +157,7 @@ def test_darknet_on_opencv5_is_converted_once_and_cached(yolo_dir, images_dir, t
 
 
 def test_bad_darknet_files_give_a_clear_error(yolo_dir, tmp_path):
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     with pytest.raises(ModelLoadError, match=r"yolo-fastest-1\.1\.cfg: file not found"):
         YoloDetector(yolo_dir / "yolo-fastest-1.1.weights", tmp_path / "yolo-fastest-1.1.cfg")
@@ -168,7 +168,7 @@ def test_bad_darknet_files_give_a_clear_error(yolo_dir, tmp_path):
 
 
 def test_layout_known_right_after_loading(detector):
-    """The constructor runs one warm-up forward (issue 8, item 8): no image is needed to know the layout."""
+    """The constructor runs one warm-up forward : no image is needed to know the layout."""
     assert detector.layout == "darknet"
 
 

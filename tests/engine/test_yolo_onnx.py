@@ -6,12 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from onnx_models import build_yolo_onnx
+from support.onnx_models import build_yolo_onnx
 
-from app.detectors.base import ModelLoadError
-from app.detectors.yolo import LETTERBOX_FILL, YoloDetector, letterbox
-from app.labels import COCO80
-from app.result import DetectParams
+from app.engine.detectors.base import ModelLoadError
+from app.engine.detectors.yolo import LETTERBOX_FILL, YoloDetector, letterbox
+from app.engine.labels import COCO80
+from app.engine.result import DetectParams
 
 S = 320
 
@@ -108,7 +108,7 @@ def test_boxes_clipped_to_image(tmp_path):
 
 
 def test_wrong_class_count_is_refused_at_load_naming_the_file_and_fix(tmp_path):
-    """The warm-up forward inside the constructor checks the outputs against the names (issue 8, item 8)."""
+    """The warm-up forward inside the constructor checks the outputs against the names."""
     model = build_yolo_onnx(tmp_path / "c3.onnx", np.zeros((1, 10, 8), np.float32), S)
     with pytest.raises(
         ModelLoadError,

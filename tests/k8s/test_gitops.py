@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GITOPS = REPO / "gitops"
 # Read at import: tests/conftest.py removes OBJDET_* variables (except OBJDET_SHARED_DIR) around tests.
 SHARED = Path(os.environ.get("OBJDET_SHARED_DIR") or REPO.parent / "shared")
@@ -314,8 +314,8 @@ def test_gitrepository_serves_only_what_the_kustomizations_build():
     dropped = [p for p in needed if gitignore_excluded(p, patterns)]
     assert not dropped, f"the ignore list drops files the overlays build from: {dropped}"
     for path in (
-        "app/cli.py",
-        "tests/test_gitops.py",
+        "app/cli/main.py",
+        "tests/k8s/test_gitops.py",
         "docs/kubernetes.md",
         "Dockerfile",
         "pyproject.toml",

@@ -1,7 +1,7 @@
 """components/monitoring and the base's metrics port: consistent names, scrapes admitted only from the
 monitoring namespace, and alerts and dashboard queries that use only metrics the app exports.
 
-The metric names come from the registry of app/metrics.py (what ``serve`` exposes), the names used
+The metric names come from the registry of app/ops/prometheus.py (what ``serve`` exposes), the names used
 from the PromQL of the rendered PrometheusRule and dashboard, parsed here.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.metrics import metric_names
+from app.ops.prometheus import metric_names
 
 from .helpers import VARIANT, Render, container
 

@@ -1,7 +1,7 @@
 """The project's own policy checks on the rendered objects (base, overlays, prod with all components).
 
 Security (Pod Security Standards "restricted" plus a read-only root filesystem), probes, resources,
-references between objects, the contract with the app (app/config.py ENV_VARS, Streamlit's own
+references between objects, the contract with the app (app/engine/config.py ENV_VARS, Streamlit's own
 variables, the weight file layout) and the rule that an overlay differs from base only where it
 is meant to.
 """
@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.config import DEFAULT_WEIGHTS_WAIT_S, ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
+from app.engine.config import DEFAULT_WEIGHTS_WAIT_S, ENV_VARS, SSD_DEFAULT_FILES, YOLO_DEFAULT_WEIGHTS, Settings
 
 from .helpers import (
     BATCH_EXAMPLE,
@@ -170,46 +170,48 @@ def _size_bytes(nginx_size: str) -> float:
 
 def pss_problems(w: dict[str, Any]) -> list[str]:
     """Violations of PSS restricted (+ read-only root filesystem, uid/gid 10001) in one workload."""
-    problems: list[str] = []
     spec = pod_template(w)["spec"]
     where = _name(w)
-    psc = spec.get("securityContext") or {}
-    for flag in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(flag):
-            problems.append(f"{where}: {flag}")
+    problems = _pod_problems(spec, where)
+    for c in all_containers(spec):
+        problems += _container_problems(c, f"{where} container {c['name']}")
+    return problems
+
+
+def _pod_problems(spec: dict[str, Any], where: str) -> list[str]:
+    problems = [f"{where}: {flag}" for flag in ("hostNetwork", "hostPID", "hostIPC") if spec.get(flag)]
     for v in spec.get("volumes") or []:
         kinds = set(v) - {"name"}
         if not kinds <= PSS_VOLUME_TYPES:
             problems.append(f"{where}: volume {v['name']} of type {kinds - PSS_VOLUME_TYPES}")
+    psc = spec.get("securityContext") or {}
     if psc.get("sysctls"):
         problems.append(f"{where}: sysctls")
     if psc.get("runAsUser") != UID or psc.get("runAsGroup") != UID or psc.get("runAsNonRoot") is not True:
         problems.append(f"{where}: pod must run as non-root {UID}:{UID}")
     if (psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
         problems.append(f"{where}: pod seccompProfile must be RuntimeDefault")
-    for c in all_containers(spec):
-        at = f"{where} container {c['name']}"
-        sc = c.get("securityContext") or {}
-        if sc.get("privileged"):
-            problems.append(f"{at}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{at}: allowPrivilegeEscalation must be false")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            problems.append(f"{at}: capabilities must drop ALL")
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            problems.append(f"{at}: adds capabilities {caps['add']}")
-        if sc.get("runAsNonRoot") is False or sc.get("runAsUser", UID) != UID or sc.get("runAsGroup", UID) != UID:
-            problems.append(f"{at}: must run as {UID}:{UID}, non-root")
-        if (sc.get("seccompProfile") or {}).get("type", "RuntimeDefault") not in ("RuntimeDefault", "Localhost"):
-            problems.append(f"{at}: seccompProfile")
-        if sc.get("procMount", "Default") != "Default" or "windowsOptions" in sc:
-            problems.append(f"{at}: procMount/windowsOptions")
-        if sc.get("readOnlyRootFilesystem") is not True:
-            problems.append(f"{at}: readOnlyRootFilesystem must be true")
-        if any("hostPort" in p for p in c.get("ports") or []):
-            problems.append(f"{at}: hostPort")
     return problems
+
+
+def _container_problems(c: dict[str, Any], at: str) -> list[str]:
+    sc = c.get("securityContext") or {}
+    caps = sc.get("capabilities") or {}
+    checks = {
+        "privileged": sc.get("privileged"),
+        "allowPrivilegeEscalation must be false": sc.get("allowPrivilegeEscalation") is not False,
+        "capabilities must drop ALL": "ALL" not in (caps.get("drop") or []),
+        f"adds capabilities {caps.get('add')}": set(caps.get("add") or []) - {"NET_BIND_SERVICE"},
+        f"must run as {UID}:{UID}, non-root": sc.get("runAsNonRoot") is False
+        or sc.get("runAsUser", UID) != UID
+        or sc.get("runAsGroup", UID) != UID,
+        "seccompProfile": (sc.get("seccompProfile") or {}).get("type", "RuntimeDefault")
+        not in ("RuntimeDefault", "Localhost"),
+        "procMount/windowsOptions": sc.get("procMount", "Default") != "Default" or "windowsOptions" in sc,
+        "readOnlyRootFilesystem must be true": sc.get("readOnlyRootFilesystem") is not True,
+        "hostPort": any("hostPort" in p for p in c.get("ports") or []),
+    }
+    return [f"{at}: {what}" for what, broken in checks.items() if broken]
 
 
 def test_pod_security_restricted(render: Render) -> None:
@@ -339,13 +341,13 @@ def test_objdet_keys_are_ones_the_app_reads(render: Render) -> None:
                 for e in c.get("env") or []
                 if e["name"].startswith("OBJDET_") and e["name"] not in ENV_VARS
             ]
-    assert not unknown, "not declared in app/config.py ENV_VARS:\n" + "\n".join(unknown)
+    assert not unknown, "not declared in app/engine/config.py ENV_VARS:\n" + "\n".join(unknown)
 
 
 def test_deploy_required_keys_present(render: Render) -> None:
     data = render.configmap()
     required = sorted(name for name, var in ENV_VARS.items() if var.deploy_required)
-    assert required, "app/config.py marks no variable deploy_required"
+    assert required, "app/engine/config.py marks no variable deploy_required"
     missing = [k for k in required if not data.get(k, "").strip()]
     assert not missing, f"{render.name}: the ConfigMap lacks deploy-required {missing}"
 
@@ -359,11 +361,8 @@ def test_app_accepts_the_configuration(render: Render) -> None:
 
 def test_commands_are_ones_the_app_understands(render: Render) -> None:
     """Each container runs `python -m app ...` with arguments the app's CLI parser accepts."""
-    import app.cli
+    from app.cli.parser import build_parser as parser
 
-    parser = getattr(app.cli, "_parser", None)
-    if parser is None:
-        pytest.skip("app.cli has no _parser(): cannot check the container commands against the CLI")
     for w in render.pod_workloads():
         for c in all_containers(pod_template(w)["spec"]):
             cmd = c.get("command", []) + c.get("args", [])

@@ -1,4 +1,4 @@
-"""app/metrics.py and app/logs.py in this process, on the real Yolo-Fastest detector.
+"""app/ops/prometheus.py and app/ops/logs.py in this process, on the real Yolo-Fastest detector.
 
 Golden figures come from the detector's own class methods called directly (the registry's hook
 wraps the instance only), and from prometheus-client's parser over what the metrics port serves.
@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import logs, metrics
-from app.config import ConfigError, Settings
-from app.images import ImageError, load_image
-from app.registry import get_detector
-from app.result import DetectParams
+from app.engine.config import ConfigError, Settings
+from app.engine.images import ImageError, load_image
+from app.engine.registry import get_detector
+from app.engine.result import DetectParams
+from app.ops import logs
+from app.ops import prometheus as metrics
 
 
 def value(name: str, **labels: str) -> float:
@@ -182,7 +183,7 @@ def test_detect_json_prints_the_same_figures(yolo_env, images_dir, tmp_path):
     bad.write_bytes(b"not a picture")
     proc = subprocess.run(
         [sys.executable, "-m", "app", "detect", "--model", "yolo", "--json", str(images_dir / "coffee.png"), str(bad)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=240,

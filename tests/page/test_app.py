@@ -11,52 +11,20 @@ from PIL import Image
 
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
-from streamlit.testing.v1 import AppTest
+from support.apptest import Counter, new_app, table_labels, upload
 
-from app.registry import get_detector
-
-SCRIPT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
+from app.engine.registry import get_detector
 
 
 @pytest.fixture(autouse=True)
 def empty_process_cache():
     """The app's cache is process-wide (shared by sessions and so by tests): each test starts empty,
     so counts of decodes and network calls are this test's own."""
-    from app.memory import CACHE
+    from app.page.cache import CACHE
 
     CACHE.clear()
     yield
     CACHE.clear()
-
-
-def new_app() -> AppTest:
-    at = AppTest.from_file(SCRIPT, default_timeout=180)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def upload(at: AppTest, name: str, data: bytes, mime="image/png"):
-    at.file_uploader(key="images").set_value((name, data, mime)).run()
-    assert not at.exception, at.exception
-
-
-def table_labels(at: AppTest, index: int = -1) -> list[str]:
-    return list(at.dataframe[index].value["label"])
-
-
-class Counter:
-    """Wraps a detector's forward (the network) and counts calls; decode stays untouched."""
-
-    def __init__(self, monkeypatch, detector):
-        self.calls = 0
-        original = detector.forward
-
-        def counted(image):
-            self.calls += 1
-            return original(image)
-
-        monkeypatch.setattr(detector, "forward", counted)
 
 
 def test_yolo_finds_the_cup(yolo_env, images_dir):
@@ -84,11 +52,11 @@ def test_compare_mode_shows_both_models(both_env, images_dir):
 def test_slider_changes_rows_without_running_the_network(both_env, images_dir, monkeypatch):
     at = new_app()
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
-    import app.images
+    import app.engine.images
 
     decodes = []
-    real_load = app.images.load_working  # the page's decode
-    monkeypatch.setattr(app.images, "load_working", lambda *a, **k: decodes.append(1) or real_load(*a, **k))
+    real_load = app.engine.images.load_working  # the page's decode
+    monkeypatch.setattr(app.engine.images, "load_working", lambda *a, **k: decodes.append(1) or real_load(*a, **k))
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert {m: c.calls for m, c in counters.items()} == {"ssd": 1, "yolo": 1}
     at.slider(key="max_det").set_value(300).run()
@@ -205,9 +173,9 @@ def test_setup_guide_names_the_weights_claim_and_the_init_container(tmp_path, mo
 
 
 def test_model_whose_outputs_do_not_fit_shows_as_failed_not_traceback(images_dir, tmp_path, monkeypatch):
-    """The outputs are checked against the names when the model is built (issue 8, item 8): the model
+    """The outputs are checked against the names when the model is built: the model
     shows as failed in the status panel, naming the file and the variable to fix; the page keeps running."""
-    from onnx_models import build_yolo_onnx
+    from support.onnx_models import build_yolo_onnx
 
     model = build_yolo_onnx(tmp_path / "three-classes.onnx", np.zeros((1, 10, 8), np.float32), 320)
     monkeypatch.setenv("OBJDET_MODELS", "yolo")

@@ -1,4 +1,4 @@
-"""The page's memory across sessions (issue 8, item 2) through streamlit.testing (AppTest): one decode
+"""The page's memory across sessions through streamlit.testing (AppTest): one decode
 per process for an image however many sessions upload it, working and display copies instead of the
 full-resolution array, boxes in original pixels, a failed model beside a serving one, load warnings."""
 
@@ -14,16 +14,16 @@ from PIL import Image
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-from test_app import Counter, new_app, table_labels, upload
+from support.apptest import Counter, new_app, table_labels, upload
 
-from app.config import Settings
-from app.memory import CACHE
-from app.registry import get_detector
-from app.result import DetectParams
+from app.engine.config import Settings
+from app.engine.registry import get_detector
+from app.engine.result import DetectParams
+from app.page.cache import CACHE
 
 DISPLAY_SIDE = 1280  # the page's display copy: longer side at most this
 # The networks' working copy: twice the largest input the loaded networks see (SSDlite 320 and
-# Yolo-Fastest 320 here), at least 1024 (app.images.work_side's documented rule, restated here).
+# Yolo-Fastest 320 here), at least 1024 (app.engine.images.work_side's documented rule, restated here).
 WORK_SIDE = max(1024, 2 * 320)
 
 
@@ -37,12 +37,12 @@ def empty_process_cache():
 @pytest.fixture
 def decodes(monkeypatch):
     """Every call of images.load_working (the page's decode) in this process (the app looks it up per call)."""
-    import app.images
+    import app.engine.images
 
     calls = []
-    real_load = app.images.load_working
+    real_load = app.engine.images.load_working
     monkeypatch.setattr(
-        app.images,
+        app.engine.images,
         "load_working",
         lambda *a, **k: calls.append(a[1] if len(a) > 1 else k.get("name")) or real_load(*a, **k),
     )

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from serving import Server
+from support.serving import Server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Issue 15 in a real headless Chromium against ``python -m app serve`` with both models: the annotated video
+"""The page's video, agreement and link features in a real headless
+Chromium against ``python -m app serve`` with both models: the annotated video
 plays inline, the agreement overlay is on the page (screenshot to the artifacts folder) and in the JSON, and
 the address bar carries the sidebar's settings."""
 
@@ -8,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
-from serving import Server, models_env
+from support.serving import Server, models_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def serve(env: dict):
@@ -32,17 +33,17 @@ def yolo_server(ssd_weights, yolo_dir):
 
 @pytest.fixture(scope="module")
 def planted_server(ssd_weights, yolo_dir, images_dir, tmp_path_factory):
-    """Seeded SSD beside a synthetic YOLO (an ONNX graph with a written output, tests/onnx_models.py) that
+    """Seeded SSD beside a synthetic YOLO (an ONNX graph with a written output, tests/support/onnx_models.py) that
     finds a copy of SSD's top box on coffee.png at conf 0.5, max 5 (found by both) and one box of a label SSD
     did not find (only YOLO): the overlay shows all three styles, and the expected split is known."""
     import numpy as np
-    from onnx_models import build_yolo_onnx
     from PIL import Image
+    from support.onnx_models import build_yolo_onnx
 
-    from app.config import Settings
-    from app.labels import COCO80
-    from app.registry import get_detector
-    from app.result import DetectParams
+    from app.engine.config import Settings
+    from app.engine.labels import COCO80
+    from app.engine.registry import get_detector
+    from app.engine.result import DetectParams
 
     env = models_env(ssd_weights, yolo_dir, models="ssd")
     image = np.asarray(Image.open(images_dir / "coffee.png").convert("RGB"))

@@ -1,4 +1,4 @@
-"""The app's process-wide cache (app/memory.py): byte budget, LRU order, one computation per key,
+"""The app's process-wide cache (app/page/cache.py): byte budget, LRU order, one computation per key,
 release of what no live session uses. Real numpy arrays; sizes come from numpy's own nbytes."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from app.detectors.base import RawOutput
-from app.memory import ByteBudgetCache, malloc_trim, nbytes_of, trim_if_freed
+from app.engine.detectors.base import RawOutput
+from app.page.cache import ByteBudgetCache, malloc_trim, nbytes_of, trim_if_freed
 
 MB = 2**20
 

@@ -12,19 +12,19 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
-from test_app import Counter
-from test_eval_cli import REFERENCE
+from support.apptest import SCRIPT, Counter
+from support.reference import REFERENCE
 
-from app.config import Settings
-from app.eval_tab import MAX_ZIP_RATIO, UploadError, collect_upload, read_zip
+from app.engine.config import Settings
+from app.page.evaluate_tab import MAX_ZIP_RATIO, UploadError, collect_upload, read_zip
 
 IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 
 def tab_script():
     """The tab alone, with every enabled model (what page.main passes as ``loaded``)."""
-    from app.config import Settings
-    from app.eval_tab import evaluate_tab
+    from app.engine.config import Settings
+    from app.page.evaluate_tab import evaluate_tab
 
     settings = Settings.from_env()
     evaluate_tab(list(settings.models), settings)
@@ -33,7 +33,7 @@ def tab_script():
 @pytest.fixture(autouse=True)
 def empty_process_cache():
     """The page's cache is process-wide: each test starts empty, so its network runs are its own."""
-    from app.memory import CACHE
+    from app.page.cache import CACHE
 
     CACHE.clear()
     yield
@@ -72,7 +72,7 @@ def pngs(images_dir, names=IMAGES) -> list[tuple]:
 
 def test_both_models_tables_side_by_side(both_env, images_dir, monkeypatch):
     pytest.importorskip("torch")
-    from app.registry import get_detector
+    from app.engine.registry import get_detector
 
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
     at = new_tab()
@@ -213,7 +213,7 @@ class Uploaded:
 
 
 def test_all_images_together_are_bounded(monkeypatch):
-    import app.eval_tab as tab
+    import app.page.evaluate_tab as tab
 
     monkeypatch.setattr(tab, "MAX_TOTAL_BYTES", 100)
     settings = Settings.from_env({})
@@ -229,7 +229,7 @@ def test_all_images_together_are_bounded(monkeypatch):
 
 def test_the_page_has_the_evaluate_tab(yolo_env, images_dir):
     """Wired into page.main: the full page's fourth tab takes the same uploads and shows YOLO's table."""
-    at = AppTest.from_file("../app/streamlit_app.py", default_timeout=300)
+    at = AppTest.from_file(SCRIPT, default_timeout=300)
     at.run()
     assert not at.exception, at.exception
     assert [t.label for t in at.tabs] == ["Images", "Camera", "Video", "Evaluate"]

@@ -1,9 +1,10 @@
-"""The page as people use it (issue 15), through streamlit.testing (AppTest): the annotated video inline with
+"""The page as people use it, through streamlit.testing (AppTest): the annotated video inline with
 its timeline, the example images, the agreement view of both models, and settings carried by the URL."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,13 +15,13 @@ pytest.importorskip("streamlit")
 pytest.importorskip("torch")
 import pyarrow as pa
 from streamlit.testing.v1 import AppTest
+from support.apptest import SCRIPT
 
-from app.labels import COCO80
-from app.memory import CACHE
-from app.result import DetectParams
+from app.engine.labels import COCO80
+from app.engine.result import DetectParams
+from app.page.cache import CACHE
 
-SCRIPT = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py")
-EXAMPLES = __import__("pathlib").Path(SCRIPT).parent / "examples"
+EXAMPLES = Path(SCRIPT).parent / "page" / "examples"
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +49,7 @@ def table(at: AppTest, index: int = -1):
 
 def labels_yolo_finds_on_frames(yolo_dir, clip_path, frames) -> set[str]:
     """What Yolo-Fastest finds on the clip's frames, read by OpenCV here and detected one by one."""
-    from app.detectors.yolo import YoloDetector
+    from app.engine.detectors.yolo import YoloDetector
 
     detector = YoloDetector(
         yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
@@ -103,7 +104,7 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
 def test_processed_video_lives_in_the_process_cache_not_the_session(yolo_env, images_dir):
     """Memory per process, not per session: the report is a CACHE entry counted by its bytes and owned by
     the session; the session holds its key only; a released entry gives a notice, not an error."""
-    from app.memory import CACHE
+    from app.page.cache import CACHE
 
     clip = (images_dir.parent / "videos" / "astronaut-coffee.mp4").read_bytes()
     at = new_app()
@@ -174,7 +175,7 @@ def test_agreement_counts_an_object_both_find_once(both_env, ssd_weights, tmp_pa
     copy of SSD's top box with SSD's label (found by both), the same box under another label, and a box of a
     label SSD did not find (both only YOLO). The expected split follows from that construction alone (SSD's
     own boxes of one label overlap by less than its NMS IoU 0.45, under the 0.5 match IoU)."""
-    from onnx_models import build_yolo_onnx
+    from support.onnx_models import build_yolo_onnx
 
     width, height = 600, 400
     rng = np.random.default_rng(7)
@@ -228,8 +229,8 @@ def test_agreement_counts_an_object_both_find_once(both_env, ssd_weights, tmp_pa
 
     # the match IoU lives in the sidebar (and the URL); the copy is still a pair at its highest setting; moving
     # it (or the score threshold) re-matches the decoded results without running either network
-    from app.config import Settings
-    from app.registry import get_detector
+    from app.engine.config import Settings
+    from app.engine.registry import get_detector
 
     calls = []
     for name in ("ssd", "yolo"):

@@ -1,7 +1,7 @@
 """Golden detections from OpenCV 4's own Darknet importer, for the OpenCV 5 tests (which cannot load Darknet).
 
 Run by the OpenCV 4 environment's Python as a subprocess; imports only cv2 and numpy, nothing of app/:
-``python tests/opencv4_darknet.py CFG WEIGHTS CONF IOU IMAGE...`` prints one JSON object
+``python tests/support/opencv4_darknet.py CFG WEIGHTS CONF IOU IMAGE...`` prints one JSON object
 {image: [[class_id, score, x1, y1, x2, y2], ...]}: the textbook recipe (BGR file, swapRB, stretch to the
 cfg's size, 1/255), rows above CONF, per-class NMS, best first, boxes clipped to the image.
 """

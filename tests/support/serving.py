@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # Headless Chromium for the browser tests and bench/app_bench.py: no sandbox (containers), no GPU, no
 # background traffic (the machines reach only loopback).
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; a browser is never downloaded

@@ -41,7 +41,7 @@ class Detector(ABC):
     """What every family implements (``forward``, ``decode``, ``baseline``, ``from_settings``); ``detect``
     and the unknown-class check are shared. The registry builds one with ``from_settings``."""
 
-    name: str  # the family's name in app/catalog.py (an instance may carry another)
+    name: str  # the family's name in app/engine/catalog.py (an instance may carry another)
     labels: tuple[str, ...]
     input_size: int  # the square side the network sees
 

@@ -5,7 +5,7 @@ length, so a truncated ``.weights`` (or the ``.cfg`` of another model) loads "fi
 nothing. ``check_weights_size`` compares the file's size with what the ``.cfg`` needs (header +
 4 bytes per parameter) and says which file is too short or too long, by how much.
 
-``parse_cfg`` is a general parser (issue 11's Darknet->ONNX converter reuses it): a list of
+``parse_cfg`` is a general parser (the Darknet->ONNX converter reuses it): a list of
 ``Section(type, options)`` with ``[net]`` first. This module imports neither OpenCV nor torch.
 """
 
@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .textfile import read_bounded
+from ..textfile import read_bounded
 
 MAX_CFG_BYTES = 1 << 20  # real cfgs are ~10 KB; a bigger file is not a network description
 FLOAT_BYTES = 4
@@ -132,70 +132,116 @@ def count_parameters(sections: list[Section], source: str = "<cfg>") -> int:
         raise DarknetError(f"{source}: {exc}") from None
 
 
+Shape = tuple[int, int, int]  # a layer's output (channels, height, width); 0 height/width: unknown
+
+
 def _count(sections: list[Section], source: str) -> int:
+    """The number of float parameters the cfg's layers read from a .weights file, layer by layer."""
     net = sections[0]
-    c, h, w = net.int("channels", 3), net.int("height", 0), net.int("width", 0)
-    shapes: list[tuple[int, int, int]] = []  # output (c, h, w) of each layer after [net]
+    shape: Shape = (net.int("channels", 3), net.int("height", 0), net.int("width", 0))
+    shapes: list[Shape] = []  # output of each layer after [net]
     total = 0
     for index, sec in enumerate(sections[1:]):
         where = f"{source}: [{sec.type}] at line {sec.line}"
-        kind = sec.type
-        if kind in ("convolutional", "conv"):
-            filters, size = sec.int("filters", 1), sec.int("size", 1)
-            groups, stride = max(1, sec.int("groups", 1)), sec.int("stride", 1)
-            pad = size // 2 if sec.int("pad", 0) else sec.int("padding", 0)
-            if filters < 1 or size < 1 or stride < 1:
-                raise DarknetError(f"{where}: filters, size and stride must be >= 1")
-            if c % groups or filters % groups:
-                raise DarknetError(f"{where}: groups={groups} does not divide input channels {c} and filters {filters}")
-            total += filters + filters * (c // groups) * size * size
-            if sec.int("batch_normalize", 0):
-                total += 3 * filters  # scales, rolling mean, rolling variance
-            h, w = ((h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1) if h and w else (h, w)
-            c = filters
-        elif kind in ("connected", "conn"):
-            outputs = sec.int("output", 1)
-            total += outputs + outputs * c * max(h, 1) * max(w, 1)
-            if sec.int("batch_normalize", 0):
-                total += 3 * outputs
-            c, h, w = outputs, 1, 1
-        elif kind == "route":
-            refs = sec.ints("layers")
-            if not refs:
-                raise DarknetError(f"{where}: no layers=")
-            picked = []
-            for ref in refs:
-                target = index + ref if ref < 0 else ref
-                if not 0 <= target < index:
-                    raise DarknetError(f"{where}: layers={ref} points outside the {index} layers before it")
-                picked.append(shapes[target])
-            groups = max(1, sec.int("groups", 1))
-            c = sum(s[0] for s in picked) // groups
-            h, w = picked[0][1], picked[0][2]
-        elif kind == "shortcut":
-            ref = sec.int("from", -1)
-            target = index + ref if ref < 0 else ref
-            if not 0 <= target < index:
-                raise DarknetError(f"{where}: from={ref} points outside the {index} layers before it")
-            if sec.options.get("weights_type", "none") != "none":
-                raise DarknetError(f"{where}: weighted shortcuts (weights_type) are not supported")
-        elif kind == "upsample":
-            stride = sec.int("stride", 2)
-            h, w = h * stride, w * stride
-        elif kind == "maxpool":
-            size, stride = sec.int("size", 2), sec.int("stride", 1)
-            padding = sec.int("padding", size - 1)
-            if h and w and stride:
-                h, w = (h + padding - size) // stride + 1, (w + padding - size) // stride + 1
-        elif kind == "reorg":
-            stride = sec.int("stride", 2)
-            c, h, w = c * stride * stride, h // stride, w // stride
-        elif kind == "avgpool":
-            h, w = 1, 1
-        elif kind not in _NO_WEIGHTS:
-            raise DarknetError(f"{where}: layer type [{kind}] is not supported by this size check")
-        shapes.append((c, h, w))
+        layer = _LAYERS.get(sec.type)
+        if layer is None:
+            if sec.type not in _NO_WEIGHTS:
+                raise DarknetError(f"{where}: layer type [{sec.type}] is not supported by this size check")
+        else:
+            params, shape = layer(sec, shape, shapes[:index], where)
+            total += params
+        shapes.append(shape)
     return total
+
+
+def _earlier(ref: int, before: list[Shape], where: str, key: str) -> Shape:
+    """The output of the layer ``ref`` points at (negative: counted back from this one)."""
+    index = len(before)
+    target = index + ref if ref < 0 else ref
+    if not 0 <= target < index:
+        raise DarknetError(f"{where}: {key}={ref} points outside the {index} layers before it")
+    return before[target]
+
+
+def _convolutional(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    c, h, w = shape
+    filters, size = sec.int("filters", 1), sec.int("size", 1)
+    groups, stride = max(1, sec.int("groups", 1)), sec.int("stride", 1)
+    pad = size // 2 if sec.int("pad", 0) else sec.int("padding", 0)
+    if filters < 1 or size < 1 or stride < 1:
+        raise DarknetError(f"{where}: filters, size and stride must be >= 1")
+    if c % groups or filters % groups:
+        raise DarknetError(f"{where}: groups={groups} does not divide input channels {c} and filters {filters}")
+    params = filters + filters * (c // groups) * size * size
+    if sec.int("batch_normalize", 0):
+        params += 3 * filters  # scales, rolling mean, rolling variance
+    h, w = ((h + 2 * pad - size) // stride + 1, (w + 2 * pad - size) // stride + 1) if h and w else (h, w)
+    return params, (filters, h, w)
+
+
+def _connected(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    c, h, w = shape
+    outputs = sec.int("output", 1)
+    params = outputs + outputs * c * max(h, 1) * max(w, 1)
+    if sec.int("batch_normalize", 0):
+        params += 3 * outputs
+    return params, (outputs, 1, 1)
+
+
+def _route(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    refs = sec.ints("layers")
+    if not refs:
+        raise DarknetError(f"{where}: no layers=")
+    picked = [_earlier(ref, before, where, "layers") for ref in refs]
+    groups = max(1, sec.int("groups", 1))
+    return 0, (sum(s[0] for s in picked) // groups, picked[0][1], picked[0][2])
+
+
+def _shortcut(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    _earlier(sec.int("from", -1), before, where, "from")
+    if sec.options.get("weights_type", "none") != "none":
+        raise DarknetError(f"{where}: weighted shortcuts (weights_type) are not supported")
+    return 0, shape
+
+
+def _upsample(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    c, h, w = shape
+    stride = sec.int("stride", 2)
+    return 0, (c, h * stride, w * stride)
+
+
+def _maxpool(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    c, h, w = shape
+    size, stride = sec.int("size", 2), sec.int("stride", 1)
+    padding = sec.int("padding", size - 1)
+    if h and w and stride:
+        h, w = (h + padding - size) // stride + 1, (w + padding - size) // stride + 1
+    return 0, (c, h, w)
+
+
+def _reorg(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    c, h, w = shape
+    stride = sec.int("stride", 2)
+    return 0, (c * stride * stride, h // stride, w // stride)
+
+
+def _avgpool(sec: Section, shape: Shape, before: list[Shape], where: str) -> tuple[int, Shape]:
+    return 0, (shape[0], 1, 1)
+
+
+# layer type -> (its parameters, its output shape); types in _NO_WEIGHTS keep the shape and read nothing
+_LAYERS = {
+    "convolutional": _convolutional,
+    "conv": _convolutional,
+    "connected": _connected,
+    "conn": _connected,
+    "route": _route,
+    "shortcut": _shortcut,
+    "upsample": _upsample,
+    "maxpool": _maxpool,
+    "reorg": _reorg,
+    "avgpool": _avgpool,
+}
 
 
 def read_header(path: Path) -> WeightsHeader:

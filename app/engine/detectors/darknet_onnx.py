@@ -12,7 +12,7 @@ converted model like a Darknet one (input RGB, NCHW, float32 scaled by 1/255, st
 Folding the 1/255 into the first convolution was measured: it saves ~0.03 ms of 2.5 ms and costs the
 bit-exactness (outputs move by ~2e-6 relative), so it is not done.
 
-Built with ``onnx.helper`` on ``app.darknet``'s cfg parser. ``cached_onnx`` converts once per
+Built with ``onnx.helper`` on ``app.engine.detectors.darknet``'s cfg parser. ``cached_onnx`` converts once per
 (cfg, weights) pair into a cache folder, safely for concurrent processes.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .catalog import DARKNET_ONNX
+from ..catalog import DARKNET_ONNX
 from .darknet import DarknetError, Section, check_weights_size, parse_cfg, parse_header
 
 if TYPE_CHECKING:
@@ -144,55 +144,13 @@ def _layer(graph: _Graph, sec: Section, index: int, x: _Tensor, layers, heads, n
     if kind in ("convolutional", "conv"):
         return _convolution(graph, sec, name, x)
     if kind == "route":
-        picked = [_ref(layers, index, ref) for ref in sec.ints("layers")]
-        if not picked:
-            raise DarknetError("no layers=")
-        groups, group_id = max(1, sec.int("groups", 1)), sec.int("group_id", 0)
-        if groups > 1:
-            if not 0 <= group_id < groups or any(t.c % groups for t in picked):
-                raise DarknetError(f"groups={groups}, group_id={group_id} do not split the input channels")
-            picked = [
-                _channels(graph, t, group_id * t.c // groups, (group_id + 1) * t.c // groups, f"{name}_{i}")
-                for i, t in enumerate(picked)
-            ]
-        if any((t.h, t.w) != (picked[0].h, picked[0].w) for t in picked):
-            raise DarknetError("the routed layers differ in height or width")
-        if len(picked) == 1:
-            return picked[0]
-        return _Tensor(graph.op("Concat", [t.name for t in picked], name, axis=1), sum(t.c for t in picked), x.h, x.w)
+        return _route(graph, sec, name, [_ref(layers, index, ref) for ref in sec.ints("layers")], x)
     if kind == "shortcut":
-        other = _ref(layers, index, sec.int("from", -1))
-        if sec.options.get("weights_type", "none") != "none":
-            raise DarknetError("weighted shortcuts (weights_type) are not supported")
-        if (other.c, other.h, other.w) != (x.c, x.h, x.w):
-            raise DarknetError(f"from= layer has shape {(other.c, other.h, other.w)}, this one {(x.c, x.h, x.w)}")
-        out = _Tensor(graph.op("Add", [x.name, other.name], name), x.c, x.h, x.w)
-        return _activation(graph, sec, out, name)
+        return _shortcut(graph, sec, name, _ref(layers, index, sec.int("from", -1)), x)
     if kind == "upsample":
-        stride = sec.int("stride", 2)
-        if stride < 1 or float(sec.options.get("scale", "1")) != 1:
-            raise DarknetError("only upsampling by a positive stride with scale=1 is supported")
-        scales = graph.const(f"{name}_scales", np.array([1, 1, stride, stride], np.float32))
-        out = graph.op(
-            "Resize",
-            [x.name, "", scales],
-            name,
-            mode="nearest",
-            coordinate_transformation_mode="asymmetric",
-            nearest_mode="floor",
-        )
-        return _Tensor(out, x.c, x.h * stride, x.w * stride)
+        return _upsample(graph, sec, name, x)
     if kind == "maxpool":
-        stride = sec.int("stride", 1)
-        size = sec.int("size", stride)
-        padding = sec.int("padding", size - 1)
-        if size < 1 or stride < 1 or padding < 0 or sec.int("maxpool_depth", 0):
-            raise DarknetError("size and stride must be >= 1 (maxpool_depth is not supported)")
-        low, high = padding // 2, padding - padding // 2
-        out = graph.op(
-            "MaxPool", [x.name], name, kernel_shape=[size, size], strides=[stride, stride], pads=[low, low, high, high]
-        )
-        return _Tensor(out, x.c, (x.h + padding - size) // stride + 1, (x.w + padding - size) // stride + 1)
+        return _maxpool(graph, sec, name, x)
     if kind == "dropout":
         return x  # identity at inference
     if kind == "yolo":
@@ -200,6 +158,64 @@ def _layer(graph: _Graph, sec: Section, index: int, x: _Tensor, layers, heads, n
         heads.append((head, spec, x))
         return _Tensor(head, x.c, x.h, x.w)
     raise DarknetError(f"layer type [{kind}] is not supported by the ONNX converter")
+
+
+def _route(graph: _Graph, sec: Section, name: str, picked: list[_Tensor], x: _Tensor) -> _Tensor:
+    """Earlier layers' outputs (a channel group of each, with ``groups``) joined along the channels."""
+    if not picked:
+        raise DarknetError("no layers=")
+    groups, group_id = max(1, sec.int("groups", 1)), sec.int("group_id", 0)
+    if groups > 1:
+        if not 0 <= group_id < groups or any(t.c % groups for t in picked):
+            raise DarknetError(f"groups={groups}, group_id={group_id} do not split the input channels")
+        picked = [
+            _channels(graph, t, group_id * t.c // groups, (group_id + 1) * t.c // groups, f"{name}_{i}")
+            for i, t in enumerate(picked)
+        ]
+    if any((t.h, t.w) != (picked[0].h, picked[0].w) for t in picked):
+        raise DarknetError("the routed layers differ in height or width")
+    if len(picked) == 1:
+        return picked[0]
+    return _Tensor(graph.op("Concat", [t.name for t in picked], name, axis=1), sum(t.c for t in picked), x.h, x.w)
+
+
+def _shortcut(graph: _Graph, sec: Section, name: str, other: _Tensor, x: _Tensor) -> _Tensor:
+    """``x`` plus an earlier layer's output of the same shape, then the activation."""
+    if sec.options.get("weights_type", "none") != "none":
+        raise DarknetError("weighted shortcuts (weights_type) are not supported")
+    if (other.c, other.h, other.w) != (x.c, x.h, x.w):
+        raise DarknetError(f"from= layer has shape {(other.c, other.h, other.w)}, this one {(x.c, x.h, x.w)}")
+    out = _Tensor(graph.op("Add", [x.name, other.name], name), x.c, x.h, x.w)
+    return _activation(graph, sec, out, name)
+
+
+def _upsample(graph: _Graph, sec: Section, name: str, x: _Tensor) -> _Tensor:
+    stride = sec.int("stride", 2)
+    if stride < 1 or float(sec.options.get("scale", "1")) != 1:
+        raise DarknetError("only upsampling by a positive stride with scale=1 is supported")
+    scales = graph.const(f"{name}_scales", np.array([1, 1, stride, stride], np.float32))
+    out = graph.op(
+        "Resize",
+        [x.name, "", scales],
+        name,
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    )
+    return _Tensor(out, x.c, x.h * stride, x.w * stride)
+
+
+def _maxpool(graph: _Graph, sec: Section, name: str, x: _Tensor) -> _Tensor:
+    stride = sec.int("stride", 1)
+    size = sec.int("size", stride)
+    padding = sec.int("padding", size - 1)
+    if size < 1 or stride < 1 or padding < 0 or sec.int("maxpool_depth", 0):
+        raise DarknetError("size and stride must be >= 1 (maxpool_depth is not supported)")
+    low, high = padding // 2, padding - padding // 2
+    out = graph.op(
+        "MaxPool", [x.name], name, kernel_shape=[size, size], strides=[stride, stride], pads=[low, low, high, high]
+    )
+    return _Tensor(out, x.c, (x.h + padding - size) // stride + 1, (x.w + padding - size) // stride + 1)
 
 
 def _ref(layers: list[_Tensor], index: int, ref: int) -> _Tensor:

@@ -28,7 +28,7 @@ from torchvision.models import detection as tv_detection
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
-from .. import threads
+from ...ops import threads
 from ..catalog import SSD_ARCHS, SSD_ENGINES
 from ..labels import COCO_CATEGORIES
 from ..result import Detection, DetectionResult, DetectParams

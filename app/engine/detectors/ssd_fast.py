@@ -19,7 +19,7 @@ classes, 3-10 ms depending on how many boxes pass) cost as much as the network. 
   any (so that equal scores, common in flat image regions, come out in torchvision's order), decodes the boxes
   of those candidates only with torchvision's ``BoxCoder`` (element by element: the values of decoding all),
   then torchvision's own ``batched_nms`` on exactly torchvision's candidate list and its
-  ``detections_per_img`` cap. tests/test_ssd_fast.py checks the result is identical to
+  ``detections_per_img`` cap. tests/engine/test_ssd_fast.py checks the result is identical to
   ``postprocess_detections`` called directly.
 """
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...ops.threads import onnxruntime_options
 from ..catalog import SSD_ONNX
-from ..threads import onnxruntime_options
 from .base import ModelLoadError
 
 

@@ -2,7 +2,7 @@
 (1, N, 5+C) and the YOLOv8/YOLO11 layout (1, 4+C, N), on OpenCV 5 (the default) and 4.
 
 Darknet models go through OpenCV 4's Darknet importer where it exists; OpenCV 5 removed it, so there
-they are converted to ONNX by ``app.darknet_onnx`` (cached, keyed by the files' sha256) and run on its
+they are converted to ONNX by ``app.engine.detectors.darknet_onnx`` (cached, keyed by the files' sha256) and run on its
 new engine. A converted graph (also loadable as an ``.onnx`` file) gives the Darknet importer's output
 rows: it is preprocessed (stretched) and decoded like a Darknet model.
 
@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 
 from ..catalog import DARKNET_ONNX, yolo_format
-from ..darknet import DarknetError, check_weights_size, net_option, parse_cfg
 from ..labels import COCO80, read_names
 from ..result import Detection, DetectionResult, DetectParams
 from ..weights import missing_reason
 from .base import Detector, ModelLoadError, RawOutput, clip_boxes, ms_since
+from .darknet import DarknetError, check_weights_size, net_option, parse_cfg
 
 OPENCV_MAJOR = int(cv2.__version__.split(".")[0])
 # OpenCV 4's own Darknet importer; on OpenCV 5 Darknet models are converted to ONNX instead.
@@ -120,7 +120,7 @@ class YoloDetector(Detector):
             raise ModelLoadError(f"YOLO names {exc} (OBJDET_YOLO_NAMES)") from None
         self.config: Path | None = None
         self.region_thresh = 0.0  # Darknet layout: objectness at or below this cannot score (region_threshold)
-        self.converted = False  # a Darknet model converted to ONNX (app/darknet_onnx.py)
+        self.converted = False  # a Darknet model converted to ONNX (app/engine/detectors/darknet_onnx.py)
         self.heads = {}  # converted: each head's decoding facts by output name (darknet_onnx.decode_heads)
         if self.format == "darknet":
             self.net, self.input_size = self._read_darknet(config, input_size)
@@ -128,7 +128,7 @@ class YoloDetector(Detector):
             self.net = self._read_onnx(self.weights)
             self.input_size = input_size or 640
             if self._is_converted():
-                from ..darknet_onnx import converted_facts
+                from .darknet_onnx import converted_facts
 
                 try:
                     size, self.heads = converted_facts(self.weights)
@@ -176,7 +176,7 @@ class YoloDetector(Detector):
             sections = parse_cfg(config)
             self.region_thresh = region_threshold(sections)
             if not DARKNET_IMPORTER:
-                from ..darknet_onnx import head_specs
+                from .darknet_onnx import head_specs
 
                 self.heads = head_specs(sections)
         except DarknetError as exc:
@@ -202,7 +202,7 @@ class YoloDetector(Detector):
 
     def _read_converted(self, config: Path):
         """OpenCV 5: the Darknet model converted to ONNX, from the cache (converted on first use)."""
-        from ..darknet_onnx import cached_onnx, default_cache_dir
+        from .darknet_onnx import cached_onnx, default_cache_dir
 
         try:
             model = cached_onnx(config, self.weights, default_cache_dir())
@@ -335,7 +335,7 @@ class YoloDetector(Detector):
     def _candidate_rows(self, outs: list[np.ndarray]) -> np.ndarray:
         """Rows of (cx, cy, w, h, [obj], class scores...) from the outputs of ``self.layout``."""
         if self.converted:  # only the rows that can score: the region layer's decode on those
-            from ..darknet_onnx import decode_heads
+            from .darknet_onnx import decode_heads
 
             return decode_heads(dict(zip(self.output_names, outs, strict=True)), self.heads)
         fitting = [o for o in outs if self._fits(o, self.layout)]
