@@ -5,7 +5,7 @@ the page's others (each image by ``max_file_bytes`` / ``max_image_pixels``, all 
 ``MAX_TOTAL_BYTES``); a zip's members are read with the same bounds, and members that would leave the
 archive, that are no image, or that unpack far beyond their compressed size are refused by name. Images
 go through the page's ``decode_once`` / ``forward_once``, so each model's network runs once per image per
-process and a threshold change only decodes again. Scoring is ``app.cli.evaluate``'s.
+process and a threshold change only decodes again. Scoring is ``app.engine.scoring``'s.
 """
 
 from __future__ import annotations

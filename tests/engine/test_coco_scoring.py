@@ -1,5 +1,6 @@
-"""app/cli/evaluate.py on hand-built cases whose answers follow from COCO's definitions by hand, the name matching
-of categories to the models' labels, and the refusals of bad annotation files."""
+"""COCO files (app/engine/coco.py) and scoring (app/engine/scoring.py) on hand-built cases whose answers follow
+from COCO's definitions by hand, the name matching of categories to the models' labels, and the refusals of
+bad annotation files."""
 
 from __future__ import annotations
 
