@@ -164,7 +164,7 @@ def test_print_plan_names_both_applies_and_the_service_path():
     out = proc.stdout
     assert "apply 1" in out and "apply 2" in out and "kind create cluster" not in out  # a plan creates nothing
     assert "kind load docker-image objdet:dev" in out
-    assert ":30007/object-detection/" in out and "NodePort" in out
+    assert ":30007/kubernetes-object-detection/" in out and "NodePort" in out
 
 
 @pytest.mark.parametrize("cluster_tool", ["minikube", "kind"])
@@ -249,7 +249,7 @@ def yolo_server(yolo_dir):
         "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
         "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
     }
-    srv = Server(env, base_path="object-detection")  # the overlay's base path, as the NodePort serves it
+    srv = Server(env, base_path="kubernetes-object-detection")  # the overlay's base path, as the NodePort serves it
     try:
         srv.wait_healthy()
         yield srv

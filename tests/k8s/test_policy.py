@@ -804,14 +804,31 @@ def test_replicas_and_spread(render: Render) -> None:
             )
 
 
-def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
+# The tutorial ends with http://<minikube_ip>:30007/kubernetes-object-detection: NodePort 30007, container
+# port 7500, that base URL path (Streamlit redirects the bare path to the one with a trailing slash).
+TUTORIAL = {"nodePort": 30007, "containerPort": 7500, "path": "kubernetes-object-detection"}
+
+
+def test_minikube_serves_the_tutorials_url(renders) -> None:
     r = renders["minikube"]
     svc = r.get("Service", SERVER)
     assert svc["spec"]["type"] == "NodePort"
-    assert [p.get("nodePort") for p in svc["spec"]["ports"]] == [30007]
+    (port,) = svc["spec"]["ports"]
+    assert port["nodePort"] == TUTORIAL["nodePort"]
+    c = container(r.deployment)
+    (target,) = [p for p in c["ports"] if p["name"] == port["targetPort"]]
+    assert target["containerPort"] == TUTORIAL["containerPort"], "NodePort 30007 -> the container port 7500"
     env = server_env(r)
-    assert env["STREAMLIT_SERVER_PORT"] == "7500" and env["STREAMLIT_SERVER_BASE_URL_PATH"]
+    assert env["STREAMLIT_SERVER_PORT"] == str(TUTORIAL["containerPort"])
+    assert env["STREAMLIT_SERVER_BASE_URL_PATH"] == TUTORIAL["path"]
+    health = f"/{TUTORIAL['path']}/{HEALTH}"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": health, "port": "http"}, probe
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
     assert not r.of_kind("Job"), "minikube fills the weights volume from the init container, with no Job"
+    url = f"http://<minikube_ip>:{TUTORIAL['nodePort']}/{TUTORIAL['path']}"
+    kustomization = (REPO / "overlays" / "minikube" / "kustomization.yaml").read_text()
+    assert f":{TUTORIAL['nodePort']}/{TUTORIAL['path']}" in kustomization, f"the overlay's comment shows {url}"
 
 
 # What a default `minikube start` gives (2 CPUs; memory: minikube's floor of 2200 MB) and what runs there
