@@ -50,6 +50,7 @@ from .memory import CACHE, malloc_trim, start_janitor
 from .registry import get_detector, inference_slots, model_status
 from .result import DetectionResult, DetectParams, detection_rows
 from .video import VideoError, VideoReport, process_video, timeline
+from .video_jobs import VideoBusy, gate
 
 MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
 TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
@@ -464,7 +465,17 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
 
 
 def run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
-    """Process the upload with progress; the report, or None after showing why the video cannot be used."""
+    """Process the upload with progress; the report, or None after showing why the video cannot be used
+    (or that every video slot of this process is taken: app/video_jobs.py)."""
+    try:
+        with gate(settings.video).slot():
+            return _run_video(upload, model, params, every_n, budget, settings)
+    except VideoBusy as exc:
+        st.warning(str(exc), icon=":material/hourglass_top:")
+        return None
+
+
+def _run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
     detector = get_detector(model, settings)
     bar = st.progress(0.0, text="starting")
 
@@ -482,6 +493,8 @@ def run_video(upload, model: str, params: DetectParams, every_n: int, budget: fl
             budget,
             settings.max_image_pixels,
             progress=lambda f, t: bar.progress(f, text=t),
+            scratch_dir=settings.video.scratch_dir,
+            max_scratch_bytes=settings.video.scratch_bytes,
         )
     except VideoError as exc:
         metrics.record_refused(upload.name, str(exc), [model])

@@ -58,6 +58,8 @@ def process_video(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     progress: Callable[[float, str], None] | None = None,
     max_bytes: int | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+    max_scratch_bytes: int | None = None,
 ) -> VideoReport:
     """``detect(rgb_image, params) -> DetectionResult`` runs on frames 0, N, 2N, ...; frames between
     keep the last boxes, so the annotated video plays at the source frame rate.
@@ -66,6 +68,10 @@ def process_video(
     (default: the image file limit, ``OBJDET_MAX_FILE_BYTES``), and before a frame is decoded when
     the container's frame size is over ``max_pixels``. A file that ends early (or whose header
     claims more frames than it holds) is processed as far as it decodes, with a note.
+
+    The temporary files go to ``scratch_dir`` (default: the system temp folder); with ``max_scratch_bytes``
+    (app/video_jobs.py) an upload larger than half of it is refused, and processing stops, with a note,
+    before the files written grow past it.
     """
     max_bytes = default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes
     if not data:
@@ -74,8 +80,20 @@ def process_video(
         raise VideoError(
             f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
         )
+    if max_scratch_bytes is not None and len(data) > max_scratch_bytes // 2:
+        raise VideoError(
+            f"{name}: file is {len(data):,} bytes; a video job may write {max_scratch_bytes:,} bytes of temporary "
+            "files (OBJDET_VIDEO_SCRATCH_MB), the upload and the annotated videos together: use a shorter clip"
+        )
     suffix = os.path.splitext(name)[1] or ".mp4"
-    with tempfile.TemporaryDirectory(prefix="objdet-video-") as tmp:
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="objdet-video-", dir=scratch_dir)
+    except OSError as exc:
+        raise VideoError(
+            f"{name}: cannot write temporary files in {scratch_dir or tempfile.gettempdir()} "
+            f"(OBJDET_VIDEO_SCRATCH_DIR): {exc.strerror or exc}"
+        ) from None
+    with scratch as tmp:
         src = os.path.join(tmp, "in" + suffix)
         with open(src, "wb") as fh:
             fh.write(data)
@@ -114,6 +132,15 @@ def process_video(
                     report.notes.append(
                         f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
                         f"frame's {width}x{height}: stopped there"
+                    )
+                    break
+                # Room for this frame in both writers (each buffers up to about a raw frame) before writing it.
+                used = _scratch_used(tmp) if max_scratch_bytes is not None else 0
+                if max_scratch_bytes is not None and used + 2 * frame.nbytes > max_scratch_bytes:
+                    report.notes.append(
+                        f"stopped at frame {index}: the temporary files reached {used / 2**20:.0f} MiB of the "
+                        f"{max_scratch_bytes / 2**20:.0f} MiB one video job may use (OBJDET_VIDEO_SCRATCH_MB); "
+                        "the frames before were processed"
                     )
                     break
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
@@ -176,6 +203,10 @@ def timeline(report: VideoReport) -> list[dict]:
         for frame in report.detected_frames
         for label in labels
     ]
+
+
+def _scratch_used(folder: str) -> int:
+    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
 
 
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:

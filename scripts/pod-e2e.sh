@@ -283,14 +283,20 @@ log "minikube-1: weights-prepare fetched every file from the mirror (app.weights
 uids=$(podman_ exec "$SERVER" sh -c 'grep -E "^(Uid|Gid):" /proc/1/status' | awk '{print $1, $2, $3, $4, $5}' | tr '\n' ' ')
 [[ $uids == "Uid: 10001 10001 10001 10001 Gid: 10001 10001 10001 10001 " ]] || die "minikube-1: PID 1 ids are '$uids'"
 [[ $(plan minikube 'p["run_as"]') == "[10001, 10001]" ]] || die "minikube: the render's runAsUser/runAsGroup changed"
-for target in /app/write-probe /mnt/models/write-probe /write-probe; do
-    if err=$(podman_ exec "$SERVER" sh -c "echo x > $target" 2>&1); then
-        die "minikube-1: writing $target succeeded: the root (and the weights mount) must be read-only"
+# Writes: only the mounts the render makes writable take them; the root and the read-only mounts refuse them.
+mapfile -t writable < <(plan minikube '"\n".join(m["path"] for m in p["mounts"][p["server"]] if not m["read_only"])')
+mapfile -t readonly < <(plan minikube '"\n".join(m["path"] for m in p["mounts"][p["server"]] if m["read_only"])')
+for dir in / /app "${readonly[@]}"; do
+    if err=$(podman_ exec "$SERVER" sh -c "echo x > ${dir%/}/write-probe" 2>&1); then
+        die "minikube-1: writing ${dir%/}/write-probe succeeded: the root and the read-only mounts must refuse it"
     fi
-    [[ $err == *"Read-only file system"* ]] || die "minikube-1: writing $target failed for another reason: $err"
+    [[ $err == *"Read-only file system"* ]] || die "minikube-1: writing under $dir failed for another reason: $err"
 done
-podman_ exec "$SERVER" sh -c 'echo x > /tmp/write-probe && rm /tmp/write-probe' || die "minikube-1: /tmp is not writable"
-log "minikube-1: PID 1 runs as uid/gid 10001; writes to /app, /mnt/models and / fail (Read-only file system); /tmp is writable"
+for dir in "${writable[@]}"; do
+    podman_ exec "$SERVER" sh -c "echo x > $dir/write-probe && rm $dir/write-probe" \
+        || die "minikube-1: $dir (a writable mount as rendered) is not writable for uid 10001"
+done
+log "minikube-1: PID 1 runs as uid/gid 10001; writes to /, /app and ${readonly[*]} fail (Read-only file system); ${writable[*]} are writable"
 
 # The tutorial's URL, without the trailing slash, then the page in a browser.
 BASE=$(plan minikube 'p["configmap_data"]["STREAMLIT_SERVER_BASE_URL_PATH"]')

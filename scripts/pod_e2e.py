@@ -293,14 +293,12 @@ def timeline(events_file: Path, times_file: Path, plan: dict[str, Any], since: f
             rows.append((when, f"pod {pod}: {status}"))
         elif name in names and status in ("create", "start", "died", "remove"):
             what = names[name]
-            if status == "died":
-                code = int(e.get("ContainerExitCode", 0))  # podman leaves the field out when it is 0
-                rows.append((when, f"{what} exited {code}"))
-                marks.setdefault(f"{what} exit", when)
-                marks[f"{what} code"] = code
-            else:
-                rows.append((when, f"{what}: {status}"))
-                marks.setdefault(f"{what} {status}", when)
+            code = int(e.get("ContainerExitCode", 0))  # podman leaves the field out when it is 0
+            rows.append((when, f"{what} exited {code}" if status == "died" else f"{what}: {status}"))
+            if when >= since:  # the second before is shown, for the pod this start replaced; not measured
+                marks.setdefault(f"{what} {'exit' if status == 'died' else status}", when)
+                if status == "died":
+                    marks.setdefault(f"{what} code", code)
     probes = json.loads(times_file.read_text()) if times_file.is_file() else {}
     for p in probes.values():
         target = f"GET :{p['number']}{p['path']}" if p["handler"] == "httpGet" else f"TCP :{p['number']}"

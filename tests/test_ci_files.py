@@ -509,6 +509,8 @@ def pod_events(init_exit: float, server_start: float, init_code: int = 0) -> str
     died = {"ContainerExitCode": init_code} if init_code else {}  # podman omits a 0 exit code
     return "\n".join(
         [
+            # The pod this start replaced (as prod-empty before prod-seeded): shown, never measured.
+            event("objdet-pod-0-weights-prepare", "died", -0.5, ContainerExitCode=1),
             event("objdet-pod-0-weights-prepare", "create", 0.1),
             event("objdet-pod-0-objdet", "create", 0.2),
             event("objdet-pod-0-weights-prepare", "start", 0.3),
@@ -542,7 +544,7 @@ def test_timeline_orders_the_start_and_checks_it(tmp_path, init_exit, server_sta
     )  # fmt: skip
     assert out.returncode == (0 if ok else 1), out.stdout + out.stderr
     lines = [line for line in out.stdout.splitlines() if re.match(r"\s+[+-]\d+\.\d+s ", line)]
-    assert len(lines) == 6, out.stdout
+    assert len(lines) == 7, out.stdout
     assert [float(line.split()[0][:-1]) for line in lines] == sorted(float(line.split()[0][:-1]) for line in lines)
     assert f"init container weights-prepare exited {init_code}" in out.stdout
     assert "readinessProbe GET :7500/p/_stcore/health: first 200" in out.stdout

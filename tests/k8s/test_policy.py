@@ -303,6 +303,41 @@ def test_probes_present_distinct_and_under_base_path(render: Render) -> None:
     assert live != c["readinessProbe"]
 
 
+def test_scratch_space_is_split_and_bounded(render: Render) -> None:
+    """An emptyDir past its sizeLimit gets the whole pod evicted, ending every session on it. So the server
+    keeps /tmp, the models' export cache (XDG_CACHE_HOME) and the video jobs' scratch (OBJDET_VIDEO_SCRATCH_DIR)
+    on three separate bounded emptyDirs; the video volume holds OBJDET_VIDEO_JOBS x OBJDET_VIDEO_SCRATCH_MB
+    (app/video_jobs.py keeps each job within its share and refuses one job more); and the container's
+    ephemeral-storage limit covers the volumes together."""
+    d = render.deployment
+    c = container(d)
+    env = server_env(render)
+    settings = Settings.from_env(env)
+    empty = {v["name"]: v["emptyDir"] for v in d["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v}
+
+    def volume_at(path: str) -> str:
+        mounts = [m for m in c["volumeMounts"] if _under(path, m["mountPath"])]
+        assert mounts, f"{render.name}: {path} is on no mount (the root is read-only)"
+        name = max(mounts, key=lambda m: len(m["mountPath"]))["name"]
+        assert name in empty, f"{render.name}: {path} is on volume {name}, not an emptyDir"
+        return name
+
+    assert settings.video.scratch_dir is not None, "OBJDET_VIDEO_SCRATCH_DIR: the Deployment sets the video volume"
+    tmp, cache, video = volume_at("/tmp"), volume_at(env["XDG_CACHE_HOME"]), volume_at(str(settings.video.scratch_dir))
+    assert len({tmp, cache, video}) == 3, f"{render.name}: /tmp, the model cache and video scratch share a volume"
+    for name, spec in empty.items():
+        assert spec.get("sizeLimit"), f"{render.name}: emptyDir {name} has no sizeLimit"
+    need = settings.video.jobs * settings.video.scratch_bytes
+    assert quantity(empty[video]["sizeLimit"]) >= need, (
+        f"{render.name}: the video volume ({empty[video]['sizeLimit']}) is smaller than "
+        f"OBJDET_VIDEO_JOBS x OBJDET_VIDEO_SCRATCH_MB = {need / 2**20:.0f} MiB"
+    )
+    mounted = {m["name"] for m in c["volumeMounts"]} & set(empty)
+    total = sum(quantity(empty[n]["sizeLimit"]) for n in mounted)
+    limit = quantity(c["resources"]["limits"]["ephemeral-storage"])
+    assert total <= limit, f"{render.name}: the server's emptyDirs ({total / 2**20:.0f} MiB) exceed its limit"
+
+
 def test_rollout_settings(render: Render) -> None:
     d = render.deployment
     spec, pod = d["spec"], d["spec"]["template"]["spec"]
