@@ -667,6 +667,42 @@ def test_only_the_app_port_is_admitted(render: Render) -> None:
             assert rule.get("from"), "the metrics port must not be open to everyone"
 
 
+# Where the front door's traffic comes from, one place each: the namespace of the gateway's proxy pods
+# (components/httproute) and of the ingress-nginx controller (components/ingress-nginx).
+FRONT_DOORS = {
+    "HTTPRoute": REPO / "components" / "httproute" / "networkpolicy-patch.yaml",
+    "Ingress": REPO / "components" / "ingress-nginx" / "networkpolicy-patch.yaml",
+}
+
+
+def _patched_namespace(patch_file) -> str:
+    (add,) = [op for op in yaml.safe_load(patch_file.read_text()) if op["op"] == "add"]
+    assert add["path"] == "/spec/ingress/0/from/-", f"{patch_file}: appends to the app port's sources"
+    return add["value"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+
+
+def test_app_port_admits_only_the_front_door(render: Render) -> None:
+    """With a gateway or an ingress controller in front, the app's port admits only the controllers'
+    namespaces (no pod elsewhere in the cluster can skip the gateway's login and rate limit); without one
+    (base, minikube's NodePort), every source."""
+    np = render.get("NetworkPolicy", "objdet")
+    (rule,) = [r for r in np["spec"]["ingress"] if any(p["port"] == "http" for p in r.get("ports") or [])]
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+    expected = {_patched_namespace(f) for kind, f in FRONT_DOORS.items() if render.of_kind(kind)}
+    sources = rule.get("from") or []
+    for source in sources:
+        assert set(source) == {"namespaceSelector"} and set(source["namespaceSelector"]) == {"matchLabels"}, source
+    admitted = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
+    assert admitted == expected and len(sources) == len(expected), (
+        f"{render.name}: the app's port admits {sorted(admitted) or 'every source'}, expected "
+        f"{sorted(expected) or 'every source'}"
+    )
+    if render.name == "prod":
+        assert admitted == {"envoy-gateway-system"}, "prod: Envoy Gateway's proxies (its controller namespace)"
+    if render.name == "minikube":
+        assert render.get("Service", SERVER)["spec"]["type"] == "NodePort" and not sources
+
+
 def _targets(policy: dict[str, Any], kind: str, name: str) -> bool:
     return any(t.get("kind") == kind and t.get("name") == name for t in policy["spec"].get("targetRefs") or [])
 
@@ -925,6 +961,7 @@ _WEIGHT_PATHS = [
     )
 ]
 _I = "spec.template.spec.initContainers[weights-prepare]"
+_FRONT_DOOR = "spec.ingress[0].from"  # the sources admitted to the app's port
 _DEPLOYMENT = [
     "spec.replicas",
     f"{_C}.image",
@@ -971,6 +1008,7 @@ ALLOWED = {
             "ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
             "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
             "PersistentVolumeClaim": ["spec.storageClassName"],
+            "NetworkPolicy": [_FRONT_DOOR],  # components/httproute: the gateway's namespace only
         },
         {
             ("Namespace", "objdet"),
@@ -990,7 +1028,7 @@ ALLOWED_VARIANT = (
             f"{_I}.envFrom[0].configMapRef.name",
             *_FETCH["Deployment"],
         ],
-        "NetworkPolicy": _FETCH["NetworkPolicy"],
+        "NetworkPolicy": [*_FETCH["NetworkPolicy"], _FRONT_DOOR],  # + components/ingress-nginx's namespace
         "HTTPRoute": ["spec.rules[0].sessionPersistence"],
         "BackendTrafficPolicy": ["spec.rateLimit"],
     },
