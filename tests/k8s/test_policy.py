@@ -29,6 +29,7 @@ from .helpers import (
     Render,
     all_containers,
     container,
+    kustomize_build,
     pod_template,
     quantity,
 )
@@ -1159,6 +1160,20 @@ def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
         assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), (
             f"{name}: batch pods reach nothing"
         )
+
+
+def test_batch_example_starts_without_editing_the_live_job(renders) -> None:
+    """docs/batch-example creates the Job suspended; docs/batch-example-start is the same objects with
+    `suspend: false`, so starting (and re-applying after the start) is an apply, never a patch of the live
+    Job that a later apply of the example would undo by suspending it again."""
+    start = [d for d in yaml.safe_load_all(kustomize_build(REPO / "docs" / "batch-example-start")) if d]
+    example = {_key(o): o for o in renders[BATCH_EXAMPLE].objects}
+    started = {_key(o): o for o in start}
+    assert started.keys() == example.keys()
+    assert example[("Job", BATCH_JOB)]["spec"]["suspend"] is True
+    assert started[("Job", BATCH_JOB)]["spec"]["suspend"] is False
+    diff = {f"{k[0]}/{k[1]}: {p}" for k in example for p in differing_paths(example[k], started[k])}
+    assert diff == {f"Job/{BATCH_JOB}: spec.suspend"}, diff
 
 
 def test_documented_batch_helper_pod_is_restricted() -> None:
