@@ -91,6 +91,13 @@ def test_every_action_is_pinned_by_full_commit_sha_with_its_version():
         )
 
 
+def test_crd_schemas_come_from_a_pinned_commit():
+    text = "\n".join(p.read_text() for p in WORKFLOWS)
+    urls = re.findall(r"https://raw\.githubusercontent\.com/datreeio/CRDs-catalog/[^\s\"$]+", text)
+    assert urls and all(re.fullmatch(r".*/CRDs-catalog/[0-9a-f]{40}", u) for u in urls), urls
+    assert "CRDs-catalog/main" not in text
+
+
 def test_least_privilege():
     for path in WORKFLOWS:
         doc = workflow(path)
@@ -103,9 +110,13 @@ def test_least_privilege():
             assert step.get("with", {}).get("persist-credentials") is False, f"{job_name}: checkout keeps the token"
 
 
-def test_runs_the_gate_and_the_e2e_on_every_push():
-    docs = [workflow(p) for p in WORKFLOWS]
-    assert any("push" in (d["on"] if isinstance(d["on"], (dict, list)) else [d["on"]]) for d in docs)
+def test_runs_the_gate_and_the_e2e_once_per_change():
+    """On pull requests and on pushes to main; `push` limited to branches, else each commit of a pull request
+    runs every job twice (once per event)."""
+    for doc in (workflow(p) for p in WORKFLOWS):
+        on = doc["on"]
+        assert isinstance(on, dict) and "pull_request" in on and "push" in on, on
+        assert (on["push"] or {}).get("branches") == ["main"], f"push must be limited to main: {on['push']}"
     runs = [str(step.get("run", "")) for _, _, step in all_steps()]
     assert any(re.search(r"(^|\s)bash \.ci/run\b", r) for r in runs), ".ci/run is not run"
     assert any(re.search(r"(^|\s)bash scripts/e2e\.sh\b", r) for r in runs), "scripts/e2e.sh is not run"
