@@ -901,14 +901,15 @@ def test_minikube_serves_the_tutorials_url(renders) -> None:
     assert f":{TUTORIAL['nodePort']}/{TUTORIAL['path']}" in kustomization, f"the overlay's comment shows {url}"
 
 
-# What a default `minikube start` gives (2 CPUs; memory: minikube's floor of 2200 MB) and what runs there
+# What a default `minikube start` gives (2 CPUs; memory: at least 3072 MB since minikube 1.37, the fallback of
+# suggestMemoryAllocation in cmd/minikube/cmd/start.go, raised from 2200 by PR #20852) and what runs there
 # before objdet, as requests: kubeadm's control plane (kube-apiserver 250m, kube-controller-manager 200m,
 # kube-scheduler 100m: ComponentResources() in kubernetes cmd/kubeadm/app/phases/controlplane/manifests.go;
 # etcd 100m/100Mi, CoreDNS 100m/70Mi x 1 replica), kindnet 100m/50Mi, and Flux's default controllers
 # (source-controller 50m/64Mi, kustomize-, helm-, notification-controller 100m/64Mi each: their
 # config/manager/deployment.yaml). kube-proxy and storage-provisioner request nothing.
 MINIKUBE_CPU_M = 2000
-MINIKUBE_MEMORY_MI = 2200 * 10**6 / 2**20 - 100  # minus the kubelet's default hard eviction threshold
+MINIKUBE_MEMORY_MI = 3072 * 10**6 / 2**20 - 100  # minus the kubelet's default hard eviction threshold
 SYSTEM_CPU_M = 250 + 200 + 100 + 100 + 100 + 100 + 50 + 3 * 100
 SYSTEM_MEMORY_MI = 100 + 70 + 50 + 4 * 64
 
