@@ -305,7 +305,7 @@ def timeline(events_file: Path, times_file: Path, plan: dict[str, Any], since: f
         rows.append((p["first_pass"], f"{p['kind']} {target}: first {p['answer']}"))
     for what in names.values():
         if f"{what} create" in marks and f"{what} start" not in marks:
-            rows.append((max((w for w, _ in rows), default=since), f"{what}: never started (no start event)"))
+            rows.append((max((w for w, _ in rows), default=since) + 0.001, f"{what}: never started (no start event)"))
     rows.sort()
     for when, what in rows:
         print(f"  {when - since:+8.2f}s  {datetime.fromtimestamp(when).strftime('%H:%M:%S.%f')[:-3]}  {what}")
