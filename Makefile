@@ -11,7 +11,7 @@ export OBJDET_SHARED_DIR ?= $(SHARED)
 PIP_FLAGS := --disable-pip-version-check --no-input --progress-bar off
 REQS := $(PYTHON) scripts/requirements_from_pyproject.py
 
-.PHONY: run test test-fast test-cv4 lint format install weights bench image-test e2e clean
+.PHONY: run test test-fast test-cv4 lint format install weights bench image-test pod-e2e e2e clean
 
 run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
 	OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" $(PY) -m app serve
@@ -66,6 +66,9 @@ bench: install  ## raw framework call vs full pipeline, per model; then the app'
 
 image-test:  ## build both images without a daemon (buildah), run them, detect inside them (root)
 	bash scripts/image-test.sh
+
+pod-e2e:  ## the rendered minikube and prod pods started by podman kube play (root; builds the YOLO image when absent)
+	bash scripts/pod-e2e.sh
 
 e2e:  ## kind/minikube end to end (needs a machine that runs a cluster; GitHub Actions runs it, not `make test`)
 	bash scripts/e2e.sh

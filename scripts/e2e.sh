@@ -51,7 +51,7 @@ CONFIGMAP=objdet-config
 DEPLOYMENT=objdet
 SERVICE=objdet
 SELECTOR=app.kubernetes.io/component=server
-BASE_PATH=object-detection
+BASE_PATH=kubernetes-object-detection  # overlays/minikube's STREAMLIT_SERVER_BASE_URL_PATH: the tutorial's URL
 NODE_PORT=30007
 CLUSTER=${E2E_CLUSTER:-objdet-e2e}
 TIMEOUT=${E2E_TIMEOUT:-900}

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from ..ops.cpus import available_cpus
 from .catalog import FAMILIES, SSD_ARCHS, SSD_DEFAULT_FILES, SSD_ENGINES, YOLO_DEFAULT_WEIGHTS, EnvVar, yolo_format
+from .video_jobs import ENV_VARS as VIDEO_ENV_VARS
+from .video_jobs import VideoLimits
+
+DEFAULT_VIDEO_LIMITS = VideoLimits()
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,7 +125,7 @@ _GENERAL = (
 )
 # Every variable the app reads: the model selection, each family's own (app/engine/catalog.py), the rest.
 ENV_VARS: dict[str, EnvVar] = {
-    v.name: v for v in (*_SELECTION, *(v for f in FAMILIES.values() for v in f.env_vars), *_GENERAL)
+    v.name: v for v in (*_SELECTION, *(v for f in FAMILIES.values() for v in f.env_vars), *_GENERAL, *VIDEO_ENV_VARS)
 }
 
 
@@ -148,6 +152,7 @@ class Settings:
     metrics_port: int = 0
     log_format: str = "text"
     log_level: str = "info"
+    video: VideoLimits = DEFAULT_VIDEO_LIMITS  # app/engine/video_jobs.py: concurrent video jobs, their scratch space
 
     def __post_init__(self):
         if not self.max_file_bytes:
@@ -234,6 +239,10 @@ class Settings:
         metrics_port = _int_or(get, "OBJDET_METRICS_PORT", 0, 65535, 0)
         log_format = _choice(get, "OBJDET_LOG_FORMAT", LOG_FORMATS)
         log_level = _choice(get, "OBJDET_LOG_LEVEL", LOG_LEVELS)
+        try:
+            video = VideoLimits.from_env(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             models=models,
             required_models=required,
@@ -254,6 +263,7 @@ class Settings:
             metrics_port=metrics_port,
             log_format=log_format,
             log_level=log_level,
+            video=video,
         )
 
 

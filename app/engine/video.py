@@ -58,6 +58,8 @@ def process_video(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     progress: Callable[[float, str], None] | None = None,
     max_bytes: int | None = None,
+    scratch_dir: str | os.PathLike | None = None,
+    max_scratch_bytes: int | None = None,
 ) -> VideoReport:
     """``detect(rgb_image, params) -> DetectionResult`` runs on frames 0, N, 2N, ...; frames between
     keep the last boxes, so the annotated video plays at the source frame rate.
@@ -66,10 +68,22 @@ def process_video(
     (default: the image file limit, ``OBJDET_MAX_FILE_BYTES``), and before a frame is decoded when
     the container's frame size is over ``max_pixels``. A file that ends early (or whose header
     claims more frames than it holds) is processed as far as it decodes, with a note.
+
+    The temporary files go to ``scratch_dir`` (default: the system temp folder); with ``max_scratch_bytes``
+    (app/engine/video_jobs.py) an upload larger than half of it is refused, and processing stops, with a note,
+    before the files written grow past it.
     """
     _check_upload(name, data, default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes)
+    _check_scratch_share(name, data, max_scratch_bytes)
     suffix = os.path.splitext(name)[1] or ".mp4"
-    with tempfile.TemporaryDirectory(prefix="objdet-video-") as tmp:
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix="objdet-video-", dir=scratch_dir)
+    except OSError as exc:
+        raise VideoError(
+            f"{name}: cannot write temporary files in {scratch_dir or tempfile.gettempdir()} "
+            f"(OBJDET_VIDEO_SCRATCH_DIR): {exc.strerror or exc}"
+        ) from None
+    with scratch as tmp:
         src = os.path.join(tmp, "in" + suffix)
         with open(src, "wb") as fh:
             fh.write(data)
@@ -80,9 +94,10 @@ def process_video(
             out = _Outputs(tmp, name, fps, (width, height))
             report = VideoReport(b"", out.web_format, fps=fps, web_size=out.web_size)
             run = _FrameRun(report, out, (width, height), every_n, total, progress)
+            run.scratch = (tmp, max_scratch_bytes)
             start = time.monotonic()
             last: DetectionResult | None = None
-            while frame is not None and run.same_size(frame):
+            while frame is not None and run.same_size(frame) and run.room_for(frame):
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 if run.detects_now():
                     if time.monotonic() - start > budget_s:
@@ -107,6 +122,18 @@ def _check_upload(name: str, data: bytes, max_bytes: int) -> None:
         raise VideoError(
             f"{name}: file is {len(data):,} bytes, more than the limit of {max_bytes:,} (OBJDET_MAX_FILE_BYTES)"
         )
+
+
+def _check_scratch_share(name: str, data: bytes, max_scratch_bytes: int | None) -> None:
+    if max_scratch_bytes is not None and len(data) > max_scratch_bytes // 2:
+        raise VideoError(
+            f"{name}: file is {len(data):,} bytes; a video job may write {max_scratch_bytes:,} bytes of temporary "
+            "files (OBJDET_VIDEO_SCRATCH_MB), the upload and the annotated videos together: use a shorter clip"
+        )
+
+
+def _scratch_used(folder: str) -> int:
+    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
 
 
 def _first_frame(cap: cv2.VideoCapture, name: str, max_pixels: int) -> tuple[np.ndarray, float, int]:
@@ -175,6 +202,7 @@ class _FrameRun:
         self.report, self.out, self.size = report, out, size
         self.every_n, self.total, self.progress = max(1, every_n), total, progress
         self.index = 0
+        self.scratch: tuple[str, int | None] = ("", None)  # the job's folder and its byte share
         self.key_stride = 1  # keep every key_stride-th detected frame's JPEG
 
     def same_size(self, frame: np.ndarray) -> bool:
@@ -185,6 +213,21 @@ class _FrameRun:
         self.report.notes.append(
             f"frame {self.index} is {frame.shape[1]}x{frame.shape[0]}, unlike the first "
             f"frame's {width}x{height}: stopped there"
+        )
+        return False
+
+    def room_for(self, frame: np.ndarray) -> bool:
+        """False, with a note, when writing this frame to both writers (each buffers up to about a raw frame)
+        could take the job's temporary files past their share of the scratch volume."""
+        folder, limit = self.scratch
+        if limit is None:
+            return True
+        used = _scratch_used(folder)
+        if used + 2 * frame.nbytes <= limit:
+            return True
+        self.report.notes.append(
+            f"stopped at frame {self.index}: the temporary files reached {used / 2**20:.0f} MiB of the "
+            f"{limit / 2**20:.0f} MiB one video job may use (OBJDET_VIDEO_SCRATCH_MB); the frames before were processed"
         )
         return False
 

@@ -18,6 +18,7 @@ from ..engine.exports import frames_csv
 from ..engine.registry import get_detector, inference_slots
 from ..engine.result import DetectParams
 from ..engine.video import VideoError, VideoReport, process_video, timeline
+from ..engine.video_jobs import VideoBusy, gate
 from ..ops import prometheus
 from .cache import CACHE
 from .uploads import session_id
@@ -58,7 +59,17 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
 
 
 def run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
-    """Process the upload with progress; the report, or None after showing why the video cannot be used."""
+    """Process the upload with progress; the report, or None after showing why the video cannot be used
+    (or that every video slot of this process is taken: app/engine/video_jobs.py)."""
+    try:
+        with gate(settings.video).slot():
+            return _run_video(upload, model, params, every_n, budget, settings)
+    except VideoBusy as exc:
+        st.warning(str(exc), icon=":material/hourglass_top:")
+        return None
+
+
+def _run_video(upload, model: str, params: DetectParams, every_n: int, budget: float, settings: Settings):
     detector = get_detector(model, settings)
     bar = st.progress(0.0, text="starting")
 
@@ -76,6 +87,8 @@ def run_video(upload, model: str, params: DetectParams, every_n: int, budget: fl
             budget,
             settings.max_image_pixels,
             progress=lambda f, t: bar.progress(f, text=t),
+            scratch_dir=settings.video.scratch_dir,
+            max_scratch_bytes=settings.video.scratch_bytes,
         )
     except VideoError as exc:
         prometheus.record_refused(upload.name, str(exc), [model])

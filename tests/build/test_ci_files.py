@@ -7,11 +7,15 @@ it (.github/workflows/ci.yml). What can be checked without a cluster is checked 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -87,6 +91,13 @@ def test_every_action_is_pinned_by_full_commit_sha_with_its_version():
         )
 
 
+def test_crd_schemas_come_from_a_pinned_commit():
+    text = "\n".join(p.read_text() for p in WORKFLOWS)
+    urls = re.findall(r"https://raw\.githubusercontent\.com/datreeio/CRDs-catalog/[^\s\"$]+", text)
+    assert urls and all(re.fullmatch(r".*/CRDs-catalog/[0-9a-f]{40}", u) for u in urls), urls
+    assert "CRDs-catalog/main" not in text
+
+
 def test_least_privilege():
     for path in WORKFLOWS:
         doc = workflow(path)
@@ -99,9 +110,13 @@ def test_least_privilege():
             assert step.get("with", {}).get("persist-credentials") is False, f"{job_name}: checkout keeps the token"
 
 
-def test_runs_the_gate_and_the_e2e_on_every_push():
-    docs = [workflow(p) for p in WORKFLOWS]
-    assert any("push" in (d["on"] if isinstance(d["on"], (dict, list)) else [d["on"]]) for d in docs)
+def test_runs_the_gate_and_the_e2e_once_per_change():
+    """On pull requests and on pushes to main; `push` limited to branches, else each commit of a pull request
+    runs every job twice (once per event)."""
+    for doc in (workflow(p) for p in WORKFLOWS):
+        on = doc["on"]
+        assert isinstance(on, dict) and "pull_request" in on and "push" in on, on
+        assert (on["push"] or {}).get("branches") == ["main"], f"push must be limited to main: {on['push']}"
     runs = [str(step.get("run", "")) for _, _, step in all_steps()]
     assert any(re.search(r"(^|\s)bash \.ci/run\b", r) for r in runs), ".ci/run is not run"
     assert any(re.search(r"(^|\s)bash scripts/e2e\.sh\b", r) for r in runs), "scripts/e2e.sh is not run"
@@ -164,7 +179,7 @@ def test_print_plan_names_both_applies_and_the_service_path():
     out = proc.stdout
     assert "apply 1" in out and "apply 2" in out and "kind create cluster" not in out  # a plan creates nothing
     assert "kind load docker-image objdet:dev" in out
-    assert ":30007/object-detection/" in out and "NodePort" in out
+    assert ":30007/kubernetes-object-detection/" in out and "NodePort" in out
 
 
 @pytest.mark.parametrize("cluster_tool", ["minikube", "kind"])
@@ -249,7 +264,7 @@ def yolo_server(yolo_dir):
         "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
         "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
     }
-    srv = Server(env, base_path="object-detection")  # the overlay's base path, as the NodePort serves it
+    srv = Server(env, base_path="kubernetes-object-detection")  # the overlay's base path, as the NodePort serves it
     try:
         srv.wait_healthy()
         yield srv
@@ -329,8 +344,6 @@ def pod_doc(init_restarts: int = 0, restarts: int = 0) -> dict:
 
 
 def test_timeline_is_in_time_order_and_fails_on_restarts(tmp_path):
-    import json
-
     events = {
         "items": [
             {
@@ -359,3 +372,198 @@ def test_timeline_is_in_time_order_and_fails_on_restarts(tmp_path):
         (tmp_path / "pod.json").write_text(json.dumps(pod_doc(init_restarts, restarts)))
         proc = e2e("--timeline", str(tmp_path / "pod.json"), str(tmp_path / "events.json"))
         assert proc.returncode == 1 and f"restarts: {init_restarts + restarts}" in proc.stdout
+
+
+# --- scripts/pod-e2e.sh without podman: its split of the real renders, its mirror and its timeline ----------------
+
+POD_E2E = REPO / "scripts" / "pod-e2e.sh"
+POD_HELPER = REPO / "scripts" / "pod_e2e.py"
+
+
+def pod_helper(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(POD_HELPER), *map(str, args)], capture_output=True, text=True, timeout=60, **kwargs
+    )
+
+
+def leaves(value, prefix=""):
+    """Leaf paths of an object; list items with a name are addressed by [name]."""
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}.{key}").items()}
+    if isinstance(value, list) and value and all(isinstance(i, dict) and "name" in i for i in value):
+        return {k: v for item in value for k, v in leaves(item, f"{prefix}[{item['name']}]").items()}
+    return {prefix: value}
+
+
+def changed(a, b) -> set[str]:
+    la, lb = leaves(a), leaves(b)
+    return {p for p in la.keys() | lb.keys() if la.get(p, object()) != lb.get(p, object())}
+
+
+def test_ci_run_plays_the_pods_after_the_image_test():
+    code = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if not line.lstrip().startswith("#")]
+    image, pods = code.index("bash scripts/image-test.sh"), code.index("bash scripts/pod-e2e.sh")
+    assert image < pods, "pod-e2e reuses the image the image test built: it runs after it"
+    after = "\n".join(code[pods:])
+    assert '"$rc" -eq 2' in after and 'exit "$rc"' in after, "exit 2 warns, any other failure fails CI"
+    assert any("catatonit" in line for line in code), ".ci/run installs catatonit (podman's pause image needs it)"
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^pod-e2e:.*\n\tbash scripts/pod-e2e\.sh$", makefile, re.M)
+
+
+@pytest.mark.parametrize("overlay", ["minikube", "prod"])
+def test_split_plays_the_render_with_only_the_named_substitutions(tmp_path, overlay):
+    proc = subprocess.run(
+        [tool("kubectl"), "kustomize", str(REPO / "overlays" / overlay)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    (tmp_path / "render.yaml").write_text(proc.stdout)
+    rendered = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    mirror = ["--mirror", "http://127.0.0.1:9"] if overlay == "minikube" else []
+    out = pod_helper(
+        "split", tmp_path / "render.yaml", tmp_path / "out", "--image", "localhost/objdet:test", *mirror,
+        "--set", "OBJDET_MODELS=yolo", "the mirror holds YOLO only",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    played = [d for d in yaml.safe_load_all((tmp_path / "out" / "play.yaml").read_text()) if d]
+    configmaps = list(yaml.safe_load_all((tmp_path / "out" / "configmaps.yaml").read_text()))
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    by_kind = {k: [d for d in rendered if d["kind"] == k] for k in {d["kind"] for d in rendered}}
+    # The claim exactly as rendered; the ConfigMap with the one value set; the Deployment with the named changes.
+    assert [d for d in played if d["kind"] == "PersistentVolumeClaim"] == by_kind["PersistentVolumeClaim"]
+    (cm,) = configmaps
+    assert changed(by_kind["ConfigMap"][0], cm) == {".data.OBJDET_MODELS"} and cm["data"]["OBJDET_MODELS"] == "yolo"
+    (deployment,) = [d for d in played if d["kind"] == "Deployment"]
+    assert deployment == yaml.safe_load((tmp_path / "out" / "deployment.yaml").read_text())
+    diff = changed(by_kind["Deployment"][0], deployment)
+    pod = ".spec.template.spec"
+    expected = {
+        f"{pod}.restartPolicy",
+        f"{pod}.initContainers[weights-prepare].image",
+        f"{pod}.containers[objdet].image",
+    }
+    expected |= {p for p in diff if p.startswith(f"{pod}.containers[objdet].ports[")}
+    if overlay == "prod":
+        expected.add(".spec.replicas")
+    else:
+        expected.add(f"{pod}.initContainers[weights-prepare].command")
+        assert deployment["spec"]["template"]["spec"]["initContainers"][0]["command"][-2:] == mirror
+    assert diff == expected, f"played Deployment differs beyond the named substitutions: {sorted(diff - expected)}"
+    assert "ports" not in deployment["spec"]["template"]["spec"]["containers"][0]
+    named = {(s["object"].split(" container ")[-1], s["path"].split(".")[-1]) for s in plan["substitutions"]}
+    assert len(plan["substitutions"]) == len(named) and all(s["why"] for s in plan["substitutions"])
+    # The probes as rendered, the named port resolved to the container port.
+    server = by_kind["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    http = next(p["containerPort"] for p in server["ports"] if p["name"] == "http")
+    probes = {p["kind"]: p for p in plan["probes"]}
+    assert set(probes) == {"startupProbe", "readinessProbe", "livenessProbe"}
+    assert probes["readinessProbe"]["path"] == server["readinessProbe"]["httpGet"]["path"]
+    assert all(p["number"] == http and p["port"] == "http" for p in probes.values())
+    assert probes["livenessProbe"]["handler"] == "tcpSocket"
+    # Every kind is played, passed as --configmap, or named with its reason.
+    skipped = {k.split("/")[0] for k in plan["not_played"]}
+    assert {d["kind"] for d in rendered} == {"ConfigMap", "PersistentVolumeClaim", "Deployment"} | skipped
+    assert plan["pod"] == "objdet-pod-0" and plan["server_container"] == "objdet-pod-0-objdet"
+
+
+def test_split_refuses_a_kind_nobody_decided_about(tmp_path):
+    (tmp_path / "r.yaml").write_text("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: x}\n")
+    out = pod_helper("split", tmp_path / "r.yaml", tmp_path / "o", "--image", "x")
+    assert out.returncode == 1 and "CronJob" in out.stderr and "NOT_PLAYED" in out.stderr
+
+
+def test_kinds_not_played_are_documented():
+    sys.path.insert(0, str(POD_HELPER.parent))
+    try:
+        from pod_e2e import NOT_PLAYED
+    finally:
+        sys.path.remove(str(POD_HELPER.parent))
+    doc = (REPO / "docs" / "kubernetes.md").read_text()
+    section = doc[doc.index("## Pods on podman") :]
+    missing = [k for k in NOT_PLAYED if f"`{k}`" not in section.split("\n## ")[0]]
+    assert not missing, f"docs/kubernetes.md 'Pods on podman' does not list {missing}"
+    script = POD_E2E.read_text()
+    assert all(k in script for k in NOT_PLAYED), "the script's header names every kind it does not play"
+
+
+def test_mirror_serves_files_and_counts_the_requests(tmp_path):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.weights").write_bytes(b"x" * 1000)
+    proc = subprocess.Popen(
+        [sys.executable, str(POD_HELPER), "mirror", tmp_path / "files", tmp_path / "port", tmp_path / "log"]
+    )
+    try:
+        for _ in range(100):
+            if (tmp_path / "port").exists():
+                break
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{(tmp_path / 'port').read_text()}"
+        assert pod_helper("requests", tmp_path / "log").stdout.strip() == "0 (none)"
+        for _ in range(2):
+            with urllib.request.urlopen(f"{base}/a.weights", timeout=5) as answer:
+                assert answer.read() == b"x" * 1000
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{base}/b.weights", timeout=5)
+        assert pod_helper("requests", tmp_path / "log").stdout.strip() == "3 (a.weights 2, b.weights 1)"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def pod_events(init_exit: float, server_start: float, init_code: int = 0) -> str:
+    t = 1_800_000_000.0
+
+    def event(name, status, at, **extra):
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t + at)) + f".{int((at % 1) * 1e9):09d}Z"
+        return json.dumps({"Name": name, "Status": status, "Time": when, "Type": "container", **extra})
+
+    died = {"ContainerExitCode": init_code} if init_code else {}  # podman omits a 0 exit code
+    return "\n".join(
+        [
+            # The pod this start replaced (as prod-empty before prod-seeded): shown, never measured.
+            event("objdet-pod-0-weights-prepare", "died", -0.5, ContainerExitCode=1),
+            event("objdet-pod-0-weights-prepare", "create", 0.1),
+            event("objdet-pod-0-objdet", "create", 0.2),
+            event("objdet-pod-0-weights-prepare", "start", 0.3),
+            event("objdet-pod-0-weights-prepare", "died", init_exit, **died),
+            event("objdet-pod-0-objdet", "start", server_start),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("init_exit", "server_start", "init_code", "ok"),
+    [(0.5, 0.7, 0, True), (0.9, 0.7, 0, False), (0.5, 0.7, 1, False)],
+    ids=["init-then-server", "server-before-init-exit", "init-failed"],
+)
+def test_timeline_orders_the_start_and_checks_it(tmp_path, init_exit, server_start, init_code, ok):
+    plan = {
+        "pod": "objdet-pod-0",
+        "server": "objdet",
+        "server_container": "objdet-pod-0-objdet",
+        "init_containers": {"weights-prepare": "objdet-pod-0-weights-prepare"},
+        "claims": ["objdet-weights"],
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    (tmp_path / "events.json").write_text(pod_events(init_exit, server_start, init_code))
+    probe = {"handler": "httpGet", "number": 7500, "path": "/p/_stcore/health", "answer": "200"}
+    times = {"readinessProbe": {**probe, "kind": "readinessProbe", "first_pass": 1_800_000_002.0}}
+    (tmp_path / "times.json").write_text(json.dumps(times))
+    out = pod_helper(
+        "timeline", tmp_path / "events.json", tmp_path / "times.json", tmp_path / "plan.json",
+        "--since", "1800000000", "--marks", tmp_path / "marks.json",
+    )  # fmt: skip
+    assert out.returncode == (0 if ok else 1), out.stdout + out.stderr
+    lines = [line for line in out.stdout.splitlines() if re.match(r"\s+[+-]\d+\.\d+s ", line)]
+    assert len(lines) == 7, out.stdout
+    assert [float(line.split()[0][:-1]) for line in lines] == sorted(float(line.split()[0][:-1]) for line in lines)
+    assert f"init container weights-prepare exited {init_code}" in out.stdout
+    assert "readinessProbe GET :7500/p/_stcore/health: first 200" in out.stdout
+    marks = json.loads((tmp_path / "marks.json").read_text())
+    assert marks == {
+        "init_start": 0.3,
+        "init_exit": init_exit,
+        "init_code": init_code,
+        "server_start": 0.7,
+        "ready": 2.0,
+    }

@@ -268,7 +268,7 @@ def test_healthcheck_command_builds_the_probe_path():
     code = argv[2].replace("urllib.request.urlopen(", "fake_urlopen(")
     for base, expected in (
         ("", "http://127.0.0.1:8501/_stcore/health"),
-        ("/object-detection/", "http://127.0.0.1:7500/object-detection/_stcore/health"),
+        ("/kubernetes-object-detection/", "http://127.0.0.1:7500/kubernetes-object-detection/_stcore/health"),
     ):
         env = {"STREAMLIT_SERVER_BASE_URL_PATH": base} | ({"STREAMLIT_SERVER_PORT": "7500"} if base else {})
         seen: list = []

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 MODELS = ("ssd", "yolo")
 STAGES = ("preprocess", "inference", "postprocess")
-BASE_PATH = "object-detection"
+BASE_PATH = "kubernetes-object-detection"
 
 
 @pytest.fixture(scope="module")

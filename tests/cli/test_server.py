@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 
@@ -9,6 +10,9 @@ import pytest
 from support.serving import REPO, Server, health
 
 pytestmark = pytest.mark.server
+
+# overlays/minikube's STREAMLIT_SERVER_BASE_URL_PATH: the tutorial ends with http://<minikube ip>:30007/<this>
+TUTORIAL_PATH = "kubernetes-object-detection"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +46,19 @@ def test_base_url_path_and_optional_model(yolo_env, tmp_path):
         "OBJDET_REQUIRED_MODELS": "yolo",
         "OBJDET_SSD_WEIGHTS": str(tmp_path / "absent.pth"),
     }
-    server = Server(env, base_path="object-detection")
+    server = Server(env, base_path=TUTORIAL_PATH)
     try:
         server.wait_healthy()
         assert "ssd: missing (optional" in server.text()
-        assert health(f"http://127.0.0.1:{server.port}/object-detection/_stcore/health") == 200
+        assert health(f"http://127.0.0.1:{server.port}/{TUTORIAL_PATH}/_stcore/health") == 200
+        # The tutorial prints the URL without a trailing slash: Streamlit redirects it to the app's page.
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("GET", f"/{TUTORIAL_PATH}", headers={"Host": "192.168.49.2:30007"})
+        answer = conn.getresponse()
+        assert answer.status in (301, 302, 307, 308), answer.status
+        assert answer.getheader("Location") == f"http://192.168.49.2:30007/{TUTORIAL_PATH}/"
+        assert health(f"http://127.0.0.1:{server.port}/{TUTORIAL_PATH}") == 200  # urllib follows it
+        assert health(f"http://127.0.0.1:{server.port}/") == 404  # nothing outside the base path
     finally:
         server.stop()
 

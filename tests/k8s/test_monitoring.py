@@ -100,6 +100,26 @@ def test_dashboard_is_a_grafana_dashboard_of_exported_metrics(variant: Render) -
     assert wanted | {"objdet_inference_slots_in_use", "objdet_inference_slots_waiting"} <= used
 
 
+def test_dashboard_namespace_is_chosen_from_what_prometheus_scraped(variant: Render, renders) -> None:
+    """The namespace variable is a query over the scraped series, not a fixed name: the dashboard shows the
+    overlays' namespaces (objdet, object-detection) and any other without an edit; every panel filters by it."""
+    dashboard = _dashboard(variant)
+    (var,) = [v for v in dashboard["templating"]["list"] if v["name"] == "namespace"]
+    assert var["type"] == "query" and var["datasource"]["uid"] == "${datasource}", var
+    query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+    m = re.fullmatch(r"label_values\((\w+),\s*namespace\)", query)
+    assert m and m.group(1) in metric_names(), f"{query}: label_values of an exported metric's namespace label"
+    assert "current" not in var and "options" not in var, "no namespace fixed in the file"
+    assert var.get("refresh") in (1, 2), "refreshed on load or on time range change"
+    overlays = {o["metadata"]["name"] for r in ("minikube", "prod") for o in renders[r].of_kind("Namespace")}
+    templating = json.dumps(dashboard["templating"])
+    for ns in overlays:  # neither a fixed choice nor a fixed filter
+        assert f'"{ns}"' not in templating and f'namespace=\\"{ns}\\"' not in json.dumps(dashboard["panels"]), ns
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert 'namespace="$namespace"' in target["expr"], f"{panel['title']}: not filtered by $namespace"
+
+
 def _metrics_service(r: Render) -> dict[str, Any]:
     return r.get("Service", "objdet-metrics")
 

@@ -29,6 +29,7 @@ from .helpers import (
     Render,
     all_containers,
     container,
+    kustomize_build,
     pod_template,
     quantity,
 )
@@ -303,6 +304,41 @@ def test_probes_present_distinct_and_under_base_path(render: Render) -> None:
     if "tcpSocket" in live:
         assert live["tcpSocket"]["port"] in port_names
     assert live != c["readinessProbe"]
+
+
+def test_scratch_space_is_split_and_bounded(render: Render) -> None:
+    """An emptyDir past its sizeLimit gets the whole pod evicted, ending every session on it. So the server
+    keeps /tmp, the models' export cache (XDG_CACHE_HOME) and the video jobs' scratch (OBJDET_VIDEO_SCRATCH_DIR)
+    on three separate bounded emptyDirs; the video volume holds OBJDET_VIDEO_JOBS x OBJDET_VIDEO_SCRATCH_MB
+    (app/engine/video_jobs.py keeps each job within its share and refuses one job more); and the container's
+    ephemeral-storage limit covers the volumes together."""
+    d = render.deployment
+    c = container(d)
+    env = server_env(render)
+    settings = Settings.from_env(env)
+    empty = {v["name"]: v["emptyDir"] for v in d["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v}
+
+    def volume_at(path: str) -> str:
+        mounts = [m for m in c["volumeMounts"] if _under(path, m["mountPath"])]
+        assert mounts, f"{render.name}: {path} is on no mount (the root is read-only)"
+        name = max(mounts, key=lambda m: len(m["mountPath"]))["name"]
+        assert name in empty, f"{render.name}: {path} is on volume {name}, not an emptyDir"
+        return name
+
+    assert settings.video.scratch_dir is not None, "OBJDET_VIDEO_SCRATCH_DIR: the Deployment sets the video volume"
+    tmp, cache, video = volume_at("/tmp"), volume_at(env["XDG_CACHE_HOME"]), volume_at(str(settings.video.scratch_dir))
+    assert len({tmp, cache, video}) == 3, f"{render.name}: /tmp, the model cache and video scratch share a volume"
+    for name, spec in empty.items():
+        assert spec.get("sizeLimit"), f"{render.name}: emptyDir {name} has no sizeLimit"
+    need = settings.video.jobs * settings.video.scratch_bytes
+    assert quantity(empty[video]["sizeLimit"]) >= need, (
+        f"{render.name}: the video volume ({empty[video]['sizeLimit']}) is smaller than "
+        f"OBJDET_VIDEO_JOBS x OBJDET_VIDEO_SCRATCH_MB = {need / 2**20:.0f} MiB"
+    )
+    mounted = {m["name"] for m in c["volumeMounts"]} & set(empty)
+    total = sum(quantity(empty[n]["sizeLimit"]) for n in mounted)
+    limit = quantity(c["resources"]["limits"]["ephemeral-storage"])
+    assert total <= limit, f"{render.name}: the server's emptyDirs ({total / 2**20:.0f} MiB) exceed its limit"
 
 
 def test_rollout_settings(render: Render) -> None:
@@ -631,6 +667,42 @@ def test_only_the_app_port_is_admitted(render: Render) -> None:
             assert rule.get("from"), "the metrics port must not be open to everyone"
 
 
+# Where the front door's traffic comes from, one place each: the namespace of the gateway's proxy pods
+# (components/httproute) and of the ingress-nginx controller (components/ingress-nginx).
+FRONT_DOORS = {
+    "HTTPRoute": REPO / "components" / "httproute" / "networkpolicy-patch.yaml",
+    "Ingress": REPO / "components" / "ingress-nginx" / "networkpolicy-patch.yaml",
+}
+
+
+def _patched_namespace(patch_file) -> str:
+    (add,) = [op for op in yaml.safe_load(patch_file.read_text()) if op["op"] == "add"]
+    assert add["path"] == "/spec/ingress/0/from/-", f"{patch_file}: appends to the app port's sources"
+    return add["value"]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+
+
+def test_app_port_admits_only_the_front_door(render: Render) -> None:
+    """With a gateway or an ingress controller in front, the app's port admits only the controllers'
+    namespaces (no pod elsewhere in the cluster can skip the gateway's login and rate limit); without one
+    (base, minikube's NodePort), every source."""
+    np = render.get("NetworkPolicy", "objdet")
+    (rule,) = [r for r in np["spec"]["ingress"] if any(p["port"] == "http" for p in r.get("ports") or [])]
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+    expected = {_patched_namespace(f) for kind, f in FRONT_DOORS.items() if render.of_kind(kind)}
+    sources = rule.get("from") or []
+    for source in sources:
+        assert set(source) == {"namespaceSelector"} and set(source["namespaceSelector"]) == {"matchLabels"}, source
+    admitted = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
+    assert admitted == expected and len(sources) == len(expected), (
+        f"{render.name}: the app's port admits {sorted(admitted) or 'every source'}, expected "
+        f"{sorted(expected) or 'every source'}"
+    )
+    if render.name == "prod":
+        assert admitted == {"envoy-gateway-system"}, "prod: Envoy Gateway's proxies (its controller namespace)"
+    if render.name == "minikube":
+        assert render.get("Service", SERVER)["spec"]["type"] == "NodePort" and not sources
+
+
 def _targets(policy: dict[str, Any], kind: str, name: str) -> bool:
     return any(t.get("kind") == kind and t.get("name") == name for t in policy["spec"].get("targetRefs") or [])
 
@@ -731,12 +803,10 @@ def test_edge_auth_secret_is_not_in_git(renders) -> None:
         assert ref.get("kind", "Secret") == "Secret" and "namespace" not in ref
         assert not [o for o in r.of_kind("Secret") if o["metadata"]["name"] == ref["name"]], "no Secret in git"
         assert _targets(sp, "HTTPRoute", "objdet")
-    uploads = [
-        rule
-        for p in r.of_kind("BackendTrafficPolicy")
-        if "rateLimit" in p["spec"]
-        for rule in p["spec"]["rateLimit"]["local"]["rules"]
-    ]
+    limits = [p["spec"]["rateLimit"] for p in r.of_kind("BackendTrafficPolicy") if "rateLimit" in p["spec"]]
+    # Envoy Gateway >= 1.6 (the method/path selectors are 1.6's): its deprecated `type` is left out.
+    assert limits and all("type" not in limit for limit in limits), "rateLimit.type is deprecated since 1.6"
+    uploads = [rule for limit in limits for rule in limit["local"]["rules"]]
     assert uploads, "an upload rate limit"
     paths = [sel["path"]["value"] for rule in uploads for sel in rule.get("clientSelectors", []) if "path" in sel]
     assert "/_stcore/upload_file" in paths
@@ -803,24 +873,42 @@ def test_replicas_and_spread(render: Render) -> None:
             )
 
 
-def test_minikube_service_is_the_tutorials_nodeport(renders) -> None:
+# The tutorial ends with http://<minikube_ip>:30007/kubernetes-object-detection: NodePort 30007, container
+# port 7500, that base URL path (Streamlit redirects the bare path to the one with a trailing slash).
+TUTORIAL = {"nodePort": 30007, "containerPort": 7500, "path": "kubernetes-object-detection"}
+
+
+def test_minikube_serves_the_tutorials_url(renders) -> None:
     r = renders["minikube"]
     svc = r.get("Service", SERVER)
     assert svc["spec"]["type"] == "NodePort"
-    assert [p.get("nodePort") for p in svc["spec"]["ports"]] == [30007]
+    (port,) = svc["spec"]["ports"]
+    assert port["nodePort"] == TUTORIAL["nodePort"]
+    c = container(r.deployment)
+    (target,) = [p for p in c["ports"] if p["name"] == port["targetPort"]]
+    assert target["containerPort"] == TUTORIAL["containerPort"], "NodePort 30007 -> the container port 7500"
     env = server_env(r)
-    assert env["STREAMLIT_SERVER_PORT"] == "7500" and env["STREAMLIT_SERVER_BASE_URL_PATH"]
+    assert env["STREAMLIT_SERVER_PORT"] == str(TUTORIAL["containerPort"])
+    assert env["STREAMLIT_SERVER_BASE_URL_PATH"] == TUTORIAL["path"]
+    health = f"/{TUTORIAL['path']}/{HEALTH}"
+    for probe in ("startupProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": health, "port": "http"}, probe
+    assert c["livenessProbe"]["tcpSocket"] == {"port": "http"}
     assert not r.of_kind("Job"), "minikube fills the weights volume from the init container, with no Job"
+    url = f"http://<minikube_ip>:{TUTORIAL['nodePort']}/{TUTORIAL['path']}"
+    kustomization = (REPO / "overlays" / "minikube" / "kustomization.yaml").read_text()
+    assert f":{TUTORIAL['nodePort']}/{TUTORIAL['path']}" in kustomization, f"the overlay's comment shows {url}"
 
 
-# What a default `minikube start` gives (2 CPUs; memory: minikube's floor of 2200 MB) and what runs there
+# What a default `minikube start` gives (2 CPUs; memory: at least 3072 MB since minikube 1.37, the fallback of
+# suggestMemoryAllocation in cmd/minikube/cmd/start.go, raised from 2200 by PR #20852) and what runs there
 # before objdet, as requests: kubeadm's control plane (kube-apiserver 250m, kube-controller-manager 200m,
 # kube-scheduler 100m: ComponentResources() in kubernetes cmd/kubeadm/app/phases/controlplane/manifests.go;
 # etcd 100m/100Mi, CoreDNS 100m/70Mi x 1 replica), kindnet 100m/50Mi, and Flux's default controllers
 # (source-controller 50m/64Mi, kustomize-, helm-, notification-controller 100m/64Mi each: their
 # config/manager/deployment.yaml). kube-proxy and storage-provisioner request nothing.
 MINIKUBE_CPU_M = 2000
-MINIKUBE_MEMORY_MI = 2200 * 10**6 / 2**20 - 100  # minus the kubelet's default hard eviction threshold
+MINIKUBE_MEMORY_MI = 3072 * 10**6 / 2**20 - 100  # minus the kubelet's default hard eviction threshold
 SYSTEM_CPU_M = 250 + 200 + 100 + 100 + 100 + 100 + 50 + 3 * 100
 SYSTEM_MEMORY_MI = 100 + 70 + 50 + 4 * 64
 
@@ -874,6 +962,7 @@ _WEIGHT_PATHS = [
     )
 ]
 _I = "spec.template.spec.initContainers[weights-prepare]"
+_FRONT_DOOR = "spec.ingress[0].from"  # the sources admitted to the app's port
 _DEPLOYMENT = [
     "spec.replicas",
     f"{_C}.image",
@@ -920,6 +1009,7 @@ ALLOWED = {
             "ConfigMap": ["metadata.name", *_WEIGHT_PATHS],
             "Deployment": [*_DEPLOYMENT, "spec.template.spec.topologySpreadConstraints"],
             "PersistentVolumeClaim": ["spec.storageClassName"],
+            "NetworkPolicy": [_FRONT_DOOR],  # components/httproute: the gateway's namespace only
         },
         {
             ("Namespace", "objdet"),
@@ -939,7 +1029,7 @@ ALLOWED_VARIANT = (
             f"{_I}.envFrom[0].configMapRef.name",
             *_FETCH["Deployment"],
         ],
-        "NetworkPolicy": _FETCH["NetworkPolicy"],
+        "NetworkPolicy": [*_FETCH["NetworkPolicy"], _FRONT_DOOR],  # + components/ingress-nginx's namespace
         "HTTPRoute": ["spec.rules[0].sessionPersistence"],
         "BackendTrafficPolicy": ["spec.rateLimit"],
     },
@@ -1070,6 +1160,20 @@ def test_batch_job_is_an_indexed_job_like_the_server(renders) -> None:
         assert _egress_ports(render, pod_template(job)["metadata"]["labels"]) == set(), (
             f"{name}: batch pods reach nothing"
         )
+
+
+def test_batch_example_starts_without_editing_the_live_job(renders) -> None:
+    """docs/batch-example creates the Job suspended; docs/batch-example-start is the same objects with
+    `suspend: false`, so starting (and re-applying after the start) is an apply, never a patch of the live
+    Job that a later apply of the example would undo by suspending it again."""
+    start = [d for d in yaml.safe_load_all(kustomize_build(REPO / "docs" / "batch-example-start")) if d]
+    example = {_key(o): o for o in renders[BATCH_EXAMPLE].objects}
+    started = {_key(o): o for o in start}
+    assert started.keys() == example.keys()
+    assert example[("Job", BATCH_JOB)]["spec"]["suspend"] is True
+    assert started[("Job", BATCH_JOB)]["spec"]["suspend"] is False
+    diff = {f"{k[0]}/{k[1]}: {p}" for k in example for p in differing_paths(example[k], started[k])}
+    assert diff == {f"Job/{BATCH_JOB}: spec.suspend"}, diff
 
 
 def test_documented_batch_helper_pod_is_restricted() -> None:

@@ -34,6 +34,7 @@ KUSTOMIZATIONS = [
     REPO / "base",
     *(REPO / "overlays" / o for o in OVERLAYS),
     *(REPO / p for p in LAYERED_COMPONENTS.values()),
+    REPO / "docs" / "batch-example-start",
     *(REPO / "components" / c for c in (*COMPONENTS, *LAYERED_COMPONENTS)),
 ]
 DEPRECATED_FIELDS = {

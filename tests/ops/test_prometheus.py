@@ -125,7 +125,7 @@ def test_metrics_port_serves_only_metrics(recording):
         names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
         assert "objdet_images_total" in names and names <= metrics.metric_names()
         assert 'objdet_failures_total{kind="timeout",model="yolo"} 0.0' in text  # series exist from the start
-        for path in ("/", "/object-detection/metrics", "/metrics/", "/_stcore/health"):
+        for path in ("/", "/kubernetes-object-detection/metrics", "/metrics/", "/_stcore/health"):
             with pytest.raises(urllib.error.HTTPError) as err:
                 urllib.request.urlopen(base + path, timeout=10)
             assert err.value.code == 404, path

@@ -22,7 +22,7 @@ def server(yolo_dir):
         "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
         "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
     }
-    srv = Server(env, base_path="object-detection")
+    srv = Server(env, base_path="kubernetes-object-detection")
     try:
         srv.wait_healthy()
         yield srv
