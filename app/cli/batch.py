@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..engine.config import Settings
 from .batch_parts import PartError, append_line, merge, part_name, read_part, summarize, summary_name, write_atomic
-from .common import EXIT_FAILED, EXIT_OK, Progress, UsageError, chosen_models, detect_params
+from .common import EXIT_FAILED, EXIT_OK, Progress, UsageError, chosen_models, detect_params, say
 
 INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
 COUNT_ENV = "BATCH_SHARD_COUNT"  # set in the Job's env to its completions (Kubernetes does not expose them)
@@ -255,12 +255,12 @@ def cmd_batch(args, settings: Settings) -> int:
             annotate=args.annotate,
         )
     except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return EXIT_FAILED
     except PartError as exc:
         raise UsageError(str(exc)) from None
     for name, message in summary["failures"].items():
-        print(f"{name}: ERROR {message}", file=sys.stderr)
+        say(f"{name}: ERROR {message}")
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
@@ -273,21 +273,22 @@ def cmd_merge(args) -> int:
     except PartError as exc:
         raise UsageError(str(exc)) from None
     out = args.merge_dir
-    print(
+    say(
         f"{summary['images']} images ({summary['failed']} failed) from {summary['shards']} shard(s) -> "
-        f"{out / 'merged.jsonl'}, {out / 'merged.csv'}, {out / 'summary.json'}"
+        f"{out / 'merged.jsonl'}, {out / 'merged.csv'}, {out / 'summary.json'}",
+        sys.stdout,
     )
     problems = 0
     for name in summary["missing_parts"]:
-        print(f"missing part: {out / name} (that shard has not run)", file=sys.stderr)
+        say(f"missing part: {out / name} (that shard has not run)")
         problems += 1
     for name in summary.get("missing_images", ()):
-        print(f"missing image: {name}", file=sys.stderr)
+        say(f"missing image: {name}")
         problems += 1
     if summary.get("missing") and "missing_images" not in summary:
-        print(f"{summary['missing']} image(s) of {summary['expected']} not recorded", file=sys.stderr)
+        say(f"{summary['missing']} image(s) of {summary['expected']} not recorded")
         problems += 1
     for name, where in summary["duplicates"].items():
-        print(f"duplicate: {name} in {', '.join(where)} (the first record is kept)", file=sys.stderr)
+        say(f"duplicate: {name} in {', '.join(where)} (the first record is kept)")
         problems += 1
     return EXIT_FAILED if problems or summary["failed"] else EXIT_OK

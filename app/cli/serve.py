@@ -21,6 +21,8 @@ from ..engine.registry import FAILED, ModelStatus, get_detector, inference_slot_
 from ..engine.weights import weights_dir_problem
 from ..ops import logs, prometheus
 from ..ops.cpus import cpu_budget
+from ..ops.terminal import printable_lines
+from .common import say
 
 STREAMLIT_SCRIPT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
@@ -85,7 +87,7 @@ def prepare_models(settings: Settings) -> list[str]:
                 f"{status.message}. Fix: {status.fix}. "
                 f"(Required models come from OBJDET_REQUIRED_MODELS, default: all in OBJDET_MODELS.)"
             )
-            print(textwrap.fill(paragraph, width=100), file=sys.stderr, flush=True)
+            print(printable_lines(textwrap.fill(paragraph, width=100)), file=sys.stderr, flush=True)
         raise SystemExit(1)
     return loaded
 
@@ -108,7 +110,7 @@ def start_metrics(settings: Settings) -> None:
         except OSError as exc:
             problem = f"cannot listen on {address}:{settings.metrics_port} ({exc.strerror or exc})"
     if problem:
-        print(f"objdet: cannot start: OBJDET_METRICS_PORT={settings.metrics_port}: {problem}", file=sys.stderr)
+        say(f"objdet: cannot start: OBJDET_METRICS_PORT={settings.metrics_port}: {problem}")
         raise SystemExit(1)
 
 

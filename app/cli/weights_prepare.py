@@ -44,6 +44,7 @@ from ..engine.weights import (
     configured_files,
     fetch,
 )
+from ..ops.terminal import printable
 
 EXIT_READY, EXIT_NOT_READY = 0, 1
 POLL_S = 5.0
@@ -242,5 +243,5 @@ def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: di
 
 
 def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
+    out.write(printable(line) + "\n")
     out.flush()

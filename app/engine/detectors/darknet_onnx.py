@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...ops.terminal import printable
 from ..catalog import DARKNET_ONNX
 from .darknet import DarknetError, Section, check_weights_size, parse_cfg, parse_header
 
@@ -471,11 +472,11 @@ def cmd_convert(cfg: Path, weights: Path, out: Path | None = None) -> int:
         model = convert(cfg, weights)
         save(model, out)
     except DarknetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
+        print(printable(f"error: {exc.filename or out}: {exc.strerror or exc}"), file=sys.stderr)
         return 1
     heads = ", ".join(f"{o.name} {[d.dim_value for d in o.type.tensor_type.shape.dim]}" for o in model.graph.output)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes): outputs {heads}")
+    print(printable(f"wrote {out} ({out.stat().st_size:,} bytes): outputs {heads}"))
     return 0
