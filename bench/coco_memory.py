@@ -47,8 +47,11 @@ if sys.argv[2] == "score":
         by_image.setdefault(a["image_id"], []).append(Detection("cup", 41, 0.9, (x, y, x + w, y + h)))
     extra = int(sys.argv[3])  # more detections per image, scored below the matches: COCOeval's usual load
     for image_id, dets in by_image.items():
-        dets.extend(Detection("cup", 41, 0.5 - k / 1000, ((k * 7) % 600, (k * 5) % 440, (k * 7) % 600 + 30, (k * 5) % 440 + 30)) for k in range(extra))
-    results = {i["id"]: DetectionResult("yolo", (640, 480), by_image.get(i["id"], []), {"inference": 1.0}) for i in gt.images}
+        for k in range(extra):
+            x, y = (k * 7) % 600, (k * 5) % 440
+            dets.append(Detection("cup", 41, 0.5 - k / 1000, (x, y, x + 30, y + 30)))
+    timings = {"inference": 1.0}
+    results = {i["id"]: DetectionResult("yolo", (640, 480), by_image.get(i["id"], []), timings) for i in gt.images}
     del by_image
     score = score_model("yolo", gt, match_categories(gt.categories, ["cup"]), results)
     assert score.metrics["AP50"] > 0.9, score.metrics
@@ -61,7 +64,12 @@ def coco_file(path: Path, annotations: int, per_image: int = 10) -> int:
     images = max(1, annotations // per_image)
     with open(path, "w") as fh:
         fh.write('{"images": [')
-        fh.write(",".join(f'{{"id": {i}, "file_name": "img{i:07d}.jpg", "width": 640, "height": 480}}' for i in range(1, images + 1)))
+        fh.write(
+            ",".join(
+                f'{{"id": {i}, "file_name": "img{i:07d}.jpg", "width": 640, "height": 480}}'
+                for i in range(1, images + 1)
+            )
+        )
         fh.write('], "categories": [{"id": 47, "name": "cup"}], "annotations": [')
         fh.write(
             ",".join(
@@ -83,7 +91,11 @@ def main(sizes: list[int], extra: int = 90) -> None:
             row = {"annotations": n, "file_bytes": size}
             for mode in ("load", "score"):
                 out = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(path), mode, str(extra)], cwd=repo, capture_output=True, text=True, check=True
+                    [sys.executable, "-c", CHILD, str(path), mode, str(extra)],
+                    cwd=repo,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 row[mode] = json.loads(out.stdout)
             print(json.dumps(row), flush=True)
