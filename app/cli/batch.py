@@ -84,7 +84,7 @@ def shard_of(rel: str, count: int) -> int:
 def parse_shard(text: str, source: str = "--shard") -> tuple[int, int]:
     try:
         index_text, count_text = text.split("/")
-        if max(len(index_text.strip()), len(count_text.strip())) > 12:
+        if max(len(index_text.strip()), len(count_text.strip())) > 40:
             raise ValueError("too long")
         index, count = int(index_text), int(count_text)
     except ValueError:
@@ -183,9 +183,9 @@ def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
             record["annotated"] = write_annotated(annotate_dir, item.rel, image, results)
     except ImageError as exc:
         record["error"] = str(exc)
-    except OSError as exc:  # stat, or an annotated PNG that cannot be written (the folder's own faults stop the run)
-        if exc.errno in OUTPUT_ERRNOS and annotate_dir is not None and str(exc.filename).startswith(str(annotate_dir)):
-            raise OutputError(f"cannot write {exc.filename} ({exc.strerror})") from None
+    except OutputError:
+        raise  # the output folder's fault, not the image's: the run stops (resumable)
+    except OSError as exc:  # stat, or an annotated PNG that cannot be written
         record["error"] = f"{exc.filename or item.path}: {exc.strerror or exc}"
     except Exception as exc:  # noqa: BLE001 - one bad image must not end a shard of thousands
         record["error"] = f"{item.path}: {type(exc).__name__}: {exc}"
@@ -202,8 +202,13 @@ def write_annotated(annotate_dir: Path, rel: str, image, results) -> list[str]:
     written = []
     for model, result in results.items():
         target = annotate_dir / f"{rel}.{model}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(to_png(annotate(image, result)))
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(to_png(annotate(image, result)))
+        except OSError as exc:
+            if exc.errno in OUTPUT_ERRNOS:  # a full or read-only folder: stop, do not blame the image
+                raise OutputError(f"cannot write {target} ({exc.strerror})") from None
+            raise
         written.append(target.relative_to(annotate_dir.parent).as_posix())
     return written
 
@@ -238,7 +243,7 @@ def part_lock(out_dir: Path, index: int, count: int):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise PartError(f"cannot create {path} ({exc.strerror or exc})") from None
+        raise PartError(f"cannot open the lock file {path} ({exc.strerror or exc})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,7 @@ results that follow it (models and their files, thresholds), so a rerun or a mer
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -183,7 +184,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even this
+            tmp.unlink(missing_ok=True)
         cause = "it is a folder" if path.is_dir() else exc.strerror or str(exc)
         raise OutputError(f"cannot write {path} ({cause})") from None
 
