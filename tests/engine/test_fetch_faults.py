@@ -333,9 +333,9 @@ def test_a_status_line_and_headers_trickled_a_byte_at_a_time_meet_the_deadline(t
     with Mirror({"yolo-fastest-1.1.cfg": PAYLOAD}) as srv:
         srv.head_trickle = 0.5
         start = time.monotonic()
+        command = ["weights", "fetch", "yolo-fastest-1.1.cfg", "--mirror", srv.url, "--dest", str(tmp_path)]
         proc = subprocess.run(
-            [sys.executable, "-m", "app", "weights", "fetch", "yolo-fastest-1.1.cfg"]
-            + ["--mirror", srv.url, "--dest", str(tmp_path), "--deadline", "3"],
+            [sys.executable, "-m", "app", *command, "--deadline", "3"],
             cwd=REPO,
             capture_output=True,
             text=True,
