@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..engine.catalog import FAMILIES
 from ..engine.config import Settings
 from .common import EXIT_FAILED, EXIT_OK, UsageError, say
 
@@ -31,24 +30,28 @@ def _list(args, settings: Settings) -> int:
 
 
 def _verify(args, settings: Settings) -> int:
-    from ..engine.weights import CORRUPT, MISSING, check_file, configured_files, weights_dir_problem
+    from ..engine.weights import check_file, model_problems, weights_dir_problem
 
     bad = 0
     problem = weights_dir_problem(settings.weights_dir)
     if problem:
         say(f"weights folder: {problem}")
-    for model, role, path in configured_files(settings):
-        check = check_file(path, role)
-        bad += check.state in (MISSING, CORRUPT)
-        say(
-            f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
-            f"{check.describe()}",
-            sys.stdout,
-        )
-    for model in settings.models:  # the hash says "published file"; these say "the files belong together"
-        for role, problem in FAMILIES[model].file_problems(settings):
+    for model in settings.models:
+        files = settings.model_files(model)
+        checks = {role: check_file(path, role) for role, path in files.items()}
+        for role, path in files.items():
+            check = checks[role]
+            say(
+                f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
+                f"{check.describe()}",
+                sys.stdout,
+            )
+        for role, problem in model_problems(settings, model, checks):  # the one test `weights prepare` uses too
             bad += 1
-            say(f"{model:5} {role:8} {'mismatch':10} {problem}", sys.stdout)
+            if role not in checks:
+                say(f"{model:5} {role:8} {'mismatch':10} {problem}", sys.stdout)
+            elif problem != checks[role].describe():  # missing or corrupt is on the file's line already
+                say(f"{model:5} {role:8} {'link':10} {problem}", sys.stdout)
     if bad:
         say(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths")
     return EXIT_FAILED if bad else EXIT_OK

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .catalog import published_files
+from .catalog import FAMILIES, published_files
 from .config import Settings
 
 
@@ -140,6 +140,52 @@ def link_note(path: Path) -> str:
     real = Path(os.path.realpath(path))
     inside = real.is_relative_to(Path(os.path.realpath(path.parent)))
     return f"symbolic link to {real}" + ("" if inside else ", outside its folder")
+
+
+def link_problem(path: Path, weights_dir: Path) -> str | None:
+    """A file inside the weights folder that is a symbolic link leading out of it: the volume holds only the
+    link, so another container mounting the volume (the server, after the init container) may not have
+    its target. Files configured outside the weights folder are the operator's choice, not checked here."""
+    path, root = Path(path), Path(os.path.realpath(weights_dir))
+    if not path.is_symlink() or not Path(os.path.realpath(path.parent)).is_relative_to(root):
+        return None
+    real = Path(os.path.realpath(path))
+    if real.is_relative_to(root):
+        return None
+    return (
+        f"{path} is a symbolic link to {real}, outside the weights folder {weights_dir}: another container "
+        "mounting the volume does not have it; copy the file onto the volume"
+    )
+
+
+def settings_on(settings: Settings, dest: Path) -> Settings:
+    """``settings`` as a container that mounts the weights volume at ``dest`` sees them: every configured
+    path under ``OBJDET_WEIGHTS_DIR`` moved under ``dest`` (the init container's mount), the others kept."""
+    import dataclasses
+
+    moved = {"weights_dir": Path(dest)}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name != "weights_dir" and isinstance(value, Path) and value.is_relative_to(settings.weights_dir):
+            moved[f.name] = Path(dest) / value.relative_to(settings.weights_dir)
+    return dataclasses.replace(settings, **moved)
+
+
+def model_problems(settings: Settings, model: str, checks: dict[str, FileCheck]) -> list[tuple[str, str]]:
+    """(role, problem) for every reason ``model``'s files cannot serve, given ``checks`` (role -> its
+    ``check_file``): missing or corrupt, a link out of the weights folder, files that do not belong together
+    (the family's own check, e.g. a Darknet ``.weights`` cut short of what its ``.cfg`` needs, custom files
+    too). ``weights verify`` and ``weights prepare`` both decide with this, so they cannot disagree."""
+    problems = []
+    for role, path in settings.model_files(model).items():
+        check = checks[role]
+        if check.state in (MISSING, CORRUPT):
+            problems.append((role, check.describe()))
+        link = link_problem(path, settings.weights_dir)
+        if link:
+            problems.append((role, link))
+    problems.extend(FAMILIES[model].file_problems(settings))
+    return problems
 
 
 def weights_dir_problem(folder: Path) -> str | None:
