@@ -83,11 +83,13 @@ def record_problem(record) -> str | None:
     """Why a parsed line is not an image record (the fields merge, resume and the CSV read), or None."""
     if not isinstance(record, dict) or not isinstance(record.get("file"), str):
         return 'no "file" field'
-    if "error" in record:
-        return None if isinstance(record["error"], str) else '"error" is not a string'
+    if "error" in record and not isinstance(record["error"], str):
+        return '"error" is not a string'
+    if "error" in record and "results" not in record:
+        return None
     results = record.get("results")
     if not isinstance(results, list):
-        return '"results" is not a list (and there is no "error")'
+        return '"results" is not a list' + ("" if "error" in record else ' (and there is no "error")')
     return next(filter(None, map(_result_problem, results)), None)
 
 
@@ -252,6 +254,8 @@ def merged_csv(records: list[dict]) -> bytes:
     for record in records:
         if "error" in record:
             writer.writerow({"file": record["file"], "error": record["error"]})
+        elif not record["results"]:  # no model ran on it (none chosen): the image is still listed
+            writer.writerow({"file": record["file"]})
         for res in record.get("results", ()):
             if not res["detections"]:
                 writer.writerow({"file": record["file"], "model": res["model"]})
