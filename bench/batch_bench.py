@@ -57,7 +57,7 @@ def make_images(dest: Path, count: int) -> None:
 
 def block(mode: str, model: str, images: Path) -> float:
     """Images/s of one mode over every image, models built before the clock starts."""
-    from app.cli.batch import run_shard
+    from app.cli.batch import ShardJob, run_shard
     from app.cli.common import detect_file
     from app.engine.config import Settings
     from app.engine.registry import get_detector
@@ -74,7 +74,7 @@ def block(mode: str, model: str, images: Path) -> float:
             detect_file(path, detectors, params, settings)
         return len(paths) / (time.perf_counter() - start)
     with tempfile.TemporaryDirectory() as out, open(os.devnull, "w") as quiet:
-        summary = run_shard(str(images), Path(out), 0, 1, [model], params, settings, stream=quiet)
+        summary = run_shard(ShardJob(str(images), Path(out), 0, 1, [model], params), settings, stream=quiet)
     assert summary["failed"] == 0, summary["failures"]
     return summary["images_per_s_this_run"]
 

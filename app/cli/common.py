@@ -12,10 +12,18 @@ import time
 
 from ..engine.catalog import FAMILIES
 from ..engine.config import Settings
+from ..ops.terminal import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MODEL_CHOICES = (*FAMILIES, "all")
 PROGRESS_EVERY_S = 10.0  # a log line this often when stderr is not a terminal
+
+
+def say(text: object, stream=None) -> None:
+    """One line of a command's report on stderr (or ``stream``). Names in it come from files and folders, so
+    it is written through ``printable``: no control sequence reaches the terminal, and a name that is not
+    UTF-8 cannot make the print itself fail."""
+    (sys.stderr if stream is None else stream).write(printable(text) + "\n")
 
 
 class UsageError(Exception):
@@ -59,7 +67,7 @@ def load_detectors(choice: str, settings: Settings) -> dict | None:
         try:
             detectors[model] = get_detector(model, settings)
         except ModelLoadError as exc:
-            print(f"error: {model}: {exc}", file=sys.stderr)
+            say(f"error: {model}: {exc}")
             return None
     return detectors
 

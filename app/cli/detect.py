@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import Settings
-from .common import EXIT_FAILED, EXIT_OK, UsageError, detect_file, detect_params, load_detectors
+from .common import EXIT_FAILED, EXIT_OK, UsageError, detect_file, detect_params, load_detectors, say
 
 
 def cmd_detect(args, settings: Settings) -> int:
@@ -53,7 +53,7 @@ def cmd_detect(args, settings: Settings) -> int:
         json.dump({"images": report, "failed": failed, "params": params.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif failed:
-        print(f"{failed} of {len(report)} files failed", file=sys.stderr)
+        say(f"{failed} of {len(report)} files failed")
     sys.stdout.flush()  # a closed pipe (`| head`) raises here, inside main's handler, not at exit
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -80,10 +80,10 @@ def _write_annotated(out_dir: Path, path: str, image, results, out_problem: str 
 
 def _print_human(entry: dict) -> None:
     for warning in entry.get("warnings", ()):
-        print(f"{entry['file']}: warning: {warning}", file=sys.stderr)
+        say(f"{entry['file']}: warning: {warning}")
     for res in entry.get("results", ()):
         total = sum(res["timings_ms"].values())
         found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in res["detections"]) or "nothing"
-        print(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)")
+        say(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)", sys.stdout)
     if "error" in entry:
-        print(f"{entry['file']}: ERROR {entry['error']}", file=sys.stderr)
+        say(f"{entry['file']}: ERROR {entry['error']}")

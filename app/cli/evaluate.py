@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..engine.coco import AnnotationError, GroundTruth, image_path, load_annotations, match_categories
+from ..engine.coco import AnnotationError, GroundTruth, ImageNotFound, image_path, load_annotations, match_categories
 from ..engine.config import Settings
 from ..engine.result import DetectionResult
 from ..engine.scoring import (
@@ -22,7 +22,8 @@ from ..engine.scoring import (
     report,
     score_model,
 )
-from .common import EXIT_FAILED, EXIT_OK, Progress, UsageError, detect_file, load_detectors
+from ..ops.terminal import printable
+from .common import EXIT_FAILED, EXIT_OK, Progress, UsageError, detect_file, load_detectors, say
 
 
 def cmd_eval(args, settings: Settings) -> int:
@@ -36,12 +37,12 @@ def cmd_eval(args, settings: Settings) -> int:
     if not 0.0 <= args.count_conf <= 1.0:
         raise UsageError(f"--count-conf {args.count_conf} must be between 0 and 1")
     if not args.images.is_dir():
-        print(f"error: --images {args.images}: not a folder", file=sys.stderr)
+        say(f"error: --images {args.images}: not a folder")
         return EXIT_FAILED
     try:
         gt = load_annotations(args.annotations)
     except AnnotationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return EXIT_FAILED
     detectors = load_detectors(args.model, settings)
     if detectors is None:
@@ -50,9 +51,10 @@ def cmd_eval(args, settings: Settings) -> int:
     problems: list[str] = []
     progress = Progress("eval", len(gt.images))  # a bar on a terminal, else a line every 10 s
     for entry in gt.images:
-        path = image_path(args.images, entry["file_name"])
-        if path is None:
-            problems.append(f"{entry['file_name']}: not found in {args.images} (image id {entry['id']} left out)")
+        try:
+            path = image_path(args.images, entry["file_name"])
+        except ImageNotFound as exc:
+            problems.append(f"{_shorten(entry['file_name'])}: {exc} (image id {entry['id']} left out)")
             progress.update(failed=True)
             continue
         warnings: list[str] = []
@@ -70,7 +72,7 @@ def cmd_eval(args, settings: Settings) -> int:
                 "its boxes may not line up"
             )
         for note in warnings:
-            print(f"{path}: warning: {note}", file=sys.stderr)
+            say(f"{path}: warning: {note}")
         for model, result in by_model.items():
             results[model][entry["id"]] = result
     progress.finish()
@@ -83,7 +85,7 @@ def cmd_eval(args, settings: Settings) -> int:
         problems.extend(write_outputs(args.out, doc, scores))
         doc["problems"] = problems
     for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
+        say(f"error: {problem}")
     if args.json:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -115,14 +117,20 @@ def write_outputs(out_dir: Path, doc: dict, scores: list[ModelScore]) -> list[st
     return problems
 
 
+def _shorten(name: str, limit: int = 160) -> str:
+    """A file_name from the annotations as a message shows it: at most ``limit`` characters."""
+    return name if len(name) <= limit else f"{name[: limit // 2]}...{name[-limit // 2 :]} ({len(name):,} characters)"
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
 def format_table(gt: GroundTruth, scores: list[ModelScore]) -> str:
     """The human summary: one row per model (accuracy vs speed), then per-class AP and what was not scored."""
+    counts = f"{len(gt.images)} images, {len(gt.annotations)} boxes, {len(gt.categories)} categories"
     lines = [
-        f"{gt.source}: {len(gt.images)} images, {len(gt.annotations)} boxes, {len(gt.categories)} categories",
+        f"{printable(gt.source)}: {counts}",
         f"{'model':6} {'images':>6} " + " ".join(f"{m:>6}" for m in METRICS) + f" {'ms/img':>7} {'img/s':>7}",
     ]
     for s in scores:
@@ -131,13 +139,13 @@ def format_table(gt: GroundTruth, scores: list[ModelScore]) -> str:
             f"{s.model:6} {s.images:6d} " + " ".join(f"{_cell(s.metrics[m]):>6}" for m in METRICS) + f" {speed}"
         )
     for s in scores:
-        per_class = ", ".join(f"{r['name']} {_cell(r['AP'])} (AP50 {_cell(r['AP50'])})" for r in s.per_class)
+        per_class = ", ".join(f"{printable(r['name'])} {_cell(r['AP'])} (AP50 {_cell(r['AP50'])})" for r in s.per_class)
         lines.append(f"{s.model}: per class AP: {per_class or '-'}")
         t = s.totals()
         lines.append(f"{s.model}: at IoU 0.5, score >= {s.count_conf}: TP {t['tp']}, FP {t['fp']}, FN {t['fn']}")
         if s.unpredictable:
-            lines.append(f"{s.model}: cannot predict (not scored): {', '.join(s.unpredictable)}")
+            lines.append(f"{s.model}: cannot predict (not scored): {', '.join(map(printable, s.unpredictable))}")
         if s.unscored:
-            outside = ", ".join(f"{k} {v}" for k, v in s.unscored.items())
+            outside = ", ".join(f"{printable(k)} {v}" for k, v in s.unscored.items())
             lines.append(f"{s.model}: detections of classes the file does not have (not scored): {outside}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..engine.config import ConfigError, Settings
-from .common import EXIT_OK, EXIT_USAGE, UsageError
+from .common import EXIT_OK, EXIT_USAGE, UsageError, say
 from .parser import build_parser
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        print(f"python -m app {args.command}: interrupted", file=sys.stderr)
+        say(f"python -m app {args.command}: interrupted")
         return 130
     except BrokenPipeError:
         # The reader went away (`... --json | head`): stop quietly, and keep Python's shutdown flush
@@ -48,8 +48,8 @@ def _run(args) -> int:
         command = getattr(importlib.import_module(f"{__package__}.{module}"), function)
         return command(args, settings)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        say(f"configuration error: {exc}")
         return EXIT_USAGE
     except UsageError as exc:
-        print(f"python -m app {args.command}: error: {exc}", file=sys.stderr)
+        say(f"python -m app {args.command}: error: {exc}")
         return EXIT_USAGE

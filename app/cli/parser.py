@@ -111,7 +111,16 @@ def _batch(sub) -> None:
         help="this shard of N, K from 0 (default: JOB_COMPLETION_INDEX and BATCH_SHARD_COUNT, else 0/1)",
     )
     bt.add_argument("--annotate", action="store_true", help="write annotated PNGs under OUTPUT/annotated/")
-    bt.add_argument("--workers", type=positive_int, help="images in flight (default: OBJDET_NUM_THREADS)")
+    bt.add_argument(
+        "--workers",
+        type=positive_int,
+        help="images in flight (default: OBJDET_NUM_THREADS; at most 2 per CPU this process may use)",
+    )
+    bt.add_argument(
+        "--allow-mixed-settings",
+        action="store_true",
+        help="continue a part (or merge parts) made with other models or thresholds; by default refused",
+    )
     bt.add_argument(
         "--input",
         dest="list_input",

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.config import Settings
+from ..engine.config import ConfigError, Settings
 from ..engine.registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
 from ..engine.weights import weights_dir_problem
 from ..ops import logs, prometheus
 from ..ops.cpus import cpu_budget
+from ..ops.terminal import printable_lines
+from .common import say
 
 STREAMLIT_SCRIPT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
@@ -85,7 +87,7 @@ def prepare_models(settings: Settings) -> list[str]:
                 f"{status.message}. Fix: {status.fix}. "
                 f"(Required models come from OBJDET_REQUIRED_MODELS, default: all in OBJDET_MODELS.)"
             )
-            print(textwrap.fill(paragraph, width=100), file=sys.stderr, flush=True)
+            print(printable_lines(textwrap.fill(paragraph, width=100)), file=sys.stderr, flush=True)
         raise SystemExit(1)
     return loaded
 
@@ -108,7 +110,7 @@ def start_metrics(settings: Settings) -> None:
         except OSError as exc:
             problem = f"cannot listen on {address}:{settings.metrics_port} ({exc.strerror or exc})"
     if problem:
-        print(f"objdet: cannot start: OBJDET_METRICS_PORT={settings.metrics_port}: {problem}", file=sys.stderr)
+        say(f"objdet: cannot start: OBJDET_METRICS_PORT={settings.metrics_port}: {problem}")
         raise SystemExit(1)
 
 
@@ -124,9 +126,53 @@ def warm_page_libraries() -> None:
     pa.Table.from_pandas(pd.DataFrame({"label": ["cup"], "score": [0.5]}))  # pyarrow's pandas bridge
 
 
+def check_streamlit_settings() -> None:
+    """Parse every ``STREAMLIT_*`` variable as ``streamlit run`` will (its own click options), before any model
+    loads: ``STREAMLIT_SERVER_PORT=abc`` is a configuration error (exit 2) naming the variable, not a click
+    traceback after a minute of loading."""
+    import click
+    from streamlit.web import cli as streamlit_cli
+
+    try:
+        ctx = streamlit_cli.main.commands["run"].make_context("run", [str(STREAMLIT_SCRIPT)])
+    except click.ClickException as exc:
+        raise ConfigError(exc.format_message()) from None
+    port = ctx.params.get("server_port")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(f"STREAMLIT_SERVER_PORT={port}: a TCP port is between 1 and 65535")
+
+
+def close_streamlit_metrics() -> None:
+    """The app's port serves the page and its health check, not Streamlit's own ``/_stcore/metrics`` (session
+    counts, cached function names): operators get metrics from ``OBJDET_METRICS_PORT``. Streamlit has no
+    option to turn it off; its server builds the route in ``create_streamlit_routes`` with
+    ``create_metrics_routes(runtime, base_url)`` (streamlit/web/server/starlette/starlette_app.py), so that
+    name is replaced by one that routes the same path (base URL path included) to a 404."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from streamlit.web.server.starlette import starlette_app, starlette_routes
+
+    if not hasattr(starlette_app, "create_metrics_routes") or not hasattr(starlette_routes, "ROUTE_METRICS"):
+        print(
+            "objdet: cannot start: this Streamlit no longer builds /_stcore/metrics where serve closes it",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+
+    async def not_here(_request):
+        return PlainTextResponse("not found\n", status_code=404)
+
+    def closed_metrics_routes(_runtime, base_url):
+        path = starlette_routes._with_base(starlette_routes.ROUTE_METRICS, base_url)  # Streamlit's own path rule
+        return [Route(path, not_here, methods=["GET", "HEAD", "OPTIONS", "POST"])]
+
+    starlette_app.create_metrics_routes = closed_metrics_routes
+
+
 def serve(settings: Settings) -> int:
     for key, value in STREAMLIT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    check_streamlit_settings()
     logs.configure(settings.log_format, settings.log_level)  # Streamlit's logger level follows
     if os.environ.get("STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION", "true").lower() == "false":
         logs.event(
@@ -157,6 +203,7 @@ def serve(settings: Settings) -> int:
     # option exactly as `streamlit run` does, and the script finds the models already built.
     from streamlit.web import cli as streamlit_cli
 
+    close_streamlit_metrics()
     return streamlit_cli.main(args=["run", str(STREAMLIT_SCRIPT)], prog_name="streamlit", standalone_mode=False) or 0
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..engine.catalog import FAMILIES
 from ..engine.config import Settings
-from .common import EXIT_FAILED, EXIT_OK, UsageError
+from .common import EXIT_FAILED, EXIT_OK, UsageError, say
 
 
 def cmd_weights(args, settings: Settings) -> int:
@@ -26,33 +25,35 @@ def _list(args, settings: Settings) -> int:
     from ..engine.weights import MANIFEST
 
     for e in MANIFEST.values():
-        print(f"{e.name:52} {e.model:5} {e.sha256[:16]:16} {e.url}")
+        say(f"{e.name:52} {e.model:5} {e.sha256[:16]:16} {e.url}", sys.stdout)
     return EXIT_OK
 
 
 def _verify(args, settings: Settings) -> int:
-    from ..engine.weights import CORRUPT, MISSING, check_file, configured_files, weights_dir_problem
+    from ..engine.weights import check_file, model_problems, weights_dir_problem
 
     bad = 0
     problem = weights_dir_problem(settings.weights_dir)
     if problem:
-        print(f"weights folder: {problem}", file=sys.stderr)
-    for model, role, path in configured_files(settings):
-        check = check_file(path, role)
-        bad += check.state in (MISSING, CORRUPT)
-        print(
-            f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
-            f"{check.describe()}"
-        )
-    for model in settings.models:  # the hash says "published file"; these say "the files belong together"
-        for role, problem in FAMILIES[model].file_problems(settings):
+        say(f"weights folder: {problem}")
+    for model in settings.models:
+        files = settings.model_files(model)
+        checks = {role: check_file(path, role) for role, path in files.items()}
+        for role, path in files.items():
+            check = checks[role]
+            say(
+                f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
+                f"{check.describe()}",
+                sys.stdout,
+            )
+        for role, problem in model_problems(settings, model, checks):  # the one test `weights prepare` uses too
             bad += 1
-            print(f"{model:5} {role:8} {'mismatch':10} {problem}")
+            if role not in checks:
+                say(f"{model:5} {role:8} {'mismatch':10} {problem}", sys.stdout)
+            elif problem != checks[role].describe():  # missing or corrupt is on the file's line already
+                say(f"{model:5} {role:8} {'link':10} {problem}", sys.stdout)
     if bad:
-        print(
-            f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths",
-            file=sys.stderr,
-        )
+        say(f"{bad} file(s) missing or corrupt: run `python -m app weights fetch` or fix the OBJDET_* paths")
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -83,8 +84,8 @@ def _fetch(args, settings: Settings) -> int:
         if args.deadline <= 0 or args.min_rate < 0:
             raise UsageError("--deadline must be above 0 and --min-rate at least 0")
         for name, what in fetch(names, dest, url_base=args.mirror, deadline_s=args.deadline, min_rate=args.min_rate):
-            print(f"{name}: {what} -> {Path(dest) / name}")
+            say(f"{name}: {what} -> {Path(dest) / name}", sys.stdout)
     except FetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say(f"error: {exc}")
         return EXIT_FAILED
     return EXIT_OK

@@ -43,7 +43,10 @@ from ..engine.weights import (
     check_file,
     configured_files,
     fetch,
+    model_problems,
+    settings_on,
 )
+from ..ops.terminal import printable
 
 EXIT_READY, EXIT_NOT_READY = 0, 1
 POLL_S = 5.0
@@ -68,18 +71,22 @@ class Wanted:
 
 def wanted_files(settings: Settings, dest: Path) -> list[Wanted]:
     """Every configured file of every enabled model, mapped from OBJDET_WEIGHTS_DIR onto ``dest``."""
-    out = []
-    for model, role, path in configured_files(settings):
-        try:
-            located = Path(dest) / Path(path).relative_to(settings.weights_dir)
-        except ValueError:
-            located = Path(path)
-        out.append(Wanted(model, role, located, model in settings.required_models))
+    return [
+        Wanted(model, role, path, model in settings.required_models)
+        for model, role, path in configured_files(settings_on(settings, dest))
+    ]
+
+
+def _problems(on_dest: Settings, files: list[Wanted], checks: dict) -> dict[Wanted, list[str]]:
+    """Each file's problems by ``model_problems`` (what ``weights verify`` reports too); a problem of the
+    model's files together (e.g. a ``.weights`` shorter than its ``.cfg`` needs) goes to its weights file."""
+    out: dict[Wanted, list[str]] = {w: [] for w in files}
+    for model in on_dest.models:
+        mine = {w.role: w for w in files if w.model == model}
+        for role, problem in model_problems(on_dest, model, {r: checks[w] for r, w in mine.items()}):
+            w = mine.get(role) or mine.get("weights") or next(iter(mine.values()))
+            out[w].append(problem)
     return out
-
-
-def _ready(state: str) -> bool:
-    return state in (OK, UNVERIFIED)
 
 
 def prepare(
@@ -100,6 +107,7 @@ def prepare(
     if mode not in ("fetch", "verify"):
         raise ValueError(f"mode must be fetch or verify, not {mode!r}")
     dest = Path(dest)
+    on_dest = settings_on(settings, dest)
     files = wanted_files(settings, dest)
     deadline = time.monotonic() + max(0, wait_s)
     required = ", ".join(settings.required_models) or "none"
@@ -115,22 +123,27 @@ def prepare(
                 _say(out, fatal)
                 return EXIT_NOT_READY
         checks = {w: checker(w) for w in files}
-        blocking = [w for w in files if w.required and not _ready(checks[w].state)]
+        problems = _problems(on_dest, files, checks)
+        blocking = [w for w in files if w.required and problems[w]]
         if not blocking:
-            _report_final(files, checks, out)
+            _report_final(files, checks, problems, out)
             _say(out, "weights prepare: ready")
             return EXIT_READY
         remaining = deadline - time.monotonic()
-        others = [w for w in files if w not in blocking and checks[w].state != OK]
+        others = [w for w in files if w not in blocking and (problems[w] or checks[w].state != OK)]
         _say(
             out,
             f"poll {poll}: waiting for "
-            + "; ".join(_describe(w, checks[w]) for w in blocking)
-            + (" | not waited for: " + "; ".join(_describe(w, checks[w]) for w in others) if others else "")
+            + "; ".join(_describe(w, checks[w], problems[w]) for w in blocking)
+            + (
+                " | not waited for: " + "; ".join(_describe(w, checks[w], problems[w]) for w in others)
+                if others
+                else ""
+            )
             + f" ({max(0, remaining):.0f} s left)",
         )
         if remaining <= 0:
-            _say(out, _failure_paragraph(mode, dest, blocking, checks))
+            _say(out, _failure_paragraph(mode, dest, blocking, checks, problems))
             return EXIT_NOT_READY
         time.sleep(min(poll_s, max(remaining, 0.01)))
 
@@ -196,24 +209,28 @@ def _unwritable(folder: Path) -> str | None:
     return None
 
 
-def _describe(w: Wanted, check: FileCheck) -> str:
+def _describe(w: Wanted, check: FileCheck, problems: list[str] = ()) -> str:
     what = {MISSING: "missing", CORRUPT: f"corrupt (sha256 {check.actual}, expected {check.expected})"}.get(
         check.state, check.describe()
     )
-    return f"{w.path} ({w.model} {w.role}): {what}"
+    others = [p for p in problems if p != check.describe()]  # a missing or corrupt file says so once
+    return f"{w.path} ({w.model} {w.role}): {what}" + "".join(f"; {p}" for p in others)
 
 
-def _report_final(files: list[Wanted], checks: dict, out: TextIO) -> None:
+def _report_final(files: list[Wanted], checks: dict, problems: dict, out: TextIO) -> None:
     for w in files:
         check = checks[w]
-        if check.state == UNVERIFIED:
+        if not w.required and (problems[w] or check.state != OK):
+            _say(
+                out,
+                f"warning: {_describe(w, check, problems[w])}; {w.model} is optional, the server starts without it",
+            )
+        elif check.state == UNVERIFIED:
             _say(out, f"{w.path} ({w.model} {w.role}): present, not in the manifest (custom file, not verified)")
-        elif not w.required and check.state != OK:
-            _say(out, f"warning: {_describe(w, check)}; {w.model} is optional, the server starts without it")
 
 
-def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: dict) -> str:
-    named = "; ".join(_describe(w, checks[w]) for w in blocking)
+def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: dict, problems: dict) -> str:
+    named = "; ".join(_describe(w, checks[w], problems[w]) for w in blocking)
     custom = [w for w in blocking if not w.fetchable]
     fetchable = [w for w in blocking if w.fetchable]
     fixes = []
@@ -235,6 +252,8 @@ def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: di
         )
     if any(checks[w].state == CORRUPT for w in blocking):
         fixes.append("a corrupt file must be replaced: delete it and seed again")
+    if any(checks[w].state in (OK, UNVERIFIED) for w in blocking):
+        fixes.append("a file that is present but not usable (see above) must be replaced or copied in whole")
     return (
         f"error: weights not ready after the deadline (OBJDET_WEIGHTS_WAIT_S) in {mode} mode on {dest}: "
         f"{named}. Fix: {'; '.join(fixes)}. The server container starts only when this succeeds."
@@ -242,5 +261,5 @@ def _failure_paragraph(mode: str, dest: Path, blocking: list[Wanted], checks: di
 
 
 def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
+    out.write(printable(line) + "\n")
     out.flush()

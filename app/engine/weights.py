@@ -14,8 +14,10 @@ import fcntl
 import hashlib
 import http.client
 import os
+import socket
 import stat
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from .catalog import published_files
+from .catalog import FAMILIES, published_files
 from .config import Settings
 
 
@@ -140,6 +142,52 @@ def link_note(path: Path) -> str:
     return f"symbolic link to {real}" + ("" if inside else ", outside its folder")
 
 
+def link_problem(path: Path, weights_dir: Path) -> str | None:
+    """A file inside the weights folder that is a symbolic link leading out of it: the volume holds only the
+    link, so another container mounting the volume (the server, after the init container) may not have
+    its target. Files configured outside the weights folder are the operator's choice, not checked here."""
+    path, root = Path(path), Path(os.path.realpath(weights_dir))
+    if not path.is_symlink() or not Path(os.path.realpath(path.parent)).is_relative_to(root):
+        return None
+    real = Path(os.path.realpath(path))
+    if real.is_relative_to(root):
+        return None
+    return (
+        f"{path} is a symbolic link to {real}, outside the weights folder {weights_dir}: another container "
+        "mounting the volume does not have it; copy the file onto the volume"
+    )
+
+
+def settings_on(settings: Settings, dest: Path) -> Settings:
+    """``settings`` as a container that mounts the weights volume at ``dest`` sees them: every configured
+    path under ``OBJDET_WEIGHTS_DIR`` moved under ``dest`` (the init container's mount), the others kept."""
+    import dataclasses
+
+    moved = {"weights_dir": Path(dest)}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name != "weights_dir" and isinstance(value, Path) and value.is_relative_to(settings.weights_dir):
+            moved[f.name] = Path(dest) / value.relative_to(settings.weights_dir)
+    return dataclasses.replace(settings, **moved)
+
+
+def model_problems(settings: Settings, model: str, checks: dict[str, FileCheck]) -> list[tuple[str, str]]:
+    """(role, problem) for every reason ``model``'s files cannot serve, given ``checks`` (role -> its
+    ``check_file``): missing or corrupt, a link out of the weights folder, files that do not belong together
+    (the family's own check, e.g. a Darknet ``.weights`` cut short of what its ``.cfg`` needs, custom files
+    too). ``weights verify`` and ``weights prepare`` both decide with this, so they cannot disagree."""
+    problems = []
+    for role, path in settings.model_files(model).items():
+        check = checks[role]
+        if check.state in (MISSING, CORRUPT):
+            problems.append((role, check.describe()))
+        link = link_problem(path, settings.weights_dir)
+        if link:
+            problems.append((role, link))
+    problems.extend(FAMILIES[model].file_problems(settings))
+    return problems
+
+
 def weights_dir_problem(folder: Path) -> str | None:
     """What is wrong with the weights folder (OBJDET_WEIGHTS_DIR), or None. ``fetch`` creates a missing one."""
     folder = Path(folder)
@@ -241,6 +289,85 @@ class _Limits:
         return max(0.1, min(self.timeout, self.deadline - time.monotonic()))
 
 
+class _Watchdog:
+    """Holds the deadline and the minimum rate from the connection's first byte. ``http.client`` reads the
+    status line and headers in a loop of its own, one ``recv`` after another, where ``_Pacer`` never gets
+    control: a server that trickles them a byte at a time never trips the per-``recv`` timeout. This thread
+    shuts the socket down (the blocked read then ends) when the deadline passes, or when the status line and
+    headers are not complete within one rate window (a few hundred bytes in ``window`` seconds is far below
+    any minimum rate; with ``min_rate`` 0 only the deadline holds)."""
+
+    POLL_S = 0.1
+
+    def __init__(self, limits: _Limits):
+        self.limits = limits
+        self.started = time.monotonic()
+        self.sock: socket.socket | None = None
+        self.headers_done = False
+        self.reason: str | None = None  # why it cut the connection: "deadline" or "headers"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="objdet-fetch-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _expired(self) -> str | None:
+        now, limits = time.monotonic(), self.limits
+        if limits.deadline is not None and now > limits.deadline:
+            return "deadline"
+        if not self.headers_done and limits.min_rate > 0 and now - self.started > limits.window:
+            return "headers"
+        return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            reason = self._expired()
+            if reason and self.sock is not None:
+                self.reason = reason
+                with contextlib.suppress(OSError):  # the raw socket under TLS too: its blocked read ends
+                    socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+                return
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose connections report their socket here."""
+        watchdog = self
+
+        def watched(base):
+            class Connection(base):
+                def connect(self):
+                    super().connect()
+                    watchdog.sock = self.sock
+
+            return Connection
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(watched(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(watched(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+    def failure(self, entry: ManifestEntry, url: str, part: Path, received: int) -> FetchError:
+        if self.reason == "headers":
+            return FetchError(
+                f"{entry.name}: {url} sent its status line and headers too slowly (not complete after "
+                f"{self.limits.window:.0f} s, below the minimum of {self.limits.min_rate:,} bytes/s); "
+                "nothing was installed: try again or use --mirror"
+            )
+        return FetchError(
+            f"{entry.name}: download from {url} ran past its deadline with {received:,} bytes "
+            f"received; kept them in {part}: run the command again to resume"
+        )
+
+
 class _RangeRefused(Exception):
     """HTTP 416 on a resume: the .part is already as long as the file (or longer), yet wrong."""
 
@@ -294,16 +421,24 @@ def _download(
     request = urllib.request.Request(url, headers={"User-Agent": "objdet-weights/1"})  # noqa: S310
     if state.offset:
         request.add_header("Range", f"bytes={state.offset}-")
-    try:
-        with urllib.request.urlopen(request, timeout=limits.socket_timeout()) as response:  # noqa: S310 - as above
-            total = _receive(response, entry, url, part, state, progress, limits)
-        if total is not None and state.received < total:
-            raise FetchError(
-                f"{entry.name}: download from {url} ended after {state.received:,} of {total:,} bytes "
-                f"(the connection closed early); kept them in {part}: run the command again to resume"
-            )
-    except (OSError, http.client.HTTPException) as exc:  # urllib's errors, timeouts and writes are OSErrors
-        raise _failure(exc, entry, url, part, state) from None
+    with _Watchdog(limits) as watchdog:
+        try:
+            with watchdog.opener().open(request, timeout=limits.socket_timeout()) as response:
+                watchdog.headers_done = True
+                total = _receive(response, entry, url, part, state, progress, limits)
+            if total is not None and state.received < total:
+                raise FetchError(
+                    f"{entry.name}: download from {url} ended after {state.received:,} of {total:,} bytes "
+                    f"(the connection closed early); kept them in {part}: run the command again to resume"
+                )
+        except (OSError, http.client.HTTPException) as exc:  # urllib's errors, timeouts and writes are OSErrors
+            if watchdog.reason:
+                raise watchdog.failure(entry, url, part, state.received) from None
+            raise _failure(exc, entry, url, part, state) from None
+        except FetchError:
+            if watchdog.reason:
+                raise watchdog.failure(entry, url, part, state.received) from None
+            raise
     actual = state.digest.hexdigest()
     if not matches(entry, actual):
         part.unlink(missing_ok=True)

@@ -14,6 +14,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from .terminal import printable
+
 LOGGER = logging.getLogger("objdet")
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
@@ -27,7 +29,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, _FIELDS, {})
         extra = "".join(f" {k}={_text(v)}" for k, v in fields.items())
-        return f"[objdet] {record.getMessage()}{extra}"
+        return printable(f"[objdet] {record.getMessage()}{extra}")
 
 
 class JsonFormatter(logging.Formatter):

@@ -10,7 +10,10 @@ state (``MODEL_STATES``), limit (``LIMITS``).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -279,10 +282,64 @@ def only_metrics_path(app):
     return serve
 
 
+# A scrape is one small request a few times a minute. Connections beyond MAX_CONNECTIONS are closed at once
+# (no thread is started for them), and each connection has REQUEST_S in all, from accept to its last byte: a
+# client that sends half a request and waits, or a byte at a time, holds one of the few threads that long.
+MAX_CONNECTIONS = 16
+REQUEST_S = 10.0  # Prometheus' default scrape timeout
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a slow scraper never holds the process at exit
 
+    def __init__(self, *args, **kwargs):
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: refused without a thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A connection's reads, each with the time left to the request's deadline as its timeout."""
+
+    def __init__(self, sock, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request deadline passed")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
 
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self):
+        super().setup()
+        deadline = time.monotonic() + REQUEST_S
+        self.connection.settimeout(REQUEST_S)  # writes too: a client that stops reading
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+
+    def handle(self):
+        with contextlib.suppress(OSError):  # a deadline or a vanished client ends the connection quietly
+            super().handle()
+
     def log_message(self, format, *args):
         """Scrapes every 30 s would fill the log."""

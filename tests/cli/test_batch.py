@@ -3,7 +3,9 @@ and ``batch merge``, all through real subprocesses running the real Yolo-Fastest
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -57,6 +59,8 @@ def records(path: Path) -> dict[str, dict]:
     out = {}
     for line in data.decode().splitlines():
         record = json.loads(line)
+        if "batch_settings" in record:
+            continue
         assert record["file"] not in out, f"duplicate line for {record['file']}"
         record.pop("total_ms")
         for result in record.get("results", ()):
@@ -117,8 +121,13 @@ def test_three_shard_processes_merge_to_the_unsharded_run(images_dir, env, tmp_p
     single = run_app(["detect", "--json", *[tmp_path / "in" / n for n in some]], env)
     for name, entry in zip(some, json.loads(single.stdout)["images"], strict=True):
         assert merged_records[name]["results"][0]["detections"] == entry["results"][0]["detections"]
-    csv_rows = (tmp_path / "sharded" / "merged.csv").read_text().splitlines()
-    assert len(csv_rows) - 1 == sum(len(r["results"][0]["detections"]) for r in merged_records.values())
+    csv_rows = list(csv.DictReader(io.StringIO((tmp_path / "sharded" / "merged.csv").read_text())))
+    # A row per detection, and one (label empty) for an image the model found nothing in: every image is there.
+    assert len(csv_rows) == sum(max(1, len(r["results"][0]["detections"])) for r in merged_records.values())
+    assert {row["file"] for row in csv_rows} == set(names)
+    empty = [n for n in names if not merged_records[n]["results"][0]["detections"]]
+    for name in empty:
+        assert [(r["model"], r["label"], r["x1"]) for r in csv_rows if r["file"] == name] == [("yolo", "", "")]
 
 
 def test_killed_shard_resumes_to_the_uninterrupted_result(images_dir, env, tmp_path):
@@ -146,7 +155,7 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(images_dir, env, tmp_p
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not part.exists() or part.read_bytes().count(b"\n") < 5):
+    while time.monotonic() < deadline and (not part.exists() or part.read_bytes().count(b"\n") < 6):  # settings + 5
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -167,7 +176,7 @@ def test_killed_shard_resumes_to_the_uninterrupted_result(images_dir, env, tmp_p
     assert sorted(after) == names
     again = run_app(["batch", tmp_path / "in", "--output", out], env)  # nothing left: nothing appended
     assert again.returncode == 0 and f"{len(names)} already recorded, 0 to do" in again.stderr
-    assert part.read_bytes().count(b"\n") == len(names)
+    assert part.read_bytes().count(b"\n") == 1 + len(names)  # the settings line, then one line per image
 
 
 def test_bad_files_are_error_lines_and_the_exit_status_says_so(images_dir, env, tmp_path):
@@ -267,6 +276,6 @@ def test_merge_reports_missing_parts_images_and_duplicates(tmp_path):
 def test_a_malformed_middle_line_is_a_usage_error_naming_the_line(images_dir, env, tmp_path):
     make_images(images_dir, tmp_path / "in", 2)
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "part-0-of-1.jsonl").write_text('{"file": "a/img001.jpg"}\nnot json\n')
+    (tmp_path / "out" / "part-0-of-1.jsonl").write_text('{"file": "a/img001.jpg", "error": "x"}\nnot json\n')
     result = run_app(["batch", tmp_path / "in", "--output", tmp_path / "out"], env)
     assert result.returncode == 2 and "part-0-of-1.jsonl: line 2 is not a batch record" in result.stderr

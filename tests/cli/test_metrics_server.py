@@ -136,10 +136,49 @@ def test_metrics_are_not_served_by_streamlit_and_the_metrics_port_serves_only_me
         status, content_type, body = fetch(url)
         assert "objdet_" not in body and "# TYPE" not in body, url
         assert not content_type.startswith("text/plain; version="), (url, content_type)
-    # Streamlit's own /_stcore/metrics (its cache sizes) stays Streamlit's: none of the app's metrics.
-    status, _, body = fetch(f"{server.base}/_stcore/metrics")
-    assert "objdet_" not in body
+    # Streamlit's own /_stcore/metrics (session counts, cached function names) is closed on the app's port,
+    # under the base URL path and without it; the health check still answers.
+    for url in (f"{server.base}/_stcore/metrics", f"{app_root}/_stcore/metrics", f"{server.base}/_stcore/metrics?x=1"):
+        status, _, body = fetch(url)
+        assert status == 404 and "objdet_" not in body and "session" not in body, (url, status, body[:200])
+    assert fetch(f"{server.base}/_stcore/health")[0] == 200
     for path in ("/", f"/{BASE_PATH}/", f"/{BASE_PATH}/metrics", f"/{BASE_PATH}/_stcore/health"):
         assert fetch(metrics_url + path)[0] == 404, path
     status, content_type, body = fetch(metrics_url + "/metrics")
     assert status == 200 and content_type.startswith("text/plain") and "objdet_images_total" in body
+
+
+def test_idle_half_sent_requests_neither_pile_up_threads_nor_block_the_port_for_long(served):
+    """300 connections that send half a request line and wait: the listener serves at most
+    prometheus.MAX_CONNECTIONS at once (the others are closed without a thread) and closes each held one
+    REQUEST_S after it was accepted; then a scrape answers."""
+    import os
+    import socket
+    import time
+
+    from app.ops.prometheus import MAX_CONNECTIONS, REQUEST_S
+
+    server, metrics_url, _ = served
+    port = int(metrics_url.rsplit(":", 1)[1])
+    tasks = f"/proc/{server.proc.pid}/task"
+    before = len(os.listdir(tasks))
+    socks = []
+    try:
+        for _ in range(300):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /metr")
+            socks.append(sock)
+        time.sleep(1.0)
+        during = len(os.listdir(tasks))
+        assert during <= before + MAX_CONNECTIONS, (before, during)
+        start = time.monotonic()
+        for sock in socks:  # every one is closed by the server: refused at once, or at its deadline
+            sock.settimeout(REQUEST_S + 10)
+            assert sock.recv(100) == b""
+        assert time.monotonic() - start < REQUEST_S + 5
+    finally:
+        for sock in socks:
+            sock.close()
+    status, _, body = fetch(metrics_url + "/metrics")
+    assert status == 200 and "objdet_images_total" in body
+    assert len(os.listdir(tasks)) <= before + 1

@@ -213,3 +213,55 @@ def test_cli_prepare_as_the_init_container_runs_it(yolo_dir, tmp_path):
     assert ready.stderr.rstrip().endswith("ready")
     bad = cli(["--dest", str(tmp_path)], {**env, "OBJDET_WEIGHTS_MODE": "download"})
     assert bad.returncode == 2 and "OBJDET_WEIGHTS_MODE" in bad.stderr
+
+
+# ------------------------------------------------------------------- one check for verify and prepare
+
+
+def _verify_and_prepare(volume: Path, weights: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | {
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_WEIGHTS_DIR": str(volume),
+        "OBJDET_YOLO_WEIGHTS": str(volume / weights),
+        "OBJDET_YOLO_CONFIG": str(volume / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(volume / "coco.names"),
+    }
+    verify, prepare_ = (
+        subprocess.run(
+            [sys.executable, "-m", "app", "weights", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for args in (["verify"], ["prepare", "--mode", "verify", "--wait", "0"])
+    )
+    return verify, prepare_
+
+
+def test_a_half_written_custom_weights_file_is_not_ready_for_either_command(yolo_dir, tmp_path):
+    seed(tmp_path, yolo_dir, names=YOLO_FILES[1:], custom=False)
+    data = (yolo_dir / "yolo-fastest-1.1.weights").read_bytes()
+    (tmp_path / "custom.weights").write_bytes(data[: len(data) // 2])  # a copy cut short: not in the manifest
+    verify, prepared = _verify_and_prepare(tmp_path, "custom.weights")
+    assert verify.returncode == 1 and "692,134 bytes too short" in verify.stdout, verify.stdout
+    assert prepared.returncode == 1, prepared.stderr
+    assert "weights prepare: ready" not in prepared.stderr and "692,134 bytes too short" in prepared.stderr
+    assert "Traceback" not in verify.stderr + prepared.stderr
+
+
+def test_a_link_out_of_the_volume_is_not_ready_for_either_command(yolo_dir, tmp_path):
+    volume, elsewhere = tmp_path / "volume", tmp_path / "host"
+    seed(volume, yolo_dir, names=YOLO_FILES[1:], custom=False)
+    seed(elsewhere, yolo_dir, names=YOLO_FILES[:1], custom=False)
+    (volume / "yolo-fastest-1.1.weights").symlink_to(elsewhere / "yolo-fastest-1.1.weights")
+    verify, prepared = _verify_and_prepare(volume, "yolo-fastest-1.1.weights")
+    words = f"is a symbolic link to {elsewhere / 'yolo-fastest-1.1.weights'}, outside the weights folder {volume}"
+    assert verify.returncode == 1 and words in verify.stdout, verify.stdout
+    assert prepared.returncode == 1 and words in prepared.stderr, prepared.stderr
+    # The same file copied in whole is ready for both.
+    (volume / "yolo-fastest-1.1.weights").unlink()
+    seed(volume, yolo_dir, names=YOLO_FILES[:1], custom=False)
+    verify, prepared = _verify_and_prepare(volume, "yolo-fastest-1.1.weights")
+    assert verify.returncode == 0 and prepared.returncode == 0, verify.stdout + prepared.stderr

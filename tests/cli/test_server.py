@@ -35,6 +35,7 @@ def test_health_only_after_models_loaded(yolo_env, ssd_file):
         ready_line = next(i for i, line in enumerate(server.output) if "models ready" in line)
         assert ready_line < first_ok[2]  # the "models ready" line was logged before health turned 200
         assert health(server.base + "/") == 200
+        assert health(server.base + "/_stcore/metrics") == 404  # Streamlit's own metrics: closed
     finally:
         server.stop()
 
@@ -154,3 +155,24 @@ def test_weights_dir_that_is_a_file_is_reported_at_start_up(yolo_env, tmp_path):
     err = " ".join(proc.stderr.split())
     assert f"warning: OBJDET_WEIGHTS_DIR={afile} is a file, not a folder" in err
     assert f"{afile} is a file, not a folder" in err.split("cannot start", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("STREAMLIT_SERVER_PORT", "abc", "(env var: 'STREAMLIT_SERVER_PORT'): 'abc' is not a valid integer"),
+        ("STREAMLIT_SERVER_PORT", "70000", "STREAMLIT_SERVER_PORT=70000: a TCP port is between 1 and 65535"),
+        ("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", "lots", "(env var: 'STREAMLIT_SERVER_MAX_UPLOAD_SIZE'): 'lots'"),
+    ],
+)
+def test_a_bad_streamlit_setting_is_a_configuration_error_before_the_models_load(yolo_env, variable, value, words):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))}
+    env.update(yolo_env, **{variable: value})
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "serve"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("configuration error: ") and words in proc.stderr
+    assert "loaded and warmed" not in proc.stderr  # checked with the other settings, before any model

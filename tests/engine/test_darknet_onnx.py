@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from support.onnx_models import TINY_CLASSES, TINY_INPUT, write_tiny_darknet
 
@@ -184,8 +185,8 @@ def test_cache_converts_once_even_with_concurrent_processes(models, tmp_path):
     ]
     paths = {p.communicate(timeout=300)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
-    assert len(paths) == 1 and sorted(cache.iterdir()) == [Path(paths.pop())]  # one file, no temp file left
-    converted = next(cache.iterdir())
+    converted = Path(paths.pop())
+    assert not paths and sorted(cache.iterdir()) == [converted, Path(f"{converted}.sha256")]  # no temp file left
     assert cache_key(cfg, weights)[:16] in converted.name
     onnx.checker.check_model(onnx.load(str(converted)))
     stamp = converted.stat().st_mtime_ns
@@ -232,3 +233,42 @@ def test_layers_the_converter_cannot_build_are_named(models, tmp_path):
     assert "[reorg]" in refused(text.replace("[dropout]\nprobability=0.1", "[reorg]\nstride=1"))
     wrong_classes = text.replace(f"classes={TINY_CLASSES}", "classes=80", 1)
     assert "fix filters= or classes=" in refused(wrong_classes)
+
+
+@pytest.mark.skipif(OPENCV_MAJOR < 5, reason="OpenCV 5 runs Darknet models converted to ONNX (and cached)")
+def test_a_tampered_or_truncated_cached_model_is_rebuilt(yolo_dir, images_dir, tmp_path):
+    """The cache is keyed by the source files' hash; the cached file itself is checked against the sha256
+    recorded beside it when it was written. A valid graph with other weights (which detected nothing) and a
+    truncated file (which was named but never rebuilt) are both converted again, through ``detect``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBJDET_")} | {
+        "XDG_CACHE_HOME": str(tmp_path),
+        "OBJDET_MODELS": "yolo",
+        "OBJDET_YOLO_WEIGHTS": str(yolo_dir / "yolo-fastest-1.1.weights"),
+        "OBJDET_YOLO_CONFIG": str(yolo_dir / "yolo-fastest-1.1.cfg"),
+        "OBJDET_YOLO_NAMES": str(yolo_dir / "coco.names"),
+    }
+
+    def detect() -> list:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "detect", "--json", str(images_dir / "coffee.png")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["images"][0]["results"][0]["detections"]
+
+    reference = detect()
+    assert reference, "Yolo-Fastest finds the cup in coffee.png"
+    (cached,) = (tmp_path / DARKNET_ONNX.cache_subdir).glob("*.onnx")
+    written = cached.read_bytes()
+    tampered = onnx.load(str(cached))
+    for tensor in tampered.graph.initializer:  # a valid graph whose weights are all zero
+        array = onnx.numpy_helper.to_array(tensor)
+        tensor.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(array), tensor.name))
+    cached.write_bytes(tampered.SerializeToString())
+    assert detect() == reference and cached.read_bytes() == written
+    cached.write_bytes(written[: len(written) // 3])
+    assert detect() == reference and cached.read_bytes() == written

@@ -324,3 +324,38 @@ def test_cli_min_rate_and_deadline_flags_reach_the_download(tmp_path):
     for flags in (["--deadline", "0"], ["--min-rate", "-1"]):
         bad = run_cli(["weights", "fetch", "coco.names", "--dest", str(tmp_path), *flags])
         assert bad.returncode == 2 and "--deadline must be above 0" in bad.stderr, bad.stderr
+
+
+def test_a_status_line_and_headers_trickled_a_byte_at_a_time_meet_the_deadline(tmp_path):
+    """The deadline holds from the connection's first byte, not only in the body loop: http.client reads the
+    head in a loop of its own, where a byte every 0.5 s never trips the per-read timeout (this ran 151 s past
+    a deadline of 10)."""
+    with Mirror({"yolo-fastest-1.1.cfg": PAYLOAD}) as srv:
+        srv.head_trickle = 0.5
+        start = time.monotonic()
+        command = ["weights", "fetch", "yolo-fastest-1.1.cfg", "--mirror", srv.url, "--dest", str(tmp_path)]
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", *command, "--deadline", "3"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - start
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"yolo-fastest-1.1.cfg: download from {srv.url}/yolo-fastest-1.1.cfg ran past its deadline" in proc.stderr
+    assert took < 3 + 5, f"{took:.1f} s for a deadline of 3 s"  # the interpreter's start-up, then at most 3 s
+    assert installed(tmp_path) == []
+
+
+def test_a_trickled_head_fails_the_minimum_rate_within_one_window(manifest, tmp_path):
+    with Mirror({"good.bin": PAYLOAD}) as srv:
+        srv.head_trickle = 0.2
+        start = time.monotonic()
+        with pytest.raises(FetchError) as err:
+            fetch(["good.bin"], tmp_path, progress=None, url_base=srv.url, rate_window_s=1.0, deadline_s=60)
+        took = time.monotonic() - start
+    assert str(err.value).startswith(f"good.bin: {srv.url}/good.bin sent its status line and headers too slowly")
+    assert "not complete after 1 s, below the minimum of 10,000 bytes/s" in str(err.value)
+    assert took < 3
+    assert installed(tmp_path) == []

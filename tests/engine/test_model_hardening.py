@@ -204,9 +204,12 @@ def test_verify_reports_symlinks_leaving_the_folder_and_a_bad_weights_dir(yolo_d
         (models / f.name).symlink_to(f)  # e.g. a volume pointing at a host path
     env = {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(models)}
     proc = run_cli(["weights", "verify"], env)
-    assert proc.returncode == 0, proc.stderr
+    # The content is right, but the volume holds only links: a container that mounts it (the server after
+    # the init container) does not have their targets. Not ready, for `weights prepare` too (test_prepare).
+    assert proc.returncode == 1, proc.stderr
     line = next(row for row in proc.stdout.splitlines() if "yolo-fastest-1.1.weights" in row)
     assert f"symbolic link to {yolo_dir / 'yolo-fastest-1.1.weights'}, outside its folder" in line and " OK " in line
+    assert f"yolo  weights  link       {models / 'yolo-fastest-1.1.weights'} is a symbolic link to" in proc.stdout
     afile = tmp_path / "afile"
     afile.write_text("x")
     proc = run_cli(["weights", "verify"], {"OBJDET_MODELS": "yolo", "OBJDET_WEIGHTS_DIR": str(afile)})

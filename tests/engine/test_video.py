@@ -227,3 +227,25 @@ def test_frames_claiming_a_huge_size_refused(detect, tmp_path, side):
     with pytest.raises(VideoError, match=r"^huge\.avi: OpenCV cannot decode this video"):
         process_video(bytes(data), "huge.avi", detect, PARAMS)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no 768 MB frame
+
+
+def test_a_frame_size_change_mid_stream_is_scaled_to_the_first_size_by_opencv(detect, tmp_path):
+    """What the app can and cannot see (docs/hardening.md): OpenCV's FFmpeg reader scales every frame to the
+    first frame's size, so a stream whose size changes (two MPEG-TS streams joined, 320x240 then 640x360) is
+    processed whole at 320x240, and the note for a size change (kept for readers that do hand over a new
+    size) does not appear. This pins that behaviour: if a new OpenCV passes the real size, this fails and
+    the note becomes reachable."""
+    parts = []
+    for name, size, colour in (("a.ts", (320, 240), (0, 0, 200)), ("b.ts", (640, 360), (0, 200, 0))):
+        writer = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"mpg2"), 10, size)
+        if not writer.isOpened():
+            pytest.skip("this OpenCV build writes no MPEG-2 transport stream")
+        for _ in range(10):
+            writer.write(np.full((size[1], size[0], 3), colour, np.uint8))
+        writer.release()
+        parts.append((tmp_path / name).read_bytes())
+    report = process_video(b"".join(parts), "joined.ts", detect, PARAMS, every_n=5)
+    assert report.frames_read >= 18 and report.notes == []  # (the join may cost the first stream its last frame)
+    assert report.web_size == (320, 240)
+    last = cv2.imdecode(np.frombuffer(report.key_frames[-1][1], np.uint8), cv2.IMREAD_COLOR)
+    assert last.shape == (240, 320, 3) and last[120, 160, 1] > 150  # the second stream's green, scaled down

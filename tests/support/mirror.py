@@ -19,6 +19,7 @@ class Mirror:
         self.cut_after: int | None = None  # send only this many bytes of the next response
         self.trickle: tuple[int, float] | None = None  # (bytes, seconds): send that many bytes per pause
         self.status: dict[str, int] = {}  # answer these names with this HTTP error status
+        self.head_trickle: float | None = None  # send the status line and headers one byte per this many seconds
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,6 +45,9 @@ class Mirror:
                     self.end_headers()
                     return
                 body = data[start:]
+                if outer.head_trickle is not None:
+                    self.trickle_head(len(body))
+                    return
                 self.send_response(206 if rng else 200)
                 if rng:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -62,6 +66,17 @@ class Mirror:
                         time.sleep(pause)
                 except OSError:  # the client gave up (what the tests want)
                     pass
+
+            def trickle_head(self, length: int) -> None:
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nX-Pad: {'x' * 200}\r\n\r\n".encode()
+                try:
+                    for i in range(len(head)):
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(outer.head_trickle)
+                except OSError:  # the client gave up (what the tests want)
+                    pass
+                self.close_connection = True
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models"

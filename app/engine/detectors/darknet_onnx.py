@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ...ops.terminal import printable
 from ..catalog import DARKNET_ONNX
 from .darknet import DarknetError, Section, check_weights_size, parse_cfg, parse_header
 
@@ -424,17 +425,52 @@ def save(model: onnx.ModelProto, out: Path) -> Path:
     return out
 
 
+def _digest_file(path: Path) -> Path:
+    """Where the sha256 of a cached model, as it was written, is kept: ``NAME.onnx.sha256`` beside it."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cached_is_intact(path: Path) -> bool:
+    """Whether the cached model is byte for byte what the converter wrote: its sha256 against the digest
+    recorded beside it. The cache's key is the source files' hash, which says nothing of the cached file
+    itself: a truncated file or one with other weights (a valid graph) would otherwise be used as it is."""
+    try:
+        recorded = _digest_file(path).read_text().strip()
+        return len(recorded) == 64 and _sha256(path.read_bytes()) == recorded
+    except OSError:
+        return False
+
+
 def cached_onnx(cfg: Path, weights: Path, cache_dir: Path) -> Path | bytes:
-    """The converted model of this pair under ``cache_dir``, converting on the first call; its bytes when
-    the folder is not writable."""
+    """The converted model of this pair under ``cache_dir``, converting on the first call and again when the
+    cached file is not what was written (``cached_is_intact``); its bytes when the folder is not writable."""
     out = Path(cache_dir) / f"{Path(weights).stem}-{cache_key(cfg, weights)[:16]}.onnx"
-    if out.is_file():
+    if out.is_file() and cached_is_intact(out):
         return out
     model = convert(cfg, weights)
+    data = model.SerializeToString()
     try:
-        return save(model, out)
+        save(model, out)
+        _write_atomic(_digest_file(out), (_sha256(data) + "\n").encode())
+        return out
     except OSError:  # no writable cache folder: the caller loads the model from memory, converting each time
-        return model.SerializeToString()
+        return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def default_cache_dir() -> Path:
@@ -471,11 +507,11 @@ def cmd_convert(cfg: Path, weights: Path, out: Path | None = None) -> int:
         model = convert(cfg, weights)
         save(model, out)
     except DarknetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(printable(f"error: {exc}"), file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {exc.filename or out}: {exc.strerror or exc}", file=sys.stderr)
+        print(printable(f"error: {exc.filename or out}: {exc.strerror or exc}"), file=sys.stderr)
         return 1
     heads = ", ".join(f"{o.name} {[d.dim_value for d in o.type.tensor_type.shape.dim]}" for o in model.graph.output)
-    print(f"wrote {out} ({out.stat().st_size:,} bytes): outputs {heads}")
+    print(printable(f"wrote {out} ({out.stat().st_size:,} bytes): outputs {heads}"))
     return 0
