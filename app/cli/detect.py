@@ -85,5 +85,5 @@ def _print_human(entry: dict) -> None:
         total = sum(res["timings_ms"].values())
         found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in res["detections"]) or "nothing"
         print(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)")
-    if "error" in entry:
-        print(f"{entry['file']}: ERROR {entry['error']}", file=sys.stderr)
+    if "error" in entry:  # the message names the file already
+        print(f"error: {entry['error']}", file=sys.stderr)
