@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
-from support.apptest import SCRIPT, Counter
+from support.apptest import SCRIPT, Counter, shown
 from support.reference import REFERENCE
 
 from app.engine.config import Settings
@@ -63,7 +63,7 @@ def frame(at: AppTest, model: str, models=("yolo",)):
 
 
 def counts_caption(at: AppTest) -> list[str]:
-    return [c.value for c in at.caption if c.value.startswith("At IoU 0.5")]
+    return [shown(c.value) for c in at.caption if shown(c.value).startswith("At IoU 0.5")]
 
 
 def pngs(images_dir, names=IMAGES) -> list[tuple]:
@@ -77,11 +77,11 @@ def test_both_models_tables_side_by_side(both_env, images_dir, monkeypatch):
     counters = {m: Counter(monkeypatch, get_detector(m, both_env)) for m in ("ssd", "yolo")}
     at = new_tab()
     upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [shown(e.value) for e in at.error]
     yolo, ssd = frame(at, "yolo", ("ssd", "yolo")), frame(at, "ssd", ("ssd", "yolo"))
     assert yolo["AP50"][0] >= 0.99 and yolo["images"][0] == 4
     assert ssd["images"][0] == 4  # the seeded SSD is untrained: scored, its numbers mean nothing
-    texts = " ".join(m.value for m in at.markdown)
+    texts = " ".join(shown(m.value) for m in at.markdown)
     assert "SSD (torchvision)" in texts and "YOLO (OpenCV DNN)" in texts
     assert len([m for m in at.metric if m.label == "Median latency"]) == 2
     assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 0 FN." in " ".join(counts_caption(at))  # YOLO's, by hand
@@ -109,12 +109,12 @@ def test_a_zip_of_both_and_the_gallery_of_misses(yolo_env, images_dir):
         zf.writestr("../evil.png", b"x")
     at = new_tab()
     upload(at, ("set.zip", buf.getvalue(), "application/zip"), [])
-    warnings = " ".join(w.value for w in at.warning)
+    warnings = " ".join(shown(w.value) for w in at.warning)
     assert "set.zip: set/notes.txt: refused, not an image" in warnings
     assert "set.zip: ../evil.png: refused, its path leaves the archive" in warnings
     assert frame(at, "yolo")["images"][0] == 4
     assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 1 FN." in " ".join(counts_caption(at))
-    gallery = [i.proto.imgs[0].caption for i in at.image]
+    gallery = [shown(i.proto.imgs[0].caption) for i in at.image]
     assert gallery == ["set/images/rocket.jpg: 1 missed, 0 found, 0 false"]  # the one image with a miss
     charts = list(at.get("vega_lite_chart"))
     assert len(charts) == 2  # YOLO's AP bars and its PR curves
@@ -132,19 +132,21 @@ def test_malformed_annotations_give_a_clear_error(yolo_env, images_dir):
     doc["annotations"][2]["category_id"] = 5
     at = new_tab()
     upload(at, ("mine.json", json.dumps(doc).encode(), "application/json"), pngs(images_dir, ["coffee.png"]))
-    assert [e.value for e in at.error] == [
+    assert [shown(e.value) for e in at.error] == [
         "mine.json: annotations[2] (id 3): category_id 5 is not the id of any entry of 'categories'"
     ]
     assert not at.dataframe
     at.file_uploader(key="eval_ann").set_value(("mine.json", b"\x89PNG not json", "application/json")).run()
     assert not at.exception
-    assert "mine.json: not UTF-8 text (byte 0x89 at offset 0)" in at.error[0].value
+    assert "mine.json: not UTF-8 text (byte 0x89 at offset 0)" in shown(at.error[0].value)
 
 
 def test_images_not_uploaded_are_left_out_and_named(yolo_env, images_dir):
     at = new_tab()
     upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir, ["coffee.png"]))
-    assert any("3 annotated image(s) not uploaded" in w.value and "astronaut.png" in w.value for w in at.warning)
+    assert any(
+        "3 annotated image(s) not uploaded" in shown(w.value) and "astronaut.png" in shown(w.value) for w in at.warning
+    )
     assert frame(at, "yolo")["images"][0] == 1
 
 
@@ -153,11 +155,11 @@ def test_images_over_the_pixel_limit_are_refused_by_name(yolo_env, images_dir, m
     monkeypatch.setenv("OBJDET_MAX_IMAGE_PIXELS", "200000")
     at = new_tab()
     upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert len(errors) == 3 and all("left out of the evaluation" in e for e in errors)
     assert any(e.startswith("astronaut.png: ") and "262,144" in e for e in errors), errors
     assert frame(at, "yolo")["images"][0] == 1
-    assert "1 of 4 images evaluated" in " ".join(c.value for c in at.caption)
+    assert "1 of 4 images evaluated" in " ".join(shown(c.value) for c in at.caption)
 
 
 # --- the uploads' refusals, without the page ---------------------------------------------------------------
@@ -234,6 +236,6 @@ def test_the_page_has_the_evaluate_tab(yolo_env, images_dir):
     assert not at.exception, at.exception
     assert [t.label for t in at.tabs] == ["Images", "Camera", "Video", "Evaluate"]
     upload(at, ("reference.json", json.dumps(REFERENCE).encode(), "application/json"), pngs(images_dir))
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [shown(e.value) for e in at.error]
     assert frame(at, "yolo")["AP50"][0] >= 0.99
     assert "At IoU 0.5, score ≥ 0.30: 3 TP, 1 FP, 0 FN." in " ".join(counts_caption(at))
