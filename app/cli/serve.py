@@ -76,7 +76,7 @@ def prepare_models(settings: Settings) -> list[str]:
             failures.append(status)
         else:  # expected on a laptop without every file: one calm line, the page says how to add it
             logs.event(
-                f"{model}: not available ({status.state}: {status.message}); the app starts without it and its page "
+                f"{model}: not available ({status.message}); the app starts without it and its page "
                 "says how to add it (docs/models.md)",
                 model=model,
                 state=status.state,
