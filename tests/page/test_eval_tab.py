@@ -162,6 +162,87 @@ def test_images_over_the_pixel_limit_are_refused_by_name(yolo_env, images_dir, m
     assert "1 of 4 images evaluated" in " ".join(shown(c.value) for c in at.caption)
 
 
+def hostile(kind: str) -> bytes:
+    """The reference file with one hostile value: numbers too large for a float or for the metric library's ids,
+    file_names no file system takes (a NUL byte, a 300-character component, a path of more than 4,096 bytes)."""
+    text = json.dumps(REFERENCE)
+    if kind == "10^400":
+        return text.replace('"width": 512', '"width": 1' + "0" * 400).encode()
+    if kind == "5001 digits":
+        return text.replace('"width": 512', '"width": 1' + "0" * 5000).encode()
+    doc = json.loads(text)
+    if kind == "image id 2^70":
+        doc["images"][2]["id"] = doc["annotations"][2]["image_id"] = 2**70
+    elif kind == "category id 2^70":
+        doc["categories"][2]["id"] = doc["annotations"][2]["category_id"] = 2**70
+    elif kind == "annotation id 2^70":
+        doc["annotations"][2]["id"] = 2**70
+    elif kind == "NUL":
+        doc["images"][2]["file_name"] = "cof\x00fee.png"
+    elif kind == "300 characters":
+        doc["images"][2]["file_name"] = "c" * 300 + "/coffee.png"
+    elif kind == "4096+ path":
+        doc["images"][2]["file_name"] = "/".join(["folder"] * 600) + "/coffee.png"
+    return json.dumps(doc).encode()
+
+
+HOSTILE = ("10^400", "5001 digits", "image id 2^70", "category id 2^70", "annotation id 2^70", "NUL",
+           "300 characters", "4096+ path")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_annotations_give_one_line_naming_the_file(yolo_env, images_dir, kind):
+    """No exception box, whatever the file holds: either one error line that names the file and says what is
+    wrong, or (a file_name no file system takes, which the page never opens) the evaluation itself."""
+    at = new_tab()
+    upload(at, ("hostile.json", hostile(kind), "application/json"), pngs(images_dir))
+    assert not at.exception, at.exception
+    errors = [shown(e.value) for e in at.error]
+    if errors:
+        assert len(errors) == 1 and errors[0].startswith("hostile.json"), errors
+        assert "Traceback" not in errors[0] and "/site-packages/" not in errors[0] and len(errors[0]) < 300, errors
+    else:
+        assert frame(at, "yolo")["images"][0] >= 3, kind
+    if kind in ("10^400", "5001 digits"):
+        assert "a number in it" in errors[0], errors
+    if "2^70" in kind:
+        assert f"{2**70} is larger than 9,223,372,036,854,775,807" in errors[0], errors
+
+
+def test_the_example_needs_no_upload(yolo_env):
+    """'Try an example': the example images against their hand-drawn boxes, with YOLO; the space shuttle is a
+    class no model knows (reported, not scored) and APs and APm have no object of that size: shown as an en dash."""
+    at = new_tab()
+    at.toggle(key="eval_example").set_value(True).run()
+    assert not at.exception and not at.error, [shown(e.value) for e in at.error]
+    table = frame(at, "yolo")
+    assert table["images"][0] == 3 and table["AP50"][0] >= 0.75
+    assert table["APs"].isna()[0] and table["APm"].isna()[0]
+    metrics = next(d for d in at.dataframe if "AR100" in d.value.columns)
+    assert metrics.proto.placeholder == "\u2013"  # what an empty cell shows: not "None"
+    assert any("cannot predict space shuttle" in shown(i.value) for i in at.info)
+    assert "example: coco-examples.json: 3 of 3 images evaluated, 6 boxes" in " ".join(
+        shown(c.value) for c in at.caption
+    )
+
+
+def test_the_example_file_names_the_example_images():
+    from app.engine.coco import parse_annotations
+    from app.page.evaluate_tab import EXAMPLE_ANNOTATIONS, EXAMPLES_DIR
+
+    path = EXAMPLES_DIR / EXAMPLE_ANNOTATIONS
+    gt = parse_annotations(path.read_bytes(), str(path))
+    assert sorted(i["file_name"] for i in gt.images) == sorted(p.name for p in EXAMPLES_DIR.glob("*.jpg"))
+    from PIL import Image
+
+    for entry in gt.images:
+        assert Image.open(EXAMPLES_DIR / entry["file_name"]).size == (entry["width"], entry["height"])
+    for ann in gt.annotations:  # every box inside its image
+        image = next(i for i in gt.images if i["id"] == ann["image_id"])
+        x, y, w, h = ann["bbox"]
+        assert x >= 0 and y >= 0 and x + w <= image["width"] and y + h <= image["height"], ann
+
+
 # --- the uploads' refusals, without the page ---------------------------------------------------------------
 
 
