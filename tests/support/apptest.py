@@ -46,5 +46,6 @@ _ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 
 def shown(markdown: str) -> str:
     """What a markdown string of the page reads as on screen: the page escapes text from outside (file names,
-    URL parameters, paths) with backslashes, which the markdown renderer removes."""
-    return _ESCAPED.sub(r"\1", markdown)
+    URL parameters, paths) with backslashes, which the markdown renderer removes, and puts an invisible word
+    joiner (U+2060) before bare addresses."""
+    return _ESCAPED.sub(r"\1", markdown).replace("\u2060", "")
