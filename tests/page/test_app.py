@@ -200,3 +200,62 @@ def test_model_whose_outputs_do_not_fit_shows_as_failed_not_traceback(images_dir
     problem = " ".join(shown(m.value) for m in at.markdown if m.value.startswith("**Problem:**"))
     assert "three-classes.onnx" in problem and "OBJDET_YOLO_NAMES" in problem
     assert any("No model is loaded" in shown(w.value) for w in at.warning)
+
+
+def test_a_failure_on_one_image_is_one_line_and_the_others_show(yolo_env, images_dir, monkeypatch):
+    """An unexpected exception while handling one image (here the first decode raises) is that image's one-line
+    error, without a traceback; the next image is shown and the page has no exception box."""
+    from app.engine.config import Settings
+
+    detector = get_detector("yolo", Settings.from_env())
+    real_decode, calls = detector.decode, []
+
+    def decode_failing_once(raw, params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return real_decode(raw, params)
+
+    monkeypatch.setattr(detector, "decode", decode_failing_once)
+    at = new_app()
+    files = [
+        ("coffee.png", (images_dir / "coffee.png").read_bytes(), "image/png"),
+        ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png"),
+    ]
+    at.file_uploader(key="images").set_value(files).run()
+    assert not at.exception
+    errors = [shown(e.value) for e in at.error]
+    assert errors == ["coffee.png: could not be processed (KeyError); the server log has the details"]
+    assert "cat" in table_labels(at)
+
+
+def test_a_missing_model_is_said_once_in_the_main_area(yolo_env, tmp_path, monkeypatch):
+    """SSD enabled without its file: one notice in the main area with the offline routes and the docs, the status
+    panel lists the file once (no second "Problem" line), and the page serves YOLO."""
+    monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
+    monkeypatch.setenv("OBJDET_REQUIRED_MODELS", "")
+    monkeypatch.setenv("OBJDET_WEIGHTS_DIR", str(tmp_path))
+    at = new_app()
+    notices = [shown(w.value) for w in at.warning if "is not available" in shown(w.value)]
+    assert len(notices) == 1
+    (notice,) = notices
+    missing = tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"
+    assert notice.startswith(f"**SSD is not available:** its weights file {missing} is missing")
+    assert "OBJDET_SSD_WEIGHTS" in notice and f"into {tmp_path}" in notice and "docs/models.md" in notice
+    assert "Re-check models" in [b.label for b in at.button]
+    panel = [shown(m.value) for m in at.markdown if str(missing) in shown(m.value)]
+    assert len(panel) == 1 and not any(m.value.startswith("**Problem:**") for m in at.markdown)
+    assert at.radio(key="model").options == ["YOLO"]
+
+
+def test_a_new_page_finds_weights_copied_in_after_start_up(yolo_dir, tmp_path, monkeypatch):
+    """Models are looked for again when a page is opened (a reload): no restart needed."""
+    monkeypatch.setenv("OBJDET_MODELS", "yolo")
+    monkeypatch.setenv("OBJDET_WEIGHTS_DIR", str(tmp_path))
+    at = new_app()
+    assert any("No model is loaded" in shown(w.value) for w in at.warning)
+    for name in ("yolo-fastest-1.1.weights", "yolo-fastest-1.1.cfg", "coco.names"):
+        (tmp_path / name).write_bytes((yolo_dir / name).read_bytes())
+    at = new_app()
+    assert not any("No model is loaded" in shown(w.value) for w in at.warning)
+    assert at.radio(key="model").value == "yolo"
