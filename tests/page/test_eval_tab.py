@@ -121,6 +121,9 @@ def test_a_zip_of_both_and_the_gallery_of_misses(yolo_env, images_dir):
     pr = next(c for c in charts if json.loads(c.proto.spec)["mark"]["type"] == "line")
     spec = json.loads(pr.proto.spec)
     assert spec["encoding"]["color"]["field"] == "class" and spec["params"][0]["bind"] == "legend"
+    # curves that coincide (three classes found perfectly) stay apart: a dash pattern and a marker shape each
+    assert spec["encoding"]["strokeDash"]["field"] == spec["encoding"]["shape"]["field"] == "class"
+    assert len({tuple(d) for d in spec["encoding"]["strokeDash"]["scale"]["range"]}) == 3
     import pyarrow as pa
 
     points = pa.ipc.open_stream(pr.proto.datasets[0].data.data).read_all().to_pandas()

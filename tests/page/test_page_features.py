@@ -83,6 +83,13 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     spec = __import__("json").loads(charts[0].proto.spec)
     assert spec["encoding"]["color"]["field"] == "label" and spec["mark"]["type"] == "line"
     data = pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pandas()
+    # classes with equal counts lie on one line: each has its boxes' colour, its own dash pattern and marker
+    from app.engine.annotate import class_hex
+
+    colour = spec["encoding"]["color"]["scale"]
+    assert colour["range"] == [class_hex(label) for label in colour["domain"]]
+    dashes, shapes = spec["encoding"]["strokeDash"]["scale"]["range"], spec["encoding"]["shape"]["scale"]["range"]
+    assert len({tuple(d) for d in dashes}) == len(dashes) == len(set(data["label"])) == len(set(shapes))
     # one series per class Yolo-Fastest finds on the detected frames (0, 5, ..., 35), each on every detected frame
     expected = labels_yolo_finds_on_frames(yolo_dir, clip_path, set(range(0, 40, 5)))
     assert {"person", "cup"} <= expected
