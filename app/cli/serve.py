@@ -75,8 +75,9 @@ def prepare_models(settings: Settings) -> list[str]:
             )
             failures.append(status)
         else:  # expected on a laptop without every file: one calm line, the page says how to add it
+            why = status.message if status.message.startswith(status.state) else f"{status.state}: {status.message}"
             logs.event(
-                f"{model}: not available ({status.message}); the app starts without it and its page "
+                f"{model}: not available ({why}); the app starts without it and its page "
                 "says how to add it (docs/models.md)",
                 model=model,
                 state=status.state,

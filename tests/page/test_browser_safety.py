@@ -180,6 +180,7 @@ def test_same_name_and_same_file_twice_are_separate_images(page, yolo_server, im
     assert labels == ["a.png: YOLO: cup 1, dining table 1", "a.png: YOLO: cat 1", "a.png: YOLO: cup 1, dining table 1"]
     grid = page.locator(f"{MAIN} [data-testid='stDataFrame']").first
     cells = grid.locator("[role='gridcell']").filter(has_text="a.png")
+    cells.nth(2).wait_for(state="attached", timeout=30_000)  # the grid's accessible twin is filled in after it draws
     assert cells.count() == 3
     no_exception_box(page)
 
