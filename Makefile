@@ -1,5 +1,10 @@
 # The two commands of README: `make run` (set up and start the app) and `make test` (set up and pass
 # every test). Both create what they need on a fresh machine; pins live in pyproject.toml only.
+#
+# `make run` installs what serving needs only (.[ssd,app]); the test tools come with `make test`.
+#   make run MODELS=yolo                                        YOLO only: no torch at all (a much smaller .venv)
+#   make run TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu   torch's CPU wheels instead of PyPI's CUDA build
+# docs/app.md says what each costs in disk and time.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -10,11 +15,21 @@ SHARED ?= $(abspath ..)/shared
 export OBJDET_SHARED_DIR ?= $(SHARED)
 PIP_FLAGS := --disable-pip-version-check --no-input --progress-bar off
 REQS := $(PYTHON) scripts/requirements_from_pyproject.py
+comma := ,
+MODELS ?= ssd,yolo
+TORCH_INDEX_URL ?=
+PORT ?= 8501
+INDEX_FLAGS := $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(TORCH_INDEX_URL))
+# The extras make run installs: SSD needs torch (the ssd extra); YOLO alone needs only the app.
+RUN_EXTRAS := $(if $(filter ssd,$(subst $(comma), ,$(MODELS))),ssd-app,app)
 
 .PHONY: run test test-fast test-cv4 lint format install weights bench image-test pod-e2e e2e clean
 
-run: install weights  ## create the venv, get weights, start the app on http://localhost:8501
-	OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" $(PY) -m app serve
+run: $(VENV)/.installed-$(RUN_EXTRAS) weights  ## install what serving needs, get weights, start the app
+	@OBJDET_MODELS="$(MODELS)" OBJDET_REQUIRED_MODELS="$${OBJDET_REQUIRED_MODELS-}" \
+	  STREAMLIT_SERVER_PORT="$${STREAMLIT_SERVER_PORT-$(PORT)}" \
+	  STREAMLIT_BROWSER_SERVER_ADDRESS="$${STREAMLIT_BROWSER_SERVER_ADDRESS-localhost}" \
+	  $(PY) -m app serve
 
 test: install $(CV4)/.installed $(TOOLS)/.installed  ## lint, then every test: engine, app, browser, kustomize gate, OpenCV 4
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
@@ -37,12 +52,15 @@ lint: install  ## ruff: the rules and line length in pyproject.toml, and the for
 format: install  ## apply ruff's safe fixes and its formatting (then review the diff)
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-ssd-app-test
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[ssd,app,test]'
-	touch $@
+# .installed-EXTRAS: the project installed (editable) with those extras, '-' for ','. make run's step is quiet
+# (pip -q: warnings and errors only) and says first what it does and roughly what it costs.
+$(VENV)/.installed-%: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing .[$(subst -,$(comma),$*)] into $(VENV) (first time only; docs/app.md has the sizes and times)"
+	@$(PY) -m pip install $(PIP_FLAGS) $(if $(findstring test,$*),,-q) $(INDEX_FLAGS) -e '.[$(subst -,$(comma),$*)]'
+	@touch $@
 
 $(CV4)/.installed: pyproject.toml
 	test -x $(CV4)/bin/python || $(PYTHON) -m venv $(CV4)
@@ -54,11 +72,13 @@ $(TOOLS)/.installed: pyproject.toml
 	$(TOOLS)/bin/pip install $(PIP_FLAGS) $$($(REQS) policy)
 	touch $@
 
-weights: install  ## fetch the configured weights; offline, copy the shared test assets where present
+# Offline, a model whose server cannot be reached is one calm line (exit 0) and the app starts without it; a real
+# failure (a corrupt download, an unwritable folder) is an error make reports, and the app still starts.
+weights: $(VENV)/.installed-$(RUN_EXTRAS)  ## fetch the configured weights; copy the shared test assets where present
 	@mkdir -p models
 	@src="$(OBJDET_SHARED_DIR)/assets/weights/yolo-fastest-1.1"; if [ -d "$$src" ]; then \
 	  for f in "$$src"/*; do [ -e "models/$$(basename "$$f")" ] || cp "$$f" models/; done; fi
-	-$(PY) -m app weights fetch
+	-@OBJDET_MODELS="$(MODELS)" $(PY) -m app weights fetch --keep-going
 
 bench: install  ## raw framework call vs full pipeline, per model; then the app's memory/latency benchmark
 	$(PY) -m app bench

@@ -4,7 +4,7 @@ Raw: ``net.forward`` on a ready blob (YOLO); the torchvision model called on a r
 the same thresholds (SSD). Pipeline: preprocess + inference + postprocess from a decoded image
 (file decoding excluded). Runs alternate raw / pipeline so that machine noise hits both alike;
 medians and their ratio are printed. Each family's ``bench_settings`` says which weights are timed:
-without an SSD weights file, seeded random weights stand in (same architecture and cost; see README).
+without an SSD weights file, seeded random weights stand in (same architecture and cost; see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -52,23 +52,53 @@ def detect_params(args):
         raise UsageError(str(exc)) from None
 
 
-def chosen_models(choice: str, settings: Settings) -> list[str]:
-    """``--model``: one family, or ``all`` = every model OBJDET_MODELS enables."""
-    return list(settings.models) if choice == "all" else [choice]
+class NoModelReady(Exception):
+    """No model can run: every enabled one was skipped (exit 1); str() says why and what to do."""
 
 
-def load_detectors(choice: str, settings: Settings) -> dict | None:
-    """The chosen models' detectors (``--model``), or None after printing the one that cannot load (exit 1)."""
+def chosen_models(choice: str | None, settings: Settings, stream=sys.stderr) -> list[str]:
+    """``--model``: one family, ``all`` = every model OBJDET_MODELS enables. Not given (None): the enabled
+    models whose files are in place and match the manifest, each one left out named on ``stream`` in one
+    line; ``NoModelReady`` when none is. An explicit choice is taken as given, so a missing file fails."""
+    if choice is not None:
+        return list(settings.models) if choice == "all" else [choice]
+    from ..engine.registry import model_status
+
+    ready, reasons = [], []
+    for model in settings.models:
+        status = model_status(model, settings, load=False)  # files only: no torch import for a missing SSD
+        if status.state in ("missing", "corrupt"):
+            reasons.append(skipped(model, status.message, status.fix, stream))
+        else:
+            ready.append(model)
+    if not ready:
+        raise NoModelReady("no model can run: " + "; ".join(reasons))
+    return ready
+
+
+def skipped(model: str, why: str, fix: str, stream=sys.stderr) -> str:
+    """Say on ``stream`` that ``model`` is left out of a run without ``--model``, why, and the fix; returns why."""
+    say(f"note: {model} skipped, {why}. To add it: {fix}", stream)
+    return f"{model}: {why}"
+
+
+def load_detectors(choice: str | None, settings: Settings) -> dict | None:
+    """The chosen models' detectors (``--model``), or None after printing the one that cannot load (exit 1).
+    Without ``--model`` a model that fails to load is skipped with a note, like one whose files are missing."""
     from ..engine.detectors.base import ModelLoadError
     from ..engine.registry import get_detector
 
-    detectors = {}
+    detectors, reasons = {}, []
     for model in chosen_models(choice, settings):
         try:
             detectors[model] = get_detector(model, settings)
         except ModelLoadError as exc:
-            say(f"error: {model}: {exc}")
-            return None
+            if choice is not None:
+                say(f"error: {model}: {exc}")
+                return None
+            reasons.append(skipped(model, str(exc), "`python -m app weights verify` checks its files"))
+    if not detectors:
+        raise NoModelReady("no model can run: " + "; ".join(reasons))
     return detectors
 
 

@@ -85,5 +85,5 @@ def _print_human(entry: dict) -> None:
         total = sum(res["timings_ms"].values())
         found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in res["detections"]) or "nothing"
         say(f"{entry['file']}  [{res['model']}] {found}  ({total:.1f} ms)", sys.stdout)
-    if "error" in entry:
-        say(f"{entry['file']}: ERROR {entry['error']}")
+    if "error" in entry:  # the message names the file already
+        say(f"error: {entry['error']}")

@@ -11,12 +11,17 @@ import os
 import sys
 
 from ..engine.config import ConfigError, Settings
-from .common import EXIT_OK, EXIT_USAGE, UsageError, say
+from .common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, NoModelReady, UsageError, say
 from .parser import build_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # a bare `python -m app`: what it can do, not only "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -53,3 +58,6 @@ def _run(args) -> int:
     except UsageError as exc:
         say(f"python -m app {args.command}: error: {exc}")
         return EXIT_USAGE
+    except NoModelReady as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILED

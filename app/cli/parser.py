@@ -8,11 +8,27 @@ from pathlib import Path
 from .common import MODEL_CHOICES, positive_int
 
 DESCRIPTION = "Object detection with SSD (torchvision) and YOLO (OpenCV DNN): images, folders, evaluation, the app."
+EPILOG = """examples:
+  python -m app detect photo.jpg                 every model whose files are in place
+  python -m app detect --model yolo --json a.png b.jpg
+  python -m app batch photos/ --output results/
+  python -m app eval --annotations ann.json --images photos/
+  python -m app weights list                     which model files exist here
+  python -m app serve                            the web page on http://localhost:8501
+
+Without --model, detect, batch and eval run the enabled models (OBJDET_MODELS) whose files are in place
+and name the ones they skip; --model ssd or --model all fails when a file is missing.
+Run "python -m app COMMAND --help" for a command's options."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app", description=DESCRIPTION)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(
+        prog="python -m app",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     for add in (_detect, _batch, _eval, _weights, _bench, _serve):
         add(sub)
     return p
@@ -20,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _detection_options(parser: argparse.ArgumentParser, conf: float = 0.3) -> None:
     """The options that shape a detection, the same for every command that detects."""
-    parser.add_argument("--model", choices=MODEL_CHOICES, default="all", help="which detector (default: all enabled)")
+    parser.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        help="which detector; all = every enabled one, each must load (default: the enabled ones whose files are "
+        "in place; the others are named on stderr and skipped)",
+    )
     parser.add_argument("--conf", type=float, default=conf, help=f"score threshold (default {conf})")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     parser.add_argument("--classes", default="", help="comma list of labels to keep, e.g. person,cup (default: all)")
@@ -45,6 +66,11 @@ def _weights(sub) -> None:
     f.add_argument("--dest", type=Path, help="directory (default OBJDET_WEIGHTS_DIR)")
     f.add_argument("--all", action="store_true", help="every file in the manifest")
     f.add_argument("--mirror", help="fetch from this base URL instead of the upstream addresses")
+    f.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="fetch what can be fetched; a model whose server cannot be reached (offline) is one line and exit 0",
+    )
     f.add_argument(
         "--deadline",
         type=float,
@@ -81,7 +107,12 @@ def _weights(sub) -> None:
 def _bench(sub) -> None:
     b = sub.add_parser("bench", help="time raw framework calls against the full pipeline")
     b.add_argument("images", nargs="*", metavar="IMAGE")
-    b.add_argument("--model", choices=MODEL_CHOICES, default="all")
+    b.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        default="all",
+        help="which detector (default: all enabled; SSD without its file runs on seeded stand-in weights)",
+    )
     b.add_argument("--repeat", type=positive_int, default=30, help="timed runs per image and variant (default 30)")
     b.add_argument("--json", action="store_true")
     b.add_argument(
@@ -97,12 +128,12 @@ def _batch(sub) -> None:
     bt = sub.add_parser(
         "batch",
         help="detect over a folder, list or glob, sharded and resumable; "
-        "`batch merge DIR` combines the parts (docs/batch.md)",
+        "'batch merge DIR' combines the parts (docs/batch.md)",
     )
     bt.add_argument(
-        "input", metavar="INPUT", help="folder (walked recursively), text file of paths, or glob; or `merge`, then DIR"
+        "input", metavar="INPUT", help="folder (walked recursively), text file of paths, or glob; or 'merge', then DIR"
     )
-    bt.add_argument("merge_dir", nargs="?", type=Path, metavar="DIR", help="with `merge`: the output folder")
+    bt.add_argument("merge_dir", nargs="?", type=Path, metavar="DIR", help="with 'merge': the output folder")
     bt.add_argument("--output", type=Path, help="folder for part-K-of-N.jsonl, its summary and annotated/")
     _detection_options(bt)
     bt.add_argument(
@@ -125,7 +156,7 @@ def _batch(sub) -> None:
         "--input",
         dest="list_input",
         metavar="INPUT",
-        help="with `merge`: list INPUT again to name the images no part records",
+        help="with 'merge': list INPUT again to name the images no part records",
     )
 
 
@@ -136,7 +167,11 @@ def _eval(sub) -> None:
     )
     ev.add_argument("--annotations", type=Path, required=True, metavar="ANN.json", help="COCO detection file")
     ev.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of the files it names")
-    ev.add_argument("--model", choices=MODEL_CHOICES, default="all")
+    ev.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        help="which detector; all = every enabled one (default: the enabled ones whose files are in place)",
+    )
     ev.add_argument("--conf", type=float, default=0.001, help="score floor the AP is computed from (default 0.001)")
     ev.add_argument(
         "--count-conf",

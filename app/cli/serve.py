@@ -34,7 +34,9 @@ STREAMLIT_DEFAULTS = {
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
     "STREAMLIT_SERVER_MAX_UPLOAD_SIZE": "200",
     "STREAMLIT_CLIENT_TOOLBAR_MODE": "viewer",
-    "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS": "false",
+    # An uncaught exception shows a generic notice, not its type, message or traceback (server paths): the
+    # log keeps them. ("false" is Streamlit's legacy value and still shows the traceback.)
+    "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS": "none",
 }
 
 
@@ -69,17 +71,19 @@ def prepare_models(settings: Settings) -> list[str]:
                 seconds=seconds,
             )
             loaded.append(model)
-        else:
-            required = model in settings.required_models
+        elif model in settings.required_models:
             logs.event(
-                f"{model}: {status.state}{' (REQUIRED)' if required else ' (optional: the app shows its status)'}: "
-                f"{status.message}",
-                level="error" if required else "warning",
+                f"{model}: {status.state} (REQUIRED): {status.message}", "error", model=model, state=status.state
+            )
+            failures.append(status)
+        else:  # expected on a laptop without every file: one calm line, the page says how to add it
+            why = status.message if status.message.startswith(status.state) else f"{status.state}: {status.message}"
+            logs.event(
+                f"{model}: not available ({why}); the app starts without it and its page "
+                "says how to add it (docs/models.md)",
                 model=model,
                 state=status.state,
             )
-            if required:
-                failures.append(status)
     if failures:
         for status in failures:
             paragraph = (

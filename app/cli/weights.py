@@ -22,10 +22,22 @@ def _convert(args, settings: Settings) -> int:
 
 
 def _list(args, settings: Settings) -> int:
+    """The manifest as a table, with whether each file is in the weights folder and which ones the configured
+    models read (``weights verify`` checks their hashes)."""
     from ..engine.weights import MANIFEST
 
+    configured = {path.name for model in settings.models for path in settings.model_files(model).values()}
+    folder = settings.weights_dir
+    print(f"{'file':52} {'model':5} {'here':7} {'used':4} {'sha256':16} url")
     for e in MANIFEST.values():
-        say(f"{e.name:52} {e.model:5} {e.sha256[:16]:16} {e.url}", sys.stdout)
+        here = "present" if (folder / e.name).is_file() else "-"
+        used = "yes" if e.name in configured else "-"
+        say(f"{e.name:52} {e.model:5} {here:7} {used:4} {e.sha256[:16]:16} {e.url}", sys.stdout)
+    print(
+        f"here: in {folder} (OBJDET_WEIGHTS_DIR); used: read by the configured models (OBJDET_MODELS and the "
+        "OBJDET_* paths). `python -m app weights fetch` gets the used ones, `weights verify` checks them.",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -42,8 +54,7 @@ def _verify(args, settings: Settings) -> int:
         for role, path in files.items():
             check = checks[role]
             say(
-                f"{model:5} {role:8} {check.state.upper() if check.state == 'OK' else check.state:10} {path}  "
-                f"{check.describe()}",
+                f"{model:5} {role:8} {check.state:10} {path}  {check.evidence()}",
                 sys.stdout,
             )
         for role, problem in model_problems(settings, model, checks):  # the one test `weights prepare` uses too
@@ -79,13 +90,49 @@ def _fetch(args, settings: Settings) -> int:
     if not names:
         print("nothing to fetch: no configured file is in the manifest (custom files are yours to place)")
         return EXIT_OK
+    if args.deadline <= 0 or args.min_rate < 0:
+        raise UsageError("--deadline must be above 0 and --min-rate at least 0")
     dest = args.dest or settings.weights_dir
-    try:
-        if args.deadline <= 0 or args.min_rate < 0:
-            raise UsageError("--deadline must be above 0 and --min-rate at least 0")
+    if args.keep_going:
+        return _fetch_each(names, dest, args, settings)
+    try:  # "already present and verified, skipped" is said by fetch itself
         for name, what in fetch(names, dest, url_base=args.mirror, deadline_s=args.deadline, min_rate=args.min_rate):
-            say(f"{name}: {what} -> {Path(dest) / name}", sys.stdout)
+            if what == "fetched":
+                say(f"{name}: fetched and verified -> {Path(dest) / name}", sys.stdout)
     except FetchError as exc:
         say(f"error: {exc}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _fetch_each(names: list[str], dest: Path, args, settings: Settings) -> int:
+    """``--keep-going`` (``make run``): every file that can be fetched is; a model whose server cannot be reached
+    (offline) gets one calm line saying the app starts without it. Any other failure is an error (exit 1)."""
+    from urllib.parse import urlsplit
+
+    from ..engine.weights import MANIFEST, FetchError, fetch
+
+    offline: dict[str, str] = {}  # model -> the host it could not reach
+    failed = 0
+    for name in names:
+        model = MANIFEST[name].model
+        if model in offline:
+            continue  # one line per model, not per file
+        try:
+            for _, what in fetch([name], dest, url_base=args.mirror, deadline_s=args.deadline, min_rate=args.min_rate):
+                if what == "fetched":
+                    say(f"{name}: fetched and verified -> {Path(dest) / name}", sys.stdout)
+        except FetchError as exc:
+            if exc.unreachable:
+                offline[model] = urlsplit(args.mirror or MANIFEST[name].url).hostname or "its server"
+            else:
+                say(f"error: {exc}")
+                failed += 1
+    for model, host in offline.items():
+        others = [FAMILIES[m].label for m in settings.models if m not in offline]
+        starts = f"the app starts with {' and '.join(others)}" if others else "the app starts without a model"
+        print(
+            f"{FAMILIES[model].label} weights not available offline ({host} cannot be reached): {starts}; "
+            "to add them later see docs/models.md"
+        )
+    return EXIT_FAILED if failed else EXIT_OK

@@ -4,6 +4,7 @@ agreement overlay of two models (found by both, only by one, only by the other) 
 from __future__ import annotations
 
 import colorsys
+import math
 import zlib
 
 import cv2
@@ -16,39 +17,74 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def class_colour(label: str) -> tuple[int, int, int]:
-    """The same RGB colour for a label in every image, run and model (hue from a CRC of the name)."""
+    """The same RGB colour for a label in every image, run, model and chart (hue from a CRC of the name)."""
     hue = (zlib.crc32(label.encode("utf-8")) % 360) / 360.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def text_scale(width: int, height: int) -> tuple[float, int, int]:
-    """Font scale, text thickness and box thickness readable from 200 px to 8000 px images."""
-    side = max(width, height)
-    font = max(0.4, side / 1100.0)
-    return font, max(1, round(font * 1.6)), max(1, round(side / 450.0))
+def class_hex(label: str) -> str:
+    """``class_colour`` as ``#rrggbb``: the charts draw each class in its boxes' colour."""
+    return "#{:02x}{:02x}{:02x}".format(*class_colour(label))
 
 
-def annotate(image: np.ndarray, result: DetectionResult) -> np.ndarray:
-    """A copy of the RGB ``image`` with the result's boxes and ``label score`` tags."""
+# On screen, a box is at least MIN_STROKE_PX wide and one pixel per STROKE_EVERY_PX of the picture's longer side
+# as shown; a label's font scale (OpenCV Hershey simplex, ~22 px capitals at 1.0) at least MIN_FONT_SCALE.
+MIN_STROKE_PX = 2
+STROKE_EVERY_PX = 250
+MIN_FONT_SCALE = 0.55
+FONT_EVERY_PX = 1000
+
+
+def text_scale(width: int, height: int, shown_width: float | None = None) -> tuple[float, int, int]:
+    """Font scale, text thickness and box thickness, in the image's pixels, for the picture shown ``shown_width``
+    pixels wide on screen (default: at its own size). A 500 px picture gets a 2 px box, a 2000 px one 8 px; a
+    1280 px picture shown 440 px wide gets boxes that are still 2 px on screen (6 in the image)."""
+    per_screen_px = width / max(1.0, shown_width) if shown_width else 1.0  # image pixels under one screen pixel
+    shown_side = max(width, height, 1) / per_screen_px
+    stroke = max(MIN_STROKE_PX, round(shown_side / STROKE_EVERY_PX)) * per_screen_px
+    font = max(MIN_FONT_SCALE, shown_side / FONT_EVERY_PX) * per_screen_px
+    return font, max(1, round(font * 1.6)), max(MIN_STROKE_PX, math.ceil(stroke - 1e-9))
+
+
+def _ink(colour) -> tuple[int, int, int]:
+    """Black on light colours, white on dark ones: text on a tag, and the edge that keeps a box visible."""
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
+
+
+def tag_rect(box, text_size: tuple[int, int], base: int, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where a box's label tag goes (x1, y1, x2, y2): above the box, else inside its top; always inside the
+    picture (a tag wider than the picture starts at its left edge)."""
+    (tw, th), (width, height) = text_size, image_size
+    pad = max(2, th // 4)
+    tag_w, tag_h = tw + 2 * pad, th + base + 2 * pad
+    x1, y1 = round(box[0]), round(box[1])
+    top = y1 - tag_h if y1 - tag_h >= 0 else y1  # no room above the box: inside it
+    top = min(max(0, top), max(0, height - tag_h))
+    left = min(max(0, x1), max(0, width - tag_w))
+    return left, top, left + tag_w, top + tag_h
+
+
+def annotate(image: np.ndarray, result: DetectionResult, shown_width: float | None = None) -> np.ndarray:
+    """A copy of the RGB ``image`` with the result's boxes and ``label score`` tags, sized for the picture as
+    shown (``shown_width``: its width on screen in pixels; default its own size). Each box has a thin edge
+    in the contrasting ink, so a dark box stays visible on a dark background and a light one on white."""
     out = np.array(image, dtype=np.uint8, copy=True)
     height, width = out.shape[:2]
-    font, text_thick, box_thick = text_scale(width, height)
+    font, text_thick, box_thick = text_scale(width, height, shown_width)
+    edge = max(1, box_thick // 3)
     for det in result.detections:
         colour = class_colour(det.label)
         x1, y1, x2, y2 = (round(v) for v in det.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), _ink(colour), box_thick + 2 * edge, cv2.LINE_8)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, box_thick, cv2.LINE_8)
         text = f"{det.label} {det.score:.2f}"
         (tw, th), base = cv2.getTextSize(text, FONT, font, text_thick)
+        left, top, right, bottom = tag_rect(det.box, (tw, th), base, (width, height))
         pad = max(2, th // 4)
-        top = y1 - th - base - 2 * pad
-        if top < 0:  # no room above the box: put the tag inside it
-            top = min(y1, height - th - base - 2 * pad)
-        left = min(max(0, x1), max(0, width - tw - 2 * pad))
-        cv2.rectangle(out, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
-        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-        ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-        cv2.putText(out, text, (left + pad, top + pad + th), FONT, font, ink, text_thick, cv2.LINE_AA)
+        cv2.rectangle(out, (left, top), (right, bottom), colour, cv2.FILLED)
+        cv2.putText(out, text, (left + pad, top + pad + th), FONT, font, _ink(colour), text_thick, cv2.LINE_AA)
     return out
 
 
@@ -86,19 +122,19 @@ def _tag(image: np.ndarray, text: str, x: int, y: int, colour, font: float, thic
     top = min(max(0, y), max(0, height - th - base - 2 * pad))
     left = min(max(0, x), max(0, width - tw - 2 * pad))
     cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
-    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-    ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-    cv2.putText(image, text, (left + pad, top + pad + th), FONT, font, ink, thick, cv2.LINE_AA)
+    cv2.putText(image, text, (left + pad, top + pad + th), FONT, font, _ink(colour), thick, cv2.LINE_AA)
 
 
-def annotate_agreement(image: np.ndarray, agreement: Agreement, scale: float, titles: tuple[str, str]) -> np.ndarray:
+def annotate_agreement(
+    image: np.ndarray, agreement: Agreement, scale: float, titles: tuple[str, str], shown_width: float | None = None
+) -> np.ndarray:
     """A copy of the RGB ``image`` with the agreement's three groups in their styles and a legend strip below.
 
     ``scale`` maps the agreement's boxes (original pixels) to ``image``'s; a matched pair is drawn once, as
-    the mean of its two boxes, tagged with its IoU; ``titles`` names the two models in the legend."""
+    the mean of its two boxes, tagged with its IoU; ``titles`` names the two models in the legend; ``shown_width``
+    as in ``annotate``."""
     height, width = image.shape[:2]
-    font, text_thick, box_thick = text_scale(width, height)
-    box_thick = max(2, box_thick)
+    font, text_thick, box_thick = text_scale(width, height, shown_width)
     (_, th), base = cv2.getTextSize("Ag", FONT, font, text_thick)
     row = th + base + 2 * max(2, th // 4) + 6
     out = np.full((height + 3 * row + 8, width, 3), 255, np.uint8)

@@ -1,8 +1,8 @@
 """Settings from the environment (12-factor): the contract the Kubernetes ConfigMap fills.
 
 Every variable the app reads is declared once: the general ones here, each model family's in
-``app/engine/catalog.py``; ``ENV_VARS`` joins them. README's table, the kustomize policy tests and the
-weights commands all read ``ENV_VARS`` instead of keeping lists of their own.
+``app/engine/catalog.py``; ``ENV_VARS`` joins them. The table in docs/configuration.md, the kustomize policy tests
+and the weights commands all read ``ENV_VARS`` instead of keeping lists of their own.
 Invalid values fail at start-up with a ``ConfigError`` that names the variable and what is allowed.
 """
 

@@ -7,6 +7,7 @@ This module must not import torch (YOLO-only runs stay fast to start).
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from .textfile import read_bounded
@@ -155,3 +156,9 @@ def read_names(path: Path) -> tuple[str, ...]:
 def normalize_coco(names: tuple[str, ...]) -> tuple[str, ...]:
     mapped = tuple(DARKNET_TO_TORCHVISION.get(n, n) for n in names)
     return mapped if mapped == COCO80 else names
+
+
+def did_you_mean(unknown: list[str], known: list[str]) -> str:
+    """`` (did you mean cup?)`` naming the closest known label of each misspelt one (difflib, ratio >= 0.6)."""
+    close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+    return f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""

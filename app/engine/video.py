@@ -5,8 +5,11 @@ rows, small JPEGs of the annotated key frames and the per-class timeline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,11 @@ WEBM = ("webm", "VP80", "video/webm")
 MP4 = ("mp4", "mp4v", "video/mp4")
 WEB_SIDE = 640  # longer side of the WebM and of the key-frame JPEGs the page's slider shows
 MAX_KEY_FRAMES = 64  # past this, every other key frame is dropped (and then only every 2nd, 4th... is kept)
+# OpenCV's FFmpeg writer prints "tag 0x30385056/'VP80' is not supported with codec id 139 and format 'webm /
+# WebM'" for every WebM it opens: the webm muxer keeps no tag table, so FFmpeg writes the codec's own tag and the
+# file plays. Said once per video it reads as an error in the server's log, so opening the writer keeps it out.
+HARMLESS_NOTES = (b"is not supported with codec id 139 and format 'webm / WebM'",)
+_STDERR_LOCK = threading.Lock()
 
 
 class VideoError(ValueError):
@@ -164,7 +172,8 @@ class _Outputs:
         if self.full is None:
             raise VideoError(f"{name}: cannot open a video writer for {size[0]}x{size[1]} frames in this OpenCV build")
         fitted = _fit(*size, WEB_SIDE)
-        self.web = _writer(self.web_path, WEBM, fps, fitted)
+        with _without_harmless_notes():
+            self.web = _writer(self.web_path, WEBM, fps, fitted)
         self.web_format = (WEBM[0], WEBM[2]) if self.web is not None else (MP4[0], MP4[2])
         self.web_size = fitted if self.web is not None else size
         self.small_size = fitted  # the key-frame JPEGs' size, WebM or not
@@ -306,6 +315,29 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
             f"{name}: frames are {width}x{height} = {width * height:,} pixels, more than the limit "
             f"of {max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)"
         )
+
+
+@contextlib.contextmanager
+def _without_harmless_notes():
+    """Run the block with the process's stderr (file descriptor 2, where OpenCV and FFmpeg write) held in a
+    temporary file, then write back every line but ``HARMLESS_NOTES``: lines other threads write meanwhile arrive
+    a moment late, none is lost."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [
+                line for line in held.read().splitlines(keepends=True) if not any(n in line for n in HARMLESS_NOTES)
+            ]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def _writer(path: str, kind: tuple[str, str, str], fps: float, size: tuple[int, int]) -> cv2.VideoWriter | None:

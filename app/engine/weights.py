@@ -55,7 +55,12 @@ OK, MISSING, CORRUPT, UNVERIFIED = "OK", "missing", "corrupt", "unverified"
 
 
 class FetchError(RuntimeError):
-    """A download failed or did not match its manifest hash; nothing was left in place."""
+    """A download failed or did not match its manifest hash; nothing was left in place. ``unreachable``: the
+    server could not be reached at all (no network, no DNS, refused): expected offline, not a fault of the file."""
+
+    def __init__(self, message: str, unreachable: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,19 @@ class FileCheck:
 
     def describe(self) -> str:
         return self._describe() + (f"; {self.detail}" if self.detail else "")
+
+    def evidence(self) -> str:
+        """What backs the state, without repeating it (beside a state column): the hash that matched or did not,
+        why the file is missing, the link it is."""
+        if self.state == CORRUPT:
+            said = f"expected sha256 {self.expected}, actual {self.actual}"
+        elif self.state == UNVERIFIED:
+            said = f"not in the manifest; sha256 {self.actual}"
+        elif self.state == MISSING:
+            return self.detail or "not found"
+        else:
+            said = f"{'prefix' if self.expected and len(self.expected) < 64 else 'sha256'} {self.expected}"
+        return said + (f"; {self.detail}" if self.detail else "")
 
     def _describe(self) -> str:
         if self.state == CORRUPT:
@@ -519,7 +537,9 @@ def _failure(exc: Exception, entry: ManifestEntry, url: str, part: Path, state: 
         return FetchError(f"{entry.name}: download from {url} stalled (no data within the time limit); {resume}")
     if isinstance(exc, urllib.error.URLError | http.client.HTTPException | ConnectionError):
         # the partial file stays for the next attempt to resume from; the target is untouched
-        return FetchError(f"{entry.name}: download from {url} failed ({getattr(exc, 'reason', exc)}); {resume}")
+        reason = getattr(exc, "reason", exc)
+        unreachable = not state.received and isinstance(reason, OSError)  # DNS, no route, refused: nothing arrived
+        return FetchError(f"{entry.name}: download from {url} failed ({reason}); {resume}", unreachable)
     if exc.errno == errno.ELOOP:
         return FetchError(f"{entry.name}: {part} is a symbolic link; fetch never writes through links: remove it")
     return FetchError(f"{entry.name}: writing {part} failed ({exc.strerror or exc})")

@@ -29,7 +29,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, _FIELDS, {})
         extra = "".join(f" {k}={_text(v)}" for k, v in fields.items())
-        return printable(f"[objdet] {record.getMessage()}{extra}")
+        trace = f"\n{self.formatException(record.exc_info)}" if record.exc_info else ""
+        return printable(f"[objdet] {record.getMessage()}{extra}") + trace
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,6 +66,12 @@ def event(message: str, level: str = "info", **fields) -> None:
     levelno = logging.getLevelName(level.upper())
     if LOGGER.isEnabledFor(levelno):
         LOGGER.log(levelno, message, extra={_FIELDS: fields})
+
+
+def failure(message: str, **fields) -> None:
+    """Log an unexpected exception (call it inside ``except``) with its traceback: the page shows the user one
+    line, the server's log keeps the details."""
+    LOGGER.error(message, exc_info=True, extra={_FIELDS: fields})
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -5,7 +5,12 @@ the page's others (each image by ``max_file_bytes`` / ``max_image_pixels``, all 
 ``MAX_TOTAL_BYTES``); a zip's members are read with the same bounds, and members that would leave the
 archive, that are no image, or that unpack far beyond their compressed size are refused by name. Images
 go through the page's ``decode_once`` / ``forward_once``, so each model's network runs once per image per
-process and a threshold change only decodes again. Scoring is ``app.engine.scoring``'s.
+process and a threshold change only decodes again. Scoring is ``app.engine.scoring``'s, as for
+``python -m app eval``.
+
+"Try an example" evaluates the example images (``examples/``) against ``examples/coco-examples.json``, boxes
+drawn by hand (see that folder's README). Whatever a file holds, the tab shows one line naming the file and
+what is wrong, never an exception: names, file names and categories from the file are shown as text.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import io
 import json
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import altair as alt
 import cv2
@@ -40,6 +45,9 @@ from ..engine.scoring import (
     report,
     score_model,
 )
+from ..ops import logs
+from .charts import series_styles
+from .text import plain
 from .uploads import IMAGE_TYPES, decode_once, forward_once, release_working_copy
 
 MAX_TOTAL_BYTES = 512 * 2**20  # all images of one evaluation together (the page holds the uploads in memory)
@@ -48,6 +56,10 @@ MAX_ZIP_RATIO = 200  # uncompressed / compressed: images hardly compress, COCO J
 GALLERY_SIZE = 4  # images with the most misses shown per model
 GT_COLOUR = (255, 255, 255)  # ground truth: dashed white over black, tag below the box; predictions: annotate()
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLE_ANNOTATIONS = "coco-examples.json"  # the example images' boxes, drawn by hand (examples/README.md)
+NO_VALUE = "\u2013"  # an en dash in a cell that has no value (the CLI prints "-")
+LARGEST_ID = 2**63 - 1  # the metric library keeps ids in 64-bit integers; a larger one breaks its matching
 
 
 class UploadError(ValueError):
@@ -191,24 +203,27 @@ def run_models(pairs, upload: EvalUpload, loaded: list[str], settings: Settings,
     bar = st.progress(0.0, text="Running the models") if pairs else None
     for n, (entry, name) in enumerate(pairs):
         try:
-            digest, prepared = decode_once(name, upload.images[name], settings, loaded, loaded)
+            prepared_by_id[entry["id"]] = (name, run_image(entry, name, upload, loaded, settings, params, results))
         except ImageError as exc:
             errors.append(f"{exc} (left out of the evaluation)")
-            continue
-        for model in loaded:
-            try:
-                raw = forward_once(model, digest, prepared, settings)
-                result = get_detector(model, settings).decode(raw, params)
-            except (ValueError, RuntimeError) as exc:
-                errors.append(f"{name}: {model}: {exc}")
-                continue
-            results[model][entry["id"]] = result.rescaled(prepared.working_factor, prepared.original_size)
-        release_working_copy(digest, prepared, settings, loaded)
-        prepared_by_id[entry["id"]] = (name, prepared)
+        except Exception as exc:  # noqa: BLE001 - one image's failure is its line; the others are evaluated
+            logs.failure(f"{PurePosixPath(name).name}: evaluation of the image failed", error=type(exc).__name__)
+            errors.append(f"{name}: left out of the evaluation ({type(exc).__name__}; the server log has the details)")
         bar.progress((n + 1) / len(pairs), text=f"{n + 1} of {len(pairs)} images")
     if bar is not None:
         bar.empty()
     return results, prepared_by_id, errors
+
+
+def run_image(entry: dict, name: str, upload: EvalUpload, loaded: list[str], settings: Settings, params, results):
+    """One image through every loaded model (results go into ``results[model][image id]``); its display copy."""
+    digest, prepared = decode_once(name, upload.images[name], settings, loaded, loaded)
+    for model in loaded:
+        raw = forward_once(model, digest, prepared, settings)
+        result = get_detector(model, settings).decode(raw, params)
+        results[model][entry["id"]] = result.rescaled(prepared.working_factor, prepared.original_size)
+    release_working_copy(digest, prepared, settings, loaded)
+    return prepared
 
 
 def draw_comparison(display: np.ndarray, factor: float, gt_boxes, result: DetectionResult) -> np.ndarray:
@@ -234,6 +249,10 @@ def _metrics_frame(score: ModelScore) -> pd.DataFrame:
     return pd.DataFrame([row], columns=[*METRICS, "images"])
 
 
+# Metrics with three decimals; a metric with no value (no object of that size, a class never annotated) is NO_VALUE.
+METRICS_CONFIG = {m: st.column_config.NumberColumn(m, format="%.3f") for m in METRICS}
+
+
 def _ap_bars(score: ModelScore):
     frame = pd.DataFrame(
         [{"class": r["name"], "AP": r["AP"], "AP50": r["AP50"]} for r in score.per_class if r["AP"] is not None]
@@ -256,13 +275,15 @@ def _pr_chart(score: ModelScore):
     if not rows:
         return None
     pick = alt.selection_point(fields=["class"], bind="legend")
+    frame = pd.DataFrame(rows)
+    # curves that coincide (two classes found perfectly) stay apart: a dash pattern and marker shape each
     return (
-        alt.Chart(pd.DataFrame(rows))
-        .mark_line(interpolate="step-after")
+        alt.Chart(frame)
+        .mark_line(interpolate="step-after", point=alt.OverlayMarkDef(size=40, filled=True), strokeWidth=2.5)
         .encode(
             x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1])),
-            color="class:N",
+            **series_styles("class", frame["class"], "class"),
             opacity=alt.condition(pick, alt.value(1.0), alt.value(0.15)),
             tooltip=["class", "recall", "precision", "score"],
         )
@@ -274,19 +295,27 @@ def _pr_chart(score: ModelScore):
 def show_model(model: str, score: ModelScore, gt: GroundTruth, results, prepared_by_id, count_conf: float) -> None:
     """One model's column: metrics, speed, counts, what was not scored, AP bars, PR curves, misses gallery."""
     st.markdown(f"**{FAMILIES[model].title}**")
-    st.dataframe(_metrics_frame(score), hide_index=True, width="stretch", key=f"eval-metrics-{model}")
+    st.dataframe(
+        _metrics_frame(score),
+        hide_index=True,
+        width="stretch",
+        key=f"eval-metrics-{model}",
+        column_config=METRICS_CONFIG,
+        placeholder=NO_VALUE,
+    )
     c1, c2 = st.columns(2)
-    c1.metric("Median latency", "-" if score.latency_ms_median is None else f"{score.latency_ms_median:.1f} ms")
-    c2.metric("Images/s", "-" if score.images_per_s is None else f"{score.images_per_s:.1f}")
+    c1.metric("Median latency", NO_VALUE if score.latency_ms_median is None else f"{score.latency_ms_median:.1f} ms")
+    c2.metric("Images/s", NO_VALUE if score.images_per_s is None else f"{score.images_per_s:.1f}")
     totals = score.totals()
     st.caption(
         f"At IoU 0.5, score ≥ {count_conf:.2f}: {totals['tp']} TP, {totals['fp']} FP, {totals['fn']} FN. "
         "Latency: preprocess + network + decode at the evaluation threshold, per image."
     )
     if score.unpredictable:
-        st.info(f"{model} cannot predict {', '.join(score.unpredictable)}: not scored (not counted as misses).")
+        names = plain(", ".join(score.unpredictable))
+        st.info(f"{model} cannot predict {names}: not scored (not counted as misses).")
     if score.unscored:
-        outside = ", ".join(f"{k} ({v})" for k, v in score.unscored.items())
+        outside = plain(", ".join(f"{k} ({v})" for k, v in score.unscored.items()))
         st.caption(f"Detections of classes the annotations do not have, not scored: {outside}")
     bars = _ap_bars(score)
     if bars is not None:
@@ -308,63 +337,133 @@ def show_model(model: str, score: ModelScore, gt: GroundTruth, results, prepared
         picture = draw_comparison(prepared.display, prepared.display_factor, gt.boxes_of(row["image_id"]), kept)
         st.image(
             picture,
-            caption=f"{name}: {row['fn']} missed, {row['tp']} found, {row['fp']} false",
+            caption=f"{plain(name)}: {row['fn']} missed, {row['tp']} found, {row['fp']} false",
             width="stretch",
             output_format="JPEG",
         )
 
 
+def example_upload() -> EvalUpload:
+    """The example images and their hand-drawn boxes, as if uploaded."""
+    images = {p.name: p.read_bytes() for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    data = (EXAMPLES_DIR / EXAMPLE_ANNOTATIONS).read_bytes()
+    return EvalUpload(f"example: {EXAMPLE_ANNOTATIONS}", data, images)
+
+
+def cause(exc: BaseException) -> str:
+    """What an exception says about the user's file, in words (never a server path or a traceback)."""
+    if isinstance(exc, OverflowError):
+        return "a number in it is too large (more than a float or a 64-bit id can hold)"
+    if isinstance(exc, ValueError) and "digits" in str(exc):
+        return "a number in it has more than 4,300 digits"
+    if isinstance(exc, RecursionError):
+        return "it is nested too deeply"
+    return f"it cannot be evaluated ({type(exc).__name__})"
+
+
 def evaluate_tab(loaded: list[str], settings: Settings) -> None:
-    """The tab: uploads, thresholds, then every loaded model's evaluation side by side and the downloads."""
+    """The tab: uploads (or the example), thresholds, then every loaded model's evaluation side by side and the
+    downloads. Anything a file makes fail is one line naming the file; the session carries on."""
 
     st.markdown(
         "Upload a COCO annotations file (`images`, `annotations` with `bbox` [x, y, width, height], `categories`) "
-        "and the images it names, or one zip with both. Categories are matched to each model's classes by name."
+        "and the images it names, or one zip with both. Categories are matched to each model's classes by name. "
+        "Every loaded model is evaluated with the thresholds below: the sidebar's model, thresholds and classes "
+        "do not apply here."
     )
     annotations = st.file_uploader(
         "Annotations (COCO JSON) or a zip of annotations + images", ["json", "zip"], key="eval_ann"
     )
     image_uploads = st.file_uploader("Images", IMAGE_TYPES, accept_multiple_files=True, key="eval_images")
+    use_example = st.toggle(
+        "Try an example: the three example images with boxes drawn by hand",
+        key="eval_example",
+        disabled=annotations is not None,
+        help="app/page/examples/coco-examples.json: a person, a cat, a cup, a spoon, a dining table, and a space "
+        "shuttle no model knows",
+    )
     c1, c2 = st.columns(2)
     conf = c1.number_input("Evaluation score floor (AP)", 0.0, 1.0, EVAL_CONF, 0.001, format="%.3f", key="eval_conf")
     count_conf = c2.slider(
         "Threshold for TP/FP/FN and the gallery", 0.05, 0.95, COUNT_CONF, 0.05, key="eval_count_conf"
     )
-    if annotations is None:
+    if annotations is None and not use_example:
         return
     if not loaded:
         st.warning("No model is loaded: nothing to evaluate.")
         return
+    name = annotations.name if annotations is not None else f"example: {EXAMPLE_ANNOTATIONS}"
     try:
-        upload = collect_upload(annotations, image_uploads, settings)
-        gt = parse_annotations(upload.annotations, upload.annotations_name)
+        upload = collect_upload(annotations, image_uploads, settings) if annotations is not None else example_upload()
+        evaluate(upload, loaded, settings, conf, count_conf)
     except (UploadError, AnnotationError) as exc:
-        st.error(str(exc))
-        return
+        st.error(plain(exc))
+    except Exception as exc:  # noqa: BLE001 - a hostile file's failure is one line, never an exception box
+        logs.failure(f"{Path(name).name}: evaluation failed", error=type(exc).__name__)
+        st.error(plain(f"{name}: {cause(exc)}"))
+
+
+def id_too_large(gt: GroundTruth) -> str | None:
+    """The first id the metric library cannot hold, said with where it is; None when every id fits."""
+    fields = (("images", gt.images, ("id",)), ("categories", gt.categories, ("id",)))
+    fields += (("annotations", gt.annotations, ("id", "image_id", "category_id")),)
+    for key, entries, names in fields:
+        for n, entry in enumerate(entries):
+            for name in names:
+                if abs(entry[name]) > LARGEST_ID:
+                    return (
+                        f"{key}[{n}]: {name} {entry[name]} is larger than {LARGEST_ID:,}, the largest id COCOeval holds"
+                    )
+    return None
+
+
+def evaluate(upload: EvalUpload, loaded: list[str], settings: Settings, conf: float, count_conf: float) -> None:
+    """Parse, pair, run and score one evaluation upload, then show it (``AnnotationError`` for a bad file)."""
+    try:
+        gt = parse_annotations(upload.annotations, upload.annotations_name)
+    except (AnnotationError, UploadError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a number json reads but Python cannot use: one line
+        raise AnnotationError(f"{upload.annotations_name}: {cause(exc)}") from None
+    too_large = id_too_large(gt)
+    if too_large:
+        raise AnnotationError(f"{gt.source}: {too_large}")
     for note in upload.notes:
-        st.warning(note)
+        st.warning(plain(note))
     pairs, missing = pair_images(gt, upload.images)
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        st.warning(f"{len(missing)} annotated image(s) not uploaded, left out of the evaluation: {shown}")
+        st.warning(plain(f"{len(missing)} annotated image(s) not uploaded, left out of the evaluation: {shown}"))
     if not pairs:
-        st.info(f"{gt.source}: upload the images it names to evaluate ({len(gt.images)} in the file).")
+        st.info(plain(f"{gt.source}: upload the images it names to evaluate ({len(gt.images)} in the file)."))
         return
     results, prepared_by_id, errors = run_models(pairs, upload, loaded, settings, conf)
+    scores = []
+    for m in loaded:
+        try:
+            categories = match_categories(gt.categories, get_detector(m, settings).labels)
+            scores.append(score_model(m, gt, categories, results[m], count_conf))
+        except Exception as exc:  # noqa: BLE001 - ids the metric library cannot hold, say: one line per model
+            logs.failure(f"{m}: scoring failed", error=type(exc).__name__)
+            errors.append(f"{gt.source}: {m} cannot be scored: {cause(exc)}")
     for error in errors:
-        st.error(error)
-    scores = [
-        score_model(m, gt, match_categories(gt.categories, get_detector(m, settings).labels), results[m], count_conf)
-        for m in loaded
-    ]
+        st.error(plain(error))
+    if not scores:
+        return
     st.caption(
-        f"{gt.source}: {len(prepared_by_id)} of {len(gt.images)} images evaluated, {len(gt.annotations)} boxes, "
-        f"{len(gt.categories)} categories."
+        plain(
+            f"{gt.source}: {len(prepared_by_id)} of {len(gt.images)} images evaluated, {len(gt.annotations)} boxes, "
+            f"{len(gt.categories)} categories."
+        )
     )
-    for column, model, score in zip(st.columns(len(loaded)), loaded, scores, strict=True):
+    for column, score in zip(st.columns(len(scores)), scores, strict=True):
         with column:
-            show_model(model, score, gt, results[model], prepared_by_id, count_conf)
-    doc = report(gt, scores, conf, errors)
+            show_model(score.model, score, gt, results[score.model], prepared_by_id, count_conf)
+    downloads(report(gt, scores, conf, errors), scores)
+
+
+def downloads(doc: dict, scores: list[ModelScore]) -> None:
+    """Metrics JSON and CSV and the per-image CSV, made when clicked."""
     d1, d2, d3 = st.columns(3)
     d1.download_button(
         "Metrics JSON",

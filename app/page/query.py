@@ -3,6 +3,7 @@
 Only settings travel (model, thresholds, classes, maximum detections, the agreement's match IoU), never
 uploaded data. A value that cannot be used (not a number, out of range, an unknown model or class) is
 dropped in favour of the default, with a notice that names the parameter and the value; nothing raises.
+Notices are plain text that quotes the URL as written: whoever shows them escapes them (``page.text.plain``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from ..engine.labels import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,16 @@ def _number(key: str, text: str) -> tuple[float | int | None, str | None]:
     try:
         number = float(text)
     except ValueError:
-        return None, f"`{key}={text}` is not a number; the default {default} is used"
+        return None, f"'{key}={text}' is not a number; the default {default} is used"
     if not math.isfinite(number) or not limits.low <= number <= limits.high:
-        return None, f"`{key}={text}` is outside {limits.low:g} to {limits.high:g}; the default {default} is used"
+        return None, f"'{key}={text}' is outside {limits.low:g} to {limits.high:g}; the default {default} is used"
     if limits.integer:
         if number != int(number):
-            return None, f"`{key}={text}` is not a whole number; the default {default} is used"
+            return None, f"'{key}={text}' is not a whole number; the default {default} is used"
         return int(number), None
     snapped = round(limits.low + round((number - limits.low) / limits.step) * limits.step, 2)
     if abs(snapped - number) > 1e-9:
-        return snapped, f"`{key}={text}` is not on the slider's {limits.step:g} steps; {snapped:.2f} is used"
+        return snapped, f"'{key}={text}' is not on the slider's {limits.step:g} steps; {snapped:.2f} is used"
     return snapped, None
 
 
@@ -75,7 +78,7 @@ def parse(query: Mapping[str, str | list[str]], models: list[str], vocabulary: I
             values["model"] = model
         else:
             fallback = f"the default {models[-1]} is used" if models else "no model is loaded"
-            notices.append(f"`model={model}` is not one of {', '.join(models) or 'the loaded models'}; {fallback}")
+            notices.append(f"'model={model}' is not one of {', '.join(models) or 'the loaded models'}; {fallback}")
     for key in SLIDERS:
         if key in query:
             number, notice = _number(key, _one(query[key]))
@@ -89,7 +92,8 @@ def parse(query: Mapping[str, str | list[str]], models: list[str], vocabulary: I
         wanted = [c.strip() for part in (raw if isinstance(raw, list) else [raw]) for c in part.split(",") if c.strip()]
         unknown = [c for c in wanted if c not in known]
         if unknown:
-            notices.append(f"`classes`: unknown {', '.join(repr(c) for c in unknown)} left out")
+            hint = did_you_mean(unknown, sorted(known))
+            notices.append(f"'classes': unknown {', '.join(repr(c) for c in unknown)}{hint} left out")
         values["classes"] = list(dict.fromkeys(c for c in wanted if c in known))
     return values, [f"The link's {n}." for n in notices]
 

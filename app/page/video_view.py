@@ -21,6 +21,8 @@ from ..engine.video import VideoError, VideoReport, process_video, timeline
 from ..engine.video_jobs import VideoBusy, gate
 from ..ops import prometheus
 from .cache import CACHE
+from .charts import series_styles
+from .text import plain
 from .uploads import session_id
 
 VIDEO_TYPES = ["mp4", "mov", "avi", "webm"]
@@ -35,23 +37,23 @@ def video_tab(models: list[str], params: DetectParams, settings: Settings) -> No
     budget = c3.number_input("Time budget (s)", 5, 600, 60, key="budget")
     clicked = st.button("Process video", key="run_video", disabled=upload is None or model is None)
     shown = st.session_state.get("video_result")
-    if upload is None or (shown is not None and shown[0] != upload.name):
-        st.session_state.pop("video_result", None)  # the result belongs to the upload it came from
+    if upload is None or (shown is not None and shown[3] != upload.file_id):
+        st.session_state.pop("video_result", None)  # the result belongs to the upload it came from (not its name)
     if clicked and upload is not None and model is not None:
         st.session_state.pop("video_result", None)
         report = run_video(upload, model, params, int(every_n), float(budget), settings)
         if report is not None:
             # The report (WebM, full-size MP4, key frames) lives in the process-wide cache under its byte
             # budget, owned by this session (released when it ends); the session keeps only the key.
-            cache_key = ("video", session_id(), upload.name, model)
+            cache_key = ("video", session_id(), upload.file_id, model)
             CACHE.put(cache_key, report, owner=session_id())
-            st.session_state["video_result"] = (upload.name, model, cache_key)
+            st.session_state["video_result"] = (upload.name, model, cache_key, upload.file_id)
     if "video_result" in st.session_state:
-        name, model, cache_key = st.session_state["video_result"]
+        name, model, cache_key, _ = st.session_state["video_result"]
         report = CACHE.get(cache_key, owner=session_id())
         if report is None:
             st.info(
-                f"{name}: the processed video was released to keep the server's memory within its budget "
+                f"{plain(name)}: the processed video was released to keep the server's memory within its budget "
                 "(other sessions needed the room); process it again to see it."
             )
         else:
@@ -92,7 +94,7 @@ def _run_video(upload, model: str, params: DetectParams, every_n: int, budget: f
         )
     except VideoError as exc:
         prometheus.record_refused(upload.name, str(exc), [model])
-        st.error(str(exc))
+        st.error(plain(exc))
         return None
     prometheus.record_video(model, report.frames_detected, report.stopped_by_budget)
     bar.progress(1.0, text="done")
@@ -114,11 +116,11 @@ def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> 
     """The annotated video inline, the per-class timeline, a slider over the key frames and the downloads."""
     note = " (stopped by the time budget)" if report.stopped_by_budget else ""
     st.success(
-        f"{name}: {report.frames_read} frames, detection on {report.frames_detected}, "
+        f"{plain(name)}: {report.frames_read} frames, detection on {report.frames_detected}, "
         f"{len(report.rows)} detections{note}"
     )
     for extra in report.notes:
-        st.caption(f":material/warning: {name}: {extra}")
+        st.caption(f":material/warning: {plain(name)}: {plain(extra)}")
     ext, mime = report.video_format
     playing, looking = st.columns(2)
     with playing:
@@ -130,13 +132,14 @@ def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> 
             st.caption("Nothing was detected on the processed frames.")
         else:
             st.markdown("**Detections per class over time**")
+            # classes with the same counts lie on one line: each has its own dash pattern and marker shape
             chart = (
                 alt.Chart(rows)
-                .mark_line(point=True)
+                .mark_line(point=alt.OverlayMarkDef(size=60, filled=True), strokeWidth=2.5)
                 .encode(
                     x=alt.X("time_s:Q", title="time (s)"),
                     y=alt.Y("count:Q", title="detections", axis=alt.Axis(tickMinStep=1)),
-                    color=alt.Color("label:N", title="class"),
+                    **series_styles("label", rows["label"], "class"),
                     tooltip=["label", "frame", "time_s", "count"],
                 )
             )
@@ -153,7 +156,7 @@ def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> 
             )
         else:
             index = next(iter(frames))
-        picture.image(frames[index], caption=f"{name} · frame {index} · {model}", width="stretch")
+        picture.image(frames[index], caption=f"{plain(name)} · frame {index} · {model}", width="stretch")
     stem = Path(name).stem
     (web_w, web_h), separate_mp4 = report.web_size, report.video is not report.mp4
     d1, d2, d3 = st.columns(3)

@@ -86,7 +86,10 @@ def test_metrics_count_exactly_what_the_browser_did(browser, served, images_dir,
         shown.nth(1).wait_for(timeout=30_000)
         page_counts = [int(t) for t in shown.locator("[data-testid='stMetricValue']").all_inner_texts()]
         uploader.set_input_files(str(bad))
-        page.get_by_text("broken.png: not an image").wait_for(timeout=60_000)
+        # two images now: the summary grid's row for the broken one carries its error
+        page.locator("[role='gridcell']").filter(has_text="broken.png: not an image").first.wait_for(
+            state="attached", timeout=60_000
+        )
         during = scrape(metrics_url)
         assert sample(during, "objdet_sessions") == 1
     finally:

@@ -1,4 +1,4 @@
-"""Configuration from the environment: defaults, validation messages, README's table."""
+"""Configuration from the environment: defaults, validation messages, the table in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from app.engine.config import ENV_VARS, REPO_ROOT, ConfigError, Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION_DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_defaults():
@@ -73,10 +73,10 @@ def test_required_models_may_be_empty():
     assert Settings.from_env({"OBJDET_REQUIRED_MODELS": ""}).required_models == ()
 
 
-def test_readme_documents_every_variable_in_one_table():
-    text = README.read_text()
+def test_docs_document_every_variable_in_one_table():
+    text = CONFIGURATION_DOC.read_text()
     rows = re.findall(r"^\| `(OBJDET_[A-Z_]+)` \|", text, re.M)
-    assert sorted(rows) == sorted(ENV_VARS), "README's configuration table and app/engine/config.py disagree"
+    assert sorted(rows) == sorted(ENV_VARS), "docs/configuration.md's table and app/engine/config.py disagree"
 
 
 def fake_cgroup(root: Path, files: dict[str, str]) -> Path:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import tempfile
 
@@ -91,6 +92,18 @@ def test_whole_clip_processed_without_notes(clip, detect, tmp_path):
     assert [index for index, _ in report.key_frames] == report.detected_frames
     first = cv2.imdecode(np.frombuffer(report.key_frames[0][1], np.uint8), cv2.IMREAD_COLOR)
     assert first.shape == (480, 640, 3)
+
+
+def test_writing_the_webm_keeps_ffmpegs_tag_note_off_the_terminal(clip, detect, capfd):
+    """FFmpeg's "tag ... 'VP80' is not supported ... 'webm / WebM'" line (harmless, once per video) does not reach
+    stderr; other lines written while the writer opens still do."""
+    process_video(clip, "clip.mp4", detect, PARAMS, every_n=20)
+    assert "VP80" not in capfd.readouterr().err
+    from app.engine.video import _without_harmless_notes
+
+    with _without_harmless_notes():
+        os.write(2, b"a real warning\n")
+    assert capfd.readouterr().err == "a real warning\n"
 
 
 def test_large_frames_play_at_640_and_download_at_full_size(detect, tmp_path):

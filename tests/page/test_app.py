@@ -6,12 +6,13 @@ import io
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
-from support.apptest import Counter, new_app, table_labels, upload
+from support.apptest import Counter, new_app, shown, table_labels, upload
 
 from app.engine.registry import get_detector
 
@@ -32,7 +33,7 @@ def test_yolo_finds_the_cup(yolo_env, images_dir):
     assert [r.options for r in at.radio if r.key == "model"] == [["yolo"]] or at.radio(key="model").value == "yolo"
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert "cup" in table_labels(at)
-    assert any("coffee.png" in s.value for s in at.subheader)
+    assert any("coffee.png" in shown(s.value) for s in at.subheader)
     labels = [b.label for b in at.get("download_button")]
     assert labels.count("PNG") == 1 and "JSON" in labels and "CSV" in labels
 
@@ -43,7 +44,7 @@ def test_compare_mode_shows_both_models(both_env, images_dir):
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert len(at.dataframe) == 3  # one per model, then the agreement table
     assert list(at.dataframe[2].value.columns) == ["label", "both", "only ssd", "only yolo"]
-    texts = " ".join(m.value for m in at.markdown)
+    texts = " ".join(shown(m.value) for m in at.markdown)
     assert "SSD (torchvision)" in texts and "YOLO (OpenCV DNN)" in texts
     assert "cup" in table_labels(at, 1)
     assert len([m for m in at.metric if m.label == "Latency"]) == 2
@@ -87,7 +88,7 @@ def test_class_filter(yolo_env, images_dir):
 def test_bad_upload_shows_error_then_next_good_upload_works(yolo_env, images_dir):
     at = new_app()
     upload(at, "broken.png", b"\x89PNG\r\n\x1a\nnot really")
-    assert any("broken.png" in e.value for e in at.error)
+    assert any("broken.png" in shown(e.value) for e in at.error)
     assert len(at.dataframe) == 0
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert not at.error and "cup" in table_labels(at)
@@ -101,15 +102,28 @@ def test_several_images_one_bad(yolo_env, images_dir):
         ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png"),
     ]
     at.file_uploader(key="images").set_value(files).run()
-    assert [e.value for e in at.error] == ["empty.jpg: file is empty (0 bytes)"]
-    assert len(at.dataframe) == 2 and "cat" in table_labels(at, 1)
+    assert [shown(e.value) for e in at.error] == ["empty.jpg: file is empty (0 bytes)"]
+    # the summary grid first (a row per image, the bad one with its error), then each good image's table
+    summary = at.dataframe[0].value
+    assert list(summary["image"]) == ["coffee.png", "empty.jpg", "chelsea.png"]
+    assert list(summary["YOLO: found"]) == ["cup 1, dining table 1", "empty.jpg: file is empty (0 bytes)", "cat 1"]
+    assert summary["picture"][0].startswith("data:image/jpeg;base64,") and pd.isna(summary["picture"][1])
+    assert len(at.dataframe) == 3 and "cat" in table_labels(at, 2)
+    assert [shown(e.label) for e in at.expander][:3] == [
+        "coffee.png: YOLO: cup 1, dining table 1",
+        "empty.jpg: error",
+        "chelsea.png: YOLO: cat 1",
+    ]
 
 
 def test_pixel_limit_enforced(yolo_env, images_dir, monkeypatch):
     monkeypatch.setenv("OBJDET_MAX_IMAGE_PIXELS", "1000")
     at = new_app()
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
-    assert any("coffee.png: image is 600x400" in e.value and "OBJDET_MAX_IMAGE_PIXELS" in e.value for e in at.error)
+    assert any(
+        "coffee.png: image is 600x400" in shown(e.value) and "OBJDET_MAX_IMAGE_PIXELS" in shown(e.value)
+        for e in at.error
+    )
 
 
 def test_camera_snapshot(yolo_env, images_dir):
@@ -138,7 +152,7 @@ def test_video_every_nth_frame_with_downloads(yolo_env, images_dir, tmp_path):
     at.number_input(key="every_n").set_value(4).run()
     at.button(key="run_video").click().run()
     assert not at.exception and not at.error
-    assert any("clip.mp4: 12 frames, detection on 3" in s.value for s in at.success)
+    assert any("clip.mp4: 12 frames, detection on 3" in shown(s.value) for s in at.success)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Annotated video (.webm, 600x400)", "Annotated MP4 (source size)", "Per-frame CSV"]
 
@@ -147,7 +161,7 @@ def test_undecodable_video_names_the_file(yolo_env):
     at = new_app()
     at.file_uploader(key="video").set_value(("junk.mp4", b"\x00" * 2048, "video/mp4")).run()
     at.button(key="run_video").click().run()
-    assert any("junk.mp4: OpenCV cannot decode" in e.value for e in at.error)
+    assert any("junk.mp4: OpenCV cannot decode" in shown(e.value) for e in at.error)
 
 
 def test_missing_weights_show_setup_guide(tmp_path):
@@ -156,11 +170,11 @@ def test_missing_weights_show_setup_guide(tmp_path):
     os.environ["OBJDET_WEIGHTS_DIR"] = str(tmp_path)  # removed again by the autouse fixture
     at = new_app()
     assert not at.exception
-    assert any("No model is loaded" in w.value for w in at.warning)
-    page = " ".join(m.value for m in at.markdown)
+    assert any("No model is loaded" in shown(w.value) for w in at.warning)
+    page = " ".join(shown(m.value) for m in at.markdown)
     assert "Set-up guide" in page and "python -m app weights fetch" in page
     assert str(tmp_path / "yolo-fastest-1.1.weights") in page  # the status panel names the file
-    assert "missing" in " ".join(e.label for e in at.expander)
+    assert "missing" in " ".join(shown(e.label) for e in at.expander)
 
 
 def test_setup_guide_names_the_weights_claim_and_the_init_container(tmp_path, monkeypatch):
@@ -182,7 +196,66 @@ def test_model_whose_outputs_do_not_fit_shows_as_failed_not_traceback(images_dir
     monkeypatch.setenv("OBJDET_YOLO_WEIGHTS", str(model))
     monkeypatch.setenv("OBJDET_YOLO_INPUT_SIZE", "320")
     at = new_app()
-    assert [e.label for e in at.expander] == ["YOLO (OpenCV DNN): failed"]
-    problem = " ".join(m.value for m in at.markdown if m.value.startswith("**Problem:**"))
+    assert [shown(e.label) for e in at.expander] == ["YOLO (OpenCV DNN): failed"]
+    problem = " ".join(shown(m.value) for m in at.markdown if m.value.startswith("**Problem:**"))
     assert "three-classes.onnx" in problem and "OBJDET_YOLO_NAMES" in problem
-    assert any("No model is loaded" in w.value for w in at.warning)
+    assert any("No model is loaded" in shown(w.value) for w in at.warning)
+
+
+def test_a_failure_on_one_image_is_one_line_and_the_others_show(yolo_env, images_dir, monkeypatch):
+    """An unexpected exception while handling one image (here the first decode raises) is that image's one-line
+    error, without a traceback; the next image is shown and the page has no exception box."""
+    from app.engine.config import Settings
+
+    detector = get_detector("yolo", Settings.from_env())
+    real_decode, calls = detector.decode, []
+
+    def decode_failing_once(raw, params):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("boom")
+        return real_decode(raw, params)
+
+    monkeypatch.setattr(detector, "decode", decode_failing_once)
+    at = new_app()
+    files = [
+        ("coffee.png", (images_dir / "coffee.png").read_bytes(), "image/png"),
+        ("chelsea.png", (images_dir / "chelsea.png").read_bytes(), "image/png"),
+    ]
+    at.file_uploader(key="images").set_value(files).run()
+    assert not at.exception
+    errors = [shown(e.value) for e in at.error]
+    assert errors == ["coffee.png: could not be processed (KeyError); the server log has the details"]
+    assert "cat" in table_labels(at)
+
+
+def test_a_missing_model_is_said_once_in_the_main_area(yolo_env, tmp_path, monkeypatch):
+    """SSD enabled without its file: one notice in the main area with the offline routes and the docs, the status
+    panel lists the file once (no second "Problem" line), and the page serves YOLO."""
+    monkeypatch.setenv("OBJDET_MODELS", "ssd,yolo")
+    monkeypatch.setenv("OBJDET_REQUIRED_MODELS", "")
+    monkeypatch.setenv("OBJDET_WEIGHTS_DIR", str(tmp_path))
+    at = new_app()
+    notices = [shown(w.value) for w in at.warning if "is not available" in shown(w.value)]
+    assert len(notices) == 1
+    (notice,) = notices
+    missing = tmp_path / "ssdlite320_mobilenet_v3_large_coco-a79551df.pth"
+    assert notice.startswith(f"**SSD is not available:** its weights file {missing} is missing")
+    assert "OBJDET_SSD_WEIGHTS" in notice and f"into {tmp_path}" in notice and "docs/models.md" in notice
+    assert "Re-check models" in [b.label for b in at.button]
+    panel = [shown(m.value) for m in at.markdown if str(missing) in shown(m.value)]
+    assert len(panel) == 1 and not any(m.value.startswith("**Problem:**") for m in at.markdown)
+    assert at.radio(key="model").options == ["YOLO"]
+
+
+def test_a_new_page_finds_weights_copied_in_after_start_up(yolo_dir, tmp_path, monkeypatch):
+    """Models are looked for again when a page is opened (a reload): no restart needed."""
+    monkeypatch.setenv("OBJDET_MODELS", "yolo")
+    monkeypatch.setenv("OBJDET_WEIGHTS_DIR", str(tmp_path))
+    at = new_app()
+    assert any("No model is loaded" in shown(w.value) for w in at.warning)
+    for name in ("yolo-fastest-1.1.weights", "yolo-fastest-1.1.cfg", "coco.names"):
+        (tmp_path / name).write_bytes((yolo_dir / name).read_bytes())
+    at = new_app()
+    assert not any("No model is loaded" in shown(w.value) for w in at.warning)
+    assert at.radio(key="model").value == "yolo"

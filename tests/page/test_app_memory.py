@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 pytest.importorskip("torch")
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-from support.apptest import Counter, new_app, table_labels, upload
+from support.apptest import Counter, new_app, shown, table_labels, upload
 
 from app.engine.config import Settings
 from app.engine.registry import get_detector
@@ -163,7 +163,7 @@ def test_huge_upload_gives_boxes_in_original_pixels_and_keeps_only_small_copies(
     for (_, box), (_, row) in zip(expected, table.iterrows(), strict=True):
         assert [row.x1, row.y1, row.x2, row.y2] == pytest.approx(box, abs=1.0)
     assert table["x2"].max() > WORK_SIDE  # original pixels, not the working copy's
-    assert any(f"original's pixels ({width}x{height})" in c.value for c in at.caption)
+    assert any(f"original's pixels ({width}x{height})" in shown(c.value) for c in at.caption)
     assert decodes == ["huge.png"]
 
     # nothing in the session state is larger than a display copy (the arrays live in the shared cache)
@@ -197,14 +197,14 @@ def test_a_failed_model_shows_as_failed_while_the_other_serves(
     monkeypatch.setenv("OBJDET_YOLO_CONFIG", str(yolo_dir / "yolo-fastest-1.1.cfg"))
     monkeypatch.setenv("OBJDET_YOLO_NAMES", str(yolo_dir / "coco.names"))
     at = new_app()
-    labels = [e.label for e in at.expander]
+    labels = [shown(e.label) for e in at.expander]
     assert "YOLO (OpenCV DNN): failed" in labels and "SSD (torchvision): loaded" in labels
-    problem = " ".join(m.value for m in at.markdown if m.value.startswith("**Problem:**"))
+    problem = " ".join(shown(m.value) for m in at.markdown if m.value.startswith("**Problem:**"))
     assert "broken.weights" in problem
     assert at.radio(key="model").options == ["SSD"] and at.radio(key="model").value == "ssd"
     upload(at, "coffee.png", (images_dir / "coffee.png").read_bytes())
     assert len(at.dataframe) == 1 and not at.error
-    assert "SSD (torchvision)" in " ".join(m.value for m in at.markdown)
+    assert "SSD (torchvision)" in " ".join(shown(m.value) for m in at.markdown)
 
 
 def test_multi_page_tiff_shows_the_loader_warning_under_the_original(yolo_env, images_dir):
@@ -213,6 +213,6 @@ def test_multi_page_tiff_shows_the_loader_warning_under_the_original(yolo_env, i
     coffee.save(buf, "TIFF", save_all=True, append_images=[coffee.rotate(90), coffee.rotate(180)])
     at = new_app()
     upload(at, "pages.tif", buf.getvalue(), mime="image/tiff")
-    notes = [c.value for c in at.caption if "pages.tif" in c.value]
+    notes = [shown(c.value) for c in at.caption if "pages.tif" in shown(c.value)]
     assert notes and "3 pages" in notes[0] and "page 1" in notes[0]
     assert "cup" in table_labels(at)

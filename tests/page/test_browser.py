@@ -45,10 +45,14 @@ def test_upload_see_cup_download_json(browser, server, images_dir, tmp_path):
         table.locator("[role='gridcell']").filter(has_text=re.compile(r"^cup$")).first.wait_for(
             state="attached", timeout=30_000
         )
-        images = page.locator("[data-testid='stImage'] img")
-        images.nth(1).wait_for(timeout=30_000)  # original and annotated
-        assert images.count() >= 2
-        assert images.nth(1).evaluate("img => img.naturalWidth") == 600
+        annotated = page.locator("[data-testid='stImage']").filter(has_text="coffee.png · yolo").locator("img")
+        annotated.wait_for(timeout=30_000)  # the annotated picture first
+        assert annotated.evaluate("img => img.naturalWidth") == 600
+        page.get_by_role("button", name="Original (600x400)").click()  # the original, one click away
+        original = page.locator("[data-testid='stPopoverBody'] [data-testid='stImage'] img")
+        original.wait_for(timeout=30_000)
+        assert original.evaluate("img => img.naturalWidth") == 600
+        page.keyboard.press("Escape")
         with page.expect_download(timeout=30_000) as info:
             page.get_by_role("button", name="JSON").first.click()
         target = tmp_path / info.value.suggested_filename

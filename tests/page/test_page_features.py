@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 pytest.importorskip("torch")
 import pyarrow as pa
 from streamlit.testing.v1 import AppTest
-from support.apptest import SCRIPT
+from support.apptest import SCRIPT, shown
 
 from app.engine.labels import COCO80
 from app.engine.result import DetectParams
@@ -75,7 +75,7 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     at.run()
     at.button(key="run_video").click().run()
     assert not at.exception and not at.error
-    assert any("astronaut-coffee.mp4: 40 frames, detection on 8" in s.value for s in at.success)
+    assert any("astronaut-coffee.mp4: 40 frames, detection on 8" in shown(s.value) for s in at.success)
     videos = at.get("video")
     assert len(videos) == 1 and videos[0].proto.url.endswith(".webm")
     charts = at.get("vega_lite_chart")
@@ -83,6 +83,13 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     spec = __import__("json").loads(charts[0].proto.spec)
     assert spec["encoding"]["color"]["field"] == "label" and spec["mark"]["type"] == "line"
     data = pa.ipc.open_stream(charts[0].proto.datasets[0].data.data).read_all().to_pandas()
+    # classes with equal counts lie on one line: each has its boxes' colour, its own dash pattern and marker
+    from app.engine.annotate import class_hex
+
+    colour = spec["encoding"]["color"]["scale"]
+    assert colour["range"] == [class_hex(label) for label in colour["domain"]]
+    dashes, shapes = spec["encoding"]["strokeDash"]["scale"]["range"], spec["encoding"]["shape"]["scale"]["range"]
+    assert len({tuple(d) for d in dashes}) == len(dashes) == len(set(data["label"])) == len(set(shapes))
     # one series per class Yolo-Fastest finds on the detected frames (0, 5, ..., 35), each on every detected frame
     expected = labels_yolo_finds_on_frames(yolo_dir, clip_path, set(range(0, 40, 5)))
     assert {"person", "cup"} <= expected
@@ -96,7 +103,7 @@ def test_video_plays_inline_with_a_timeline_per_class(yolo_env, yolo_dir, images
     # the key-frame slider reruns the page from the session's result: no second processing
     assert at.select_slider(key="key_frame").options == [f"{i} ({i / 10:.1f} s)" for i in range(0, 40, 5)]
     at.select_slider(key="key_frame").set_value(35).run()
-    assert len(at.get("video")) == 1 and any("frame 35" in (i.proto.imgs[0].caption) for i in at.image)
+    assert len(at.get("video")) == 1 and any("frame 35" in (shown(i.proto.imgs[0].caption)) for i in at.image)
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Annotated video (.webm, 640x480)", "Annotated MP4 (source size)", "Per-frame CSV"]
 
@@ -113,7 +120,7 @@ def test_processed_video_lives_in_the_process_cache_not_the_session(yolo_env, im
     before = CACHE.bytes
     at.button(key="run_video").click().run()
     assert not at.exception and not at.error
-    name, model, key = at.session_state["video_result"]
+    name, model, key, _ = at.session_state["video_result"]
     assert (name, model) == ("astronaut-coffee.mp4", "yolo") and key[0] == "video"
     report = CACHE.get(key)
     encoded = len(report.video) + len(report.mp4) + sum(len(jpeg) for _, jpeg in report.key_frames)
@@ -121,7 +128,7 @@ def test_processed_video_lives_in_the_process_cache_not_the_session(yolo_env, im
     CACHE.clear()  # what the byte budget (or the session's end) does to it
     at.run()
     assert not at.exception and not at.error
-    assert any("was released to keep the server's memory within its budget" in i.value for i in at.info)
+    assert any("was released to keep the server's memory within its budget" in shown(i.value) for i in at.info)
     assert not at.get("video")
 
 
@@ -135,16 +142,18 @@ def test_example_gives_the_same_table_as_uploading_the_file(yolo_env):
     assert not at.exception and not at.error
     from_example = table(at)
     assert "cup" in list(from_example["label"])
-    assert any(s.value == "coffee.jpg" for s in at.subheader)
+    assert any(shown(s.value) == "coffee.jpg" for s in at.subheader)
 
     CACHE.clear()  # the upload decodes and detects on its own
     at = new_app()
     at.file_uploader(key="images").set_value(("coffee.jpg", (EXAMPLES / "coffee.jpg").read_bytes(), "image/jpeg"))
     at.run()
     assert table(at).equals(from_example)
-    # the same example chosen beside the upload of the same name: two sections, no clash of widget keys
+    # the same example chosen beside the upload of the same name: the summary grid and two images' tables,
+    # no clash of widget keys
     at.selectbox(key="example").set_value("coffee.jpg").run()
-    assert not at.exception and len(at.dataframe) == 2 and table(at, 0).equals(table(at, 1))
+    assert not at.exception and len(at.dataframe) == 3 and table(at, 1).equals(table(at, 2))
+    assert list(table(at, 0)["image"]) == ["coffee.jpg", "coffee.jpg"]
 
 
 def test_examples_are_small_and_recorded():
@@ -225,7 +234,7 @@ def test_agreement_counts_an_object_both_find_once(both_env, ssd_weights, tmp_pa
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Found by both"] == "1" and metrics["Only ssd"] == str(len(ssd) - 1) and metrics["Only yolo"] == "2"
     assert float(metrics["Mean IoU of the pairs"]) > 0.95  # the copy differs by float32 rounding only
-    assert any("agreement" in (i.proto.imgs[0].caption) for i in at.image)
+    assert any("agreement" in (shown(i.proto.imgs[0].caption)) for i in at.image)
 
     # the match IoU lives in the sidebar (and the URL); the copy is still a pair at its highest setting; moving
     # it (or the score threshold) re-matches the decoded results without running either network
@@ -268,17 +277,17 @@ def test_query_parameters_set_the_sidebar_and_reproduce_the_view(yolo_env, image
 @pytest.mark.parametrize(
     ("query", "notice", "key", "default", "in_url"),
     [
-        ({"conf": "abc"}, "`conf=abc` is not a number; the default 0.30 is used", "conf", 0.30, "0.30"),
-        ({"iou": "7"}, "`iou=7` is outside 0.1 to 0.95; the default 0.45 is used", "iou", 0.45, "0.45"),
-        ({"max_det": "2.5"}, "`max_det=2.5` is not a whole number; the default 100 is used", "max_det", 100, "100"),
-        ({"conf": "nan"}, "`conf=nan` is outside", "conf", 0.30, "0.30"),
-        ({"model": "resnet"}, "`model=resnet` is not one of yolo; the default yolo is used", "model", "yolo", "yolo"),
+        ({"conf": "abc"}, "'conf=abc' is not a number; the default 0.30 is used", "conf", 0.30, "0.30"),
+        ({"iou": "7"}, "'iou=7' is outside 0.1 to 0.95; the default 0.45 is used", "iou", 0.45, "0.45"),
+        ({"max_det": "2.5"}, "'max_det=2.5' is not a whole number; the default 100 is used", "max_det", 100, "100"),
+        ({"conf": "nan"}, "'conf=nan' is outside", "conf", 0.30, "0.30"),
+        ({"model": "resnet"}, "'model=resnet' is not one of yolo; the default yolo is used", "model", "yolo", "yolo"),
     ],
 )
 def test_bad_query_value_falls_back_with_a_notice(yolo_env, query, notice, key, default, in_url):
     at = new_app(query)
     assert not at.exception
-    assert any(notice in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any(notice in shown(w.value) for w in at.warning), [shown(w.value) for w in at.warning]
     widget = at.radio(key=key) if key == "model" else at.slider(key=key)
     assert widget.value == default
     assert at.query_params[key] == in_url  # the URL now holds the value in use
@@ -287,4 +296,4 @@ def test_bad_query_value_falls_back_with_a_notice(yolo_env, query, notice, key, 
 def test_unknown_class_in_the_url_is_left_out(yolo_env):
     at = new_app({"classes": "cup,unicorn"})
     assert at.multiselect(key="classes").value == ["cup"]
-    assert any("unknown 'unicorn' left out" in w.value for w in at.warning)
+    assert any("unknown 'unicorn' left out" in shown(w.value) for w in at.warning)

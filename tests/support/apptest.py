@@ -3,6 +3,7 @@ counter of network calls."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -38,3 +39,13 @@ class Counter:
             return original(image)
 
         monkeypatch.setattr(detector, "forward", counted)
+
+
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def shown(markdown: str) -> str:
+    """What a markdown string of the page reads as on screen: the page escapes text from outside (file names,
+    URL parameters, paths) with backslashes, which the markdown renderer removes, and puts an invisible word
+    joiner (U+2060) before bare addresses."""
+    return _ESCAPED.sub(r"\1", markdown).replace("\u2060", "")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..labels import did_you_mean
 from ..result import DetectionResult, DetectParams
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ class Detector(ABC):
             if unknown:
                 known = list(dict.fromkeys(n for n in self.labels if n not in ("N/A", "__background__")))
                 raise ValueError(
-                    f"{self.name}: unknown class {', '.join(unknown)}; this model knows "
-                    f"{len(known)} classes such as {', '.join(known[:5])}"
+                    f"{self.name}: unknown class {', '.join(unknown)}{did_you_mean(unknown, known)}; this model "
+                    f"knows {len(known)} classes such as {', '.join(known[:5])}"
                 )
 
 

@@ -1,0 +1,302 @@
+"""Images through the chosen models, and how the page shows them: each image's annotated result first and large
+(the original one click away), its table, counts and downloads; with two models side by side, where they agree;
+with several images, a summary grid first (thumbnail, counts per class, latency) and each image's details in
+an expander.
+
+Every widget of an image is keyed by the upload's identity (Streamlit's file id, or ``example:NAME``), never by
+its file name: two different photos called ``IMG_0001.jpg``, or one file uploaded twice, are two images. A
+failure while handling one image is one line for that image; the other images and the session carry on.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import altair as alt
+import cv2
+import pandas as pd
+import streamlit as st
+
+from ..engine.agreement import Agreement, match
+from ..engine.annotate import annotate, annotate_agreement, to_png
+from ..engine.catalog import FAMILIES
+from ..engine.config import Settings
+from ..engine.exports import result_csv, result_json
+from ..engine.images import ImageError, working_copy
+from ..engine.registry import get_detector
+from ..engine.result import DetectionResult, DetectParams, detection_rows
+from ..ops import logs
+from .charts import class_colours
+from .text import plain
+from .uploads import PreparedImage, decode_once, forward_once, release_working_copy
+
+MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
+MODEL_LABELS = {name: family.label for name, family in FAMILIES.items()}
+TABLE_COLUMNS = ["label", "score", "x1", "y1", "x2", "y2"]  # of result.detection_rows, as in the CSV
+# Narrow columns, so two models' tables side by side fit a 1400 px window with the sidebar open (no column cut off).
+TABLE_CONFIG = {
+    "label": st.column_config.TextColumn("label", width=120),
+    "score": st.column_config.NumberColumn("score", format="%.2f", width=56),
+    **{c: st.column_config.NumberColumn(c, format="%.0f", width=52) for c in ("x1", "y1", "x2", "y2")},
+}
+# About how wide one model's picture is on screen in a 1400 px window with the sidebar open (the page's wide
+# layout): what boxes and labels are sized for, so they stay readable when the picture is shown smaller.
+SHOWN_WIDTH = {1: 900, 2: 440}
+THUMB_SIDE = 160  # the summary grid's thumbnails
+IGNORE = "ignore"  # a download button's click does not rerun the page
+NO_VALUE = "\u2013"  # an en dash in a cell that has no value
+
+
+@dataclass
+class Outcome:
+    """One image through the chosen models: results in the original's pixels (or each model's one-line error),
+    the display copy, the agreement of two models; or the one-line error of the image itself."""
+
+    name: str
+    key: str  # the upload's identity: what every widget of this image is keyed by
+    prepared: PreparedImage | None = None
+    results: dict[str, DetectionResult | str] = field(default_factory=dict)
+    agreement: Agreement | None = None
+    error: str | None = None
+
+
+def process(
+    name: str,
+    data: bytes,
+    key: str,
+    models: list[str],
+    params: DetectParams,
+    settings: Settings,
+    loaded: list[str],
+    match_iou: float,
+) -> Outcome:
+    """Decode (once per process), run each network (once per process), decode at ``params``; any failure is the
+    outcome's one-line error, logged with its traceback when it was not expected."""
+    try:
+        return _process(name, data, key, models, params, settings, loaded, match_iou)
+    except ImageError as exc:
+        return Outcome(name, key, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one image's failure is that image's line, never the page's
+        logs.failure(f"{Path(name).name}: processing failed", error=type(exc).__name__)
+        cause = type(exc).__name__
+        return Outcome(name, key, error=f"{name}: could not be processed ({cause}); the server log has the details")
+
+
+def _process(name, data, key, models, params, settings, loaded, match_iou) -> Outcome:
+    digest, prepared = decode_once(name, data, settings, models, loaded)
+    results: dict[str, DetectionResult | str] = {}
+    for model in models:
+        try:
+            raw = forward_once(model, digest, prepared, settings)
+            result = get_detector(model, settings).decode(raw, params)
+        except (ValueError, RuntimeError) as exc:  # an unknown class, a model whose outputs do not fit
+            results[model] = f"{name}: {model}: {exc}"
+            continue
+        results[model] = result.rescaled(prepared.working_factor, prepared.original_size)
+    release_working_copy(digest, prepared, settings, loaded)
+    found = [r for r in results.values() if isinstance(r, DetectionResult)]
+    agreement = match(found[0], found[1], match_iou) if len(models) == 2 and len(found) == 2 else None
+    return Outcome(name, key, prepared, results, agreement)
+
+
+def show_images(outcomes: list[Outcome], models: list[str], params: DetectParams) -> None:
+    """One image: its details. Several: the summary grid, then each image's details in an expander."""
+    if len(outcomes) > 1:
+        summary(outcomes, models)
+    for outcome in outcomes:
+        if len(outcomes) > 1:
+            where = st.expander(plain(_headline(outcome, models)), expanded=False, key=f"details-{outcome.key}")
+        else:
+            where = st.container()
+        with where:
+            try:
+                show_outcome(outcome, models, params, titled=len(outcomes) == 1)
+            except Exception as exc:  # noqa: BLE001 - drawing one image must not take the page down
+                logs.failure(f"{Path(outcome.name).name}: showing the result failed", error=type(exc).__name__)
+                cause = type(exc).__name__
+                st.error(plain(f"{outcome.name}: the result cannot be shown ({cause}); the server log has the details"))
+
+
+def _counts_text(result: DetectionResult | str) -> str:
+    if isinstance(result, str):
+        return "error"
+    return ", ".join(f"{label} {n}" for label, n in sorted(result.counts().items())) or "nothing"
+
+
+def _headline(outcome: Outcome, models: list[str]) -> str:
+    """The expander's label: the file name and what was found (plain text)."""
+    if outcome.error:
+        return f"{outcome.name}: error"
+    found = "; ".join(f"{MODEL_LABELS[m]}: {_counts_text(outcome.results[m])}" for m in models)
+    return f"{outcome.name}: {found}"
+
+
+def _thumbnail(outcome: Outcome, models: list[str]) -> str | None:
+    """A small annotated copy (the first model's boxes) as a JPEG data URL, for the summary grid."""
+    if outcome.prepared is None:
+        return None
+    prepared = outcome.prepared
+    small, factor = working_copy(prepared.display, THUMB_SIDE)
+    size = (small.shape[1], small.shape[0])
+    result = next((r for r in outcome.results.values() if isinstance(r, DetectionResult)), None)
+    if result is not None:
+        small = annotate(small, result.rescaled(1 / (prepared.display_factor * factor), size))
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii") if ok else None
+
+
+def summary(outcomes: list[Outcome], models: list[str]) -> None:
+    """The summary grid: a row per image (thumbnail, file, per model the counts per class and the latency).
+    Cells are data, not markdown: a file name is shown as written."""
+    rows = []
+    for outcome in outcomes:
+        row = {"picture": _thumbnail(outcome, models), "image": outcome.name}
+        for model in models:
+            result = outcome.results.get(model)
+            label = MODEL_LABELS[model]
+            if outcome.error or result is None:
+                row[f"{label}: found"], row[f"{label}: ms"] = outcome.error or "error", None
+            else:
+                row[f"{label}: found"] = _counts_text(result) if not isinstance(result, str) else result
+                row[f"{label}: ms"] = None if isinstance(result, str) else round(sum(result.timings_ms.values()), 1)
+        rows.append(row)
+    config = {"picture": st.column_config.ImageColumn("picture", width=THUMB_SIDE * 3 // 4)}
+    config |= {f"{MODEL_LABELS[m]}: ms": st.column_config.NumberColumn(format="%.0f ms", width=70) for m in models}
+    st.markdown(f"**{len(outcomes)} images** (details of each below)")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        width="stretch",
+        row_height=THUMB_SIDE * 3 // 5,
+        column_config=config,
+        key="summary",
+        placeholder=NO_VALUE,
+    )
+
+
+def show_outcome(outcome: Outcome, models: list[str], params: DetectParams, titled: bool = True) -> None:
+    """One image's details: a column per model (annotated picture first), the original one click away, the
+    loader's remarks, and where two models agree."""
+    if outcome.error:
+        st.error(plain(outcome.error))
+        return
+    prepared = outcome.prepared
+    if titled:
+        st.subheader(plain(outcome.name))
+    columns = st.columns(len(models)) if len(models) > 1 else [st.container()]
+    for column, model in zip(columns, models, strict=True):
+        with column:
+            result = outcome.results[model]
+            if isinstance(result, str):
+                st.error(plain(result))
+            else:
+                show_result(outcome, model, result, params, SHOWN_WIDTH[min(2, len(models))])
+    width, height = prepared.original_size
+    display_w, display_h = prepared.display_size
+    shown = "" if (display_w, display_h) == (width, height) else f", shown at {display_w}x{display_h}"
+    with st.popover(f"Original ({width}x{height}{shown})", icon=":material/image:", key=f"original-{outcome.key}"):
+        st.image(prepared.display, caption=plain(outcome.name), width="stretch", output_format="JPEG")
+    for note in prepared.warnings:
+        st.caption(f":material/warning: {plain(outcome.name)}: {plain(note)}")
+    if outcome.agreement is not None:
+        show_agreement(outcome, outcome.agreement)
+
+
+def counts_chart(result: DetectionResult):
+    """Detections per class as bars in the classes' box colours (None when there is nothing)."""
+    counts = result.counts()
+    if not counts:
+        return None
+    frame = pd.DataFrame({"class": list(counts), "count": list(counts.values())})
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("count:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("class:N", sort="-x", title=None),
+            color=alt.Color("class:N", scale=class_colours(counts), legend=None),
+            tooltip=["class", "count"],
+        )
+        .properties(height=28 * len(counts) + 20)
+    )
+
+
+def show_result(outcome: Outcome, model: str, result: DetectionResult, params: DetectParams, shown: int) -> None:
+    """One model's column: the annotated picture (display copy, boxes sized for ``shown`` px on screen), its
+    counts and latency, the table (boxes in the original's pixels), a bar per class, the downloads."""
+    name, key, prepared = outcome.name, outcome.key, outcome.prepared
+    st.markdown(f"**{MODEL_TITLES[model]}**")
+    display_w, display_h = prepared.display_size
+    annotated = annotate(
+        prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size), shown_width=shown
+    )
+    st.image(annotated, caption=f"{plain(name)} · {model}", width="stretch", output_format="JPEG")
+    total_ms = sum(result.timings_ms.values())
+    c1, c2 = st.columns(2)
+    c1.metric("Detections", len(result.detections))
+    c2.metric("Latency", f"{total_ms:.0f} ms")
+    table = pd.DataFrame(detection_rows(result), columns=TABLE_COLUMNS)
+    st.dataframe(table, hide_index=True, width="stretch", column_config=TABLE_CONFIG, key=f"table-{model}-{key}")
+    chart = counts_chart(result)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch", key=f"counts-{model}-{key}")
+    st.caption("Latency per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
+    downloads(outcome, model, result, annotated, params)
+    width, height = result.image_size
+    if (display_w, display_h) != (width, height):
+        st.caption(
+            f"PNG: the annotated picture at display size {display_w}x{display_h}; table, JSON and CSV "
+            f"boxes are in the original's pixels ({width}x{height})."
+        )
+
+
+def downloads(outcome: Outcome, model: str, result: DetectionResult, annotated, params: DetectParams) -> None:
+    """PNG, JSON and CSV, made when a button is clicked, not on every rerun (a slider move stays cheap and
+    sessions do not hold encoded copies); clicking does not rerun the page."""
+    name, key = outcome.name, outcome.key
+    stem = Path(name).stem
+    params_doc = params.to_dict()
+    agreement_doc = outcome.agreement.to_dict() if outcome.agreement is not None else None
+    d1, d2, d3 = st.columns(3)
+    d1.download_button(
+        "PNG", lambda: to_png(annotated), f"{stem}.{model}.png", "image/png", key=f"png-{model}-{key}", on_click=IGNORE
+    )
+    d2.download_button(
+        "JSON",
+        lambda: result_json(result, name, params_doc, agreement=agreement_doc),
+        f"{stem}.{model}.json",
+        "application/json",
+        key=f"json-{model}-{key}",
+        on_click=IGNORE,
+    )
+    d3.download_button(
+        "CSV", lambda: result_csv(result), f"{stem}.{model}.csv", "text/csv", key=f"csv-{model}-{key}", on_click=IGNORE
+    )
+
+
+def show_agreement(outcome: Outcome, agreement: Agreement) -> None:
+    """Where the two models agree: the per-class split, the mean IoU of the pairs and one overlay picture."""
+    prepared, key = outcome.prepared, outcome.key
+    first, second = agreement.first_model, agreement.second_model
+    st.markdown(f"**Where {MODEL_TITLES[first]} and {MODEL_TITLES[second]} agree**")
+    picture, numbers = st.columns([3, 2])
+    titles = (MODEL_TITLES[first], MODEL_TITLES[second])
+    overlay = annotate_agreement(
+        prepared.display, agreement, 1 / prepared.display_factor, titles, shown_width=SHOWN_WIDTH[2] * 1.2
+    )
+    picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width="stretch", output_format="JPEG")
+    with numbers:
+        table = pd.DataFrame(agreement.per_class(), columns=["label", "both", f"only {first}", f"only {second}"])
+        st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{key}")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Found by both", len(agreement.both))
+        c2.metric(f"Only {first}", len(agreement.only_first))
+        c3.metric(f"Only {second}", len(agreement.only_second))
+        mean = agreement.mean_iou
+        st.metric("Mean IoU of the pairs", "no pairs" if mean is None else f"{mean:.2f}")
+        st.caption(
+            f"A pair: same label and IoU ≥ {agreement.threshold:.2f} (sidebar, Match IoU), matched greedily by "
+            "score. Computed from the results above: no extra network run. In the JSON downloads as `agreement`."
+        )
