@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..engine.catalog import FAMILIES
 from ..engine.config import Settings
 from .common import EXIT_FAILED, EXIT_OK, UsageError, say
 

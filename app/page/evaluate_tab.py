@@ -59,7 +59,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 EXAMPLE_ANNOTATIONS = "coco-examples.json"  # the example images' boxes, drawn by hand (examples/README.md)
 NO_VALUE = "\u2013"  # an en dash in a cell that has no value (the CLI prints "-")
-LARGEST_ID = 2**63 - 1  # the metric library keeps ids in 64-bit integers; a larger one breaks its matching
 
 
 class UploadError(ValueError):
@@ -403,20 +402,6 @@ def evaluate_tab(loaded: list[str], settings: Settings) -> None:
         st.error(plain(f"{name}: {cause(exc)}"))
 
 
-def id_too_large(gt: GroundTruth) -> str | None:
-    """The first id the metric library cannot hold, said with where it is; None when every id fits."""
-    fields = (("images", gt.images, ("id",)), ("categories", gt.categories, ("id",)))
-    fields += (("annotations", gt.annotations, ("id", "image_id", "category_id")),)
-    for key, entries, names in fields:
-        for n, entry in enumerate(entries):
-            for name in names:
-                if abs(entry[name]) > LARGEST_ID:
-                    return (
-                        f"{key}[{n}]: {name} {entry[name]} is larger than {LARGEST_ID:,}, the largest id COCOeval holds"
-                    )
-    return None
-
-
 def evaluate(upload: EvalUpload, loaded: list[str], settings: Settings, conf: float, count_conf: float) -> None:
     """Parse, pair, run and score one evaluation upload, then show it (``AnnotationError`` for a bad file)."""
     try:
@@ -425,9 +410,6 @@ def evaluate(upload: EvalUpload, loaded: list[str], settings: Settings, conf: fl
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a number json reads but Python cannot use: one line
         raise AnnotationError(f"{upload.annotations_name}: {cause(exc)}") from None
-    too_large = id_too_large(gt)
-    if too_large:
-        raise AnnotationError(f"{gt.source}: {too_large}")
     for note in upload.notes:
         st.warning(plain(note))
     pairs, missing = pair_images(gt, upload.images)

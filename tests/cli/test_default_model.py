@@ -58,7 +58,8 @@ def test_batch_without_model_runs_the_models_that_load(yolo_only_present, images
     proc = run(["batch", str(images_dir), "--output", str(out)], yolo_only_present)
     assert proc.returncode == 0, proc.stderr
     assert skip_notes(proc.stderr)[0].startswith("note: ssd skipped")
-    lines = [json.loads(line) for line in (out / "part-0-of-1.jsonl").read_text().splitlines()]
+    header, *lines = [json.loads(line) for line in (out / "part-0-of-1.jsonl").read_text().splitlines()]
+    assert header["batch_settings"]["models"] == ["yolo"]  # the part's settings line: what shaped its records
     assert len(lines) == 4 and all([r["model"] for r in line["results"]] == ["yolo"] for line in lines), lines[0]
     proc = run(["batch", str(images_dir), "--output", str(tmp_path / "out2"), "--model", "ssd"], yolo_only_present)
     assert proc.returncode == 1 and "ssdlite320" in proc.stderr

@@ -41,7 +41,7 @@ def test_detect_prints_hostile_file_names_and_labels_as_text(yolo_env, yolo_dir,
     assert_inert(proc)
     assert proc.returncode == 1
     assert f"coffee{ESCAPED}.png  [yolo] " in proc.stdout and f"cup{ESCAPED} 0." in proc.stdout
-    assert f"notes{ESCAPED}.txt: ERROR " in proc.stderr
+    assert f"notes{ESCAPED}.txt: not an image" in proc.stderr
 
 
 def test_batch_and_weights_print_hostile_names_as_text(yolo_env, yolo_dir, images_dir, tmp_path):
