@@ -90,7 +90,10 @@ def test_ssd300_vgg16_equals_torchvision_direct(tmp_path, images_dir, engine):
     det = SSDDetector("ssd300_vgg16", weights, device="cpu", engine=engine, cache_dir=tmp_path)
     got = det.detect(load_image(path), DetectParams(0.5, 0.45, None, 50))
     assert len(want["scores"]) > 0
-    assert_same_detections(got.detections, want, 50)
+    if engine == "torch":
+        assert_same_detections(got.detections, want, 50)
+    else:
+        assert_equivalent_detections(got.detections, want, 50, 0.5)
 
 
 def test_wrong_architecture_is_a_short_clear_error(ssdlite_weights):

@@ -16,14 +16,14 @@ classes, 3-10 ms depending on how many boxes pass) cost as much as the network. 
   (tests/engine/test_ssd_onnx.py). Before, torch's exact resize was kept for boxes within 1e-3 px; the
   torch engine (``OBJDET_SSD_ENGINE=torch``) still runs torchvision's own transform.
 - ``select`` is ``postprocess_detections`` for one image from its class probabilities (the softmax, which
-  ``SSDDetector`` computes once per forward) and box regression: it finds the anchors whose best class passes
-  first (a few hundred of thousands at usual thresholds), lists their (anchor, class) pairs in torchvision's
-  order (class by class, anchors in order), runs the same ``topk`` on the same values for each class that has
-  any (so that equal scores, common in flat image regions, come out in torchvision's order), decodes the boxes
-  of those candidates only with torchvision's ``BoxCoder`` (element by element: the values of decoding all),
-  then torchvision's own ``batched_nms`` on exactly torchvision's candidate list and its
-  ``detections_per_img`` cap. tests/engine/test_ssd_fast.py checks the result is identical to
-  ``postprocess_detections`` called directly.
+  the exported graph computes, ``ssd_onnx``) and box regression: it finds the anchors whose best class passes
+  first (a few hundred of thousands at usual thresholds; the graph gives each anchor's best too), lists their
+  (anchor, class) pairs in torchvision's order (class by class, anchors in order), runs the same ``topk`` on
+  the same values for each class that has any (so that equal scores, common in flat image regions, come out
+  in torchvision's order), decodes the boxes of those candidates only with torchvision's ``BoxCoder``
+  (element by element: the values of decoding all), then torchvision's own ``batched_nms`` on exactly
+  torchvision's candidate list and its ``detections_per_img`` cap. tests/engine/test_ssd_fast.py checks the
+  result is identical to ``postprocess_detections`` called directly.
 """
 
 from __future__ import annotations
@@ -63,13 +63,23 @@ class FastSSD:
         return batch
 
     def select(
-        self, scores: torch.Tensor, regression: torch.Tensor, conf: float, iou: float, cap: int
+        self,
+        scores: torch.Tensor,
+        regression: torch.Tensor,
+        conf: float,
+        iou: float,
+        cap: int,
+        best: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(boxes, scores, labels) as ``postprocess_detections`` returns them with ``score_thresh=conf``,
         ``nms_thresh=iou``, ``detections_per_img=cap`` for one image's class probabilities (anchors x classes,
-        0 = background) and box regression (anchors x 4); boxes in the input square's pixels."""
+        0 = background) and box regression (anchors x 4); boxes in the input square's pixels. ``best``: each
+        anchor's largest foreground probability, when already known."""
         foreground = scores[:, 1:]
-        passing = torch.nonzero(foreground.amax(dim=1) > conf).flatten()  # anchors whose best class passes
+        best = foreground.amax(dim=1) if best is None else best
+        passing = torch.nonzero(best > conf).flatten()  # anchors whose best class passes
+        if not len(passing):  # nothing passes: what torchvision returns, without a dozen empty-tensor operations
+            return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
         rows, class_idx = torch.nonzero(foreground[passing] > conf, as_tuple=True)
         by_class = torch.argsort(class_idx, stable=True)
         class_idx, anchor_idx = class_idx[by_class], passing[rows[by_class]]
