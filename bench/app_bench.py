@@ -1,7 +1,23 @@
-"""The app's benchmark: slider latency without inference, memory under concurrent sessions,
-cold start.
+"""The app's benchmark: what a person waits for against a floor page, memory under concurrent sessions,
+cold start, slider reruns without inference.
 
     .venv/bin/python bench/app_bench.py [--sessions 8] [--arena both|default|2] [--no-slider]
+    .venv/bin/python bench/app_bench.py --latency [--repeats 5] [--moves 4]
+
+0. Latency (``--latency``, on its own): one `python -m app serve` (SSDlite with seeded weights, Yolo-Fastest-1.1)
+   and the floor page (bench/floor_page.py: receives the same upload, decodes it, draws one box and one text
+   per picture, st.image, redrawn on every slider move) served at once, driven by one headless Chromium. Per
+   scenario (coffee.png with YOLO; the 4 shared images with both models; coffee.png scaled up to a 12 MP JPEG at
+   quality 90 with YOLO; the model chosen through the URL's ``model``)
+   and page, ``--repeats`` new sessions alternated between the pages: the upload of freshly changed copies
+   (one pixel per repetition, so no cache of either page has them) until every annotated picture (st.image
+   captioned "<file> · <model>") is loaded and the script run is over, then ``--moves`` clicks on the
+   "Score threshold" slider between 0.30 and 0.50 until a new picture is loaded and the run is over (Streamlit's
+   ``data-test-script-state`` and the pictures' load events, in the page's clock). Prints the medians and
+   the ratios to the floor as a table. ``--profile DIR``: the same steps once, on the app whose page runs
+   under pyinstrument (bench/profiled_serve.py; ``pip install '.[bench]'``): per step the wait, the part until
+   the script run is over, the page's script time on the server, the websocket and picture bytes received;
+   pyinstrument's call trees into DIR.
 
 1. Memory: one `python -m app serve` process with SSDlite and Yolo-Fastest-1.1 loaded;
    N concurrent headless-Chromium sessions (one browser process, one small page per browser context) each
@@ -25,6 +41,7 @@ import argparse
 import importlib.util
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -250,6 +267,335 @@ def slider_bench(env: dict, repeats: int = 15) -> dict:
     }
 
 
+# --- latency: the app against the floor page, in headless Chromium ------------------------------------------------
+
+FLOOR_PAGE = Path(__file__).resolve().parent / "floor_page.py"
+SHARED_IMAGES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+# (name, URL query, images, pictures per image): the issue's four rows are each scenario's upload and slider
+# ("coffee.png@12": the shared image scaled up to a 12 MP JPEG, quality 90, as a phone's photo)
+SCENARIOS = (
+    ("1 image, YOLO", "model=yolo", ("coffee.png",), 1),
+    ("4 images, both models", "model=both", SHARED_IMAGES, 2),
+    ("1 photo of 12 MP, YOLO", "model=yolo", ("coffee.png@12",), 1),
+)
+# Installed in every page before Streamlit's own script: when the script run state changes (Streamlit's
+# data-test-script-state on stApp) and when each <img> finishes loading, in the page's own clock.
+WATCH_JS = """
+window.__bench = {states: [], loads: new Map()};
+const watchApp = () => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app) { setTimeout(watchApp, 5); return; }
+  const record = () => window.__bench.states.push([performance.now(), app.getAttribute("data-test-script-state")]);
+  new MutationObserver(record).observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]});
+};
+watchApp();
+document.addEventListener("load", (e) => {
+  if (e.target.tagName === "IMG") window.__bench.loads.set(e.target.currentSrc, performance.now());
+}, true);
+// The annotated pictures: st.image elements captioned "<file> · <model>" (both pages caption them so).
+window.__pictures = () => [...document.querySelectorAll("[data-testid='stImage']")]
+  .filter((el) => / · (yolo|ssd)$/.test(el.innerText.trim()))
+  .map((el) => el.querySelector("img"));
+"""
+# Done: a script run started after t0 and finished, the expected number of pictures are there, all loaded, and
+# (for a slider move) at least one is new, or none changed a second after the run (the same detections give
+# the same picture: nothing new to wait for). Returns [end, run end, changed]: the end is the later of the
+# run's end and the last load of a picture.
+DONE_JS = """([t0, count, before]) => {
+  const b = window.__bench;
+  const states = b.states.filter(([t]) => t >= t0);
+  const started = states.findIndex(([, s]) => s === "running");
+  const state = document.querySelector("[data-testid='stApp']").getAttribute("data-test-script-state");
+  if (started < 0 || state !== "notRunning") return null;
+  const pictures = window.__pictures();
+  if (pictures.length !== count || !pictures.every((i) => i.complete && i.naturalWidth > 0)) return null;
+  const runEnd = states[states.length - 1][0];
+  const changed = !before || pictures.some((i) => !before.includes(i.currentSrc));
+  if (!changed && performance.now() - runEnd < 1000) return null;
+  const loads = pictures.map((i) => b.loads.get(i.currentSrc) || 0).filter((t) => t >= t0);
+  return [Math.max(runEnd, ...loads), runEnd, changed];
+}"""
+
+
+class Launched:
+    """A Streamlit server of this repository on a free loopback port: ``args`` after the Python executable."""
+
+    def __init__(self, args: list[str], env: dict | None = None, what: str = "server"):
+        self.port, self.what = _serving.free_port(), what
+        self.base = f"http://127.0.0.1:{self.port}"
+        full = {k: v for k, v in os.environ.items() if not k.startswith(("OBJDET_", "STREAMLIT_"))} | (env or {})
+        full |= {"STREAMLIT_SERVER_PORT": str(self.port), "STREAMLIT_SERVER_ADDRESS": "127.0.0.1"}
+        full |= {"STREAMLIT_SERVER_HEADLESS": "true", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def wait_healthy(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while _serving.health(self.base + "/_stcore/health") != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {self.what} did not start (exit {self.proc.poll()})")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def floor_page() -> Launched:
+    """``streamlit run bench/floor_page.py``."""
+    return Launched(["-m", "streamlit", "run", str(FLOOR_PAGE)], what="floor page")
+
+
+def fresh_copies(folder: Path, names: tuple[str, ...], rep: int) -> list[Path]:
+    """The shared images with one corner pixel changed per repetition: new content (both pages cache decodes and
+    the app network outputs by content), the same pictures and detections."""
+    import cv2
+
+    out = folder / f"rep{rep}"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for spec in names:
+        name, _, megapixels = spec.partition("@")
+        source = SHARED / "assets" / "images" / name
+        if megapixels:
+            image = _from_tests("large_images").scaled_up(source, float(megapixels))
+            name = f"{Path(name).stem}-{megapixels}mp.jpg"
+        else:
+            image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        image[0, 0] = (rep * 37) % 256
+        path = out / name
+        params = [cv2.IMWRITE_JPEG_QUALITY, 90 if megapixels else 95] if name.endswith(".jpg") else []
+        assert cv2.imwrite(str(path), image, params), path
+        paths.append(path)
+    return paths
+
+
+class Traffic:
+    """What the browser received: websocket frames (Streamlit's deltas) and /media/ responses (the pictures);
+    and how long its main thread worked (Chromium's own counters, through the DevTools protocol)."""
+
+    BUSY = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+
+    def __init__(self, page):
+        self.ws_bytes = self.ws_frames = self.media_bytes = self.media_files = 0
+        page.on("websocket", lambda ws: ws.on("framereceived", self._frame))
+        page.on("response", self._response)
+        self.cdp = page.context.new_cdp_session(page)
+        self.cdp.send("Performance.enable")
+
+    def busy(self) -> dict[str, float]:
+        """Seconds of main-thread work so far: all tasks, scripts, layout, style."""
+        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
+        return {name: metrics.get(name, 0.0) for name in self.BUSY}
+
+    def _frame(self, payload) -> None:
+        self.ws_bytes += len(payload)
+        self.ws_frames += 1
+
+    def _response(self, response) -> None:
+        if "/media/" in response.url:
+            self.media_bytes += int(response.headers.get("content-length") or 0)
+            self.media_files += 1
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        return self.ws_bytes, self.ws_frames, self.media_bytes, self.media_files
+
+
+def open_page(browser, url: str):
+    """A new session (its own context) on ``url``, ready: the uploader is there and no script runs; and what it
+    receives (``Traffic``, listening from before the page loads)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(WATCH_JS)
+    page = context.new_page()
+    traffic = Traffic(page)
+    page.goto(url, wait_until="domcontentloaded", timeout=120_000)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.wait_for(state="attached", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector(\"[data-testid='stApp']\")?.getAttribute('data-test-script-state') "
+        "=== 'notRunning'",
+        timeout=120_000,
+    )
+    return context, page, traffic
+
+
+def timed(page, action, count: int, changed: bool, timeout_ms: int = 300_000) -> tuple[float, float]:
+    """Seconds from ``action`` to the pictures shown (``DONE_JS``), in the page's clock, and of them the
+    seconds until the script run was over (the rest: fetching, decoding and painting the pictures)."""
+    before = page.evaluate("() => window.__pictures().map((i) => i.currentSrc)") if changed else None
+    t0 = page.evaluate("() => performance.now()")
+    action()
+    done = page.wait_for_function(DONE_JS, arg=[t0, count, before], timeout=timeout_ms, polling=5).json_value()
+    end, run_end, changed = done
+    if not changed:
+        print(f"note: {page.url}: a slider move left every picture as it was", file=sys.stderr)
+    return (end - t0) / 1000, (run_end - t0) / 1000
+
+
+def move_slider(page, value: float, low: float = 0.05, high: float = 0.95) -> None:
+    """Click the "Score threshold" slider's track where ``value`` lies: one change, one rerun."""
+    group = page.get_by_role("group", name="Score threshold")
+    track = group.locator("xpath=./div").first
+    box = track.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * (value - low) / (high - low), box["y"] + box["height"] / 2)
+
+
+def measure_page(browser, base: str, scenario, folder: Path, rep: int, moves: int, on_step=None) -> dict:
+    """One session: the upload (fresh content), then ``moves`` slider moves between 0.30 and 0.50. ``on_step``
+    (name, seconds, script seconds, traffic delta) is called after each step (the profile's bookkeeping)."""
+    _, query, names, per_image = scenario
+    count = per_image * len(names)
+    context, page, traffic = open_page(browser, f"{base}/?{query}")
+    try:
+        files = [str(p) for p in fresh_copies(folder, names, rep)]
+        uploader = page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+
+        def step(name, action, changed):
+            before, busy = traffic.snapshot(), traffic.busy() if on_step is not None else {}
+            total, script = timed(page, action, count, changed)
+            if on_step is not None:
+                busy = {k: v - busy[k] for k, v in traffic.busy().items()}
+                page.wait_for_timeout(200)  # the last frames and picture responses are counted
+                on_step(name, total, script, [a - b for a, b in zip(traffic.snapshot(), before, strict=True)], busy)
+            return total
+
+        upload = step("upload", lambda: uploader.set_input_files(files), False)
+        slider = []
+        for move in range(moves):
+            value = 0.50 if move % 2 == 0 else 0.30
+            slider.append(step("slider", lambda value=value: move_slider(page, value), True))
+            shown = page.get_by_role("slider", name="Score threshold").get_attribute("aria-valuetext")
+            assert shown == f"{value:.2f}", f"the slider shows {shown}, not {value:.2f}"
+        return {"upload": upload, "slider": slider}
+    finally:
+        context.close()
+
+
+def latency_bench(env: dict, repeats: int, moves: int) -> list[dict]:
+    """Both pages served at once, one Chromium; for each scenario ``repeats`` sessions per page, the pages
+    alternated (app first, then floor first); medians of the steps and their ratios."""
+    from playwright.sync_api import sync_playwright
+
+    server, floor = Server(env), floor_page()
+    rows = []
+    try:
+        server.wait_healthy(timeout=600)
+        floor.wait_healthy()
+        with sync_playwright() as p, tempfile.TemporaryDirectory() as tmp:
+            browser = p.chromium.launch(executable_path=_serving.CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                pages = {"app": server.base, "floor": floor.base}
+                for scenario in SCENARIOS:
+                    for kind, base in pages.items():  # warm-up: each page's first session loads its libraries
+                        measure_page(browser, base, scenario, Path(tmp, f"warm-{kind}"), 0, 1)
+                    found = {kind: {"upload": [], "slider": []} for kind in pages}
+                    for rep in range(1, repeats + 1):
+                        for kind in list(pages) if rep % 2 else list(pages)[::-1]:
+                            got = measure_page(browser, pages[kind], scenario, Path(tmp, kind), rep, moves)
+                            found[kind]["upload"].append(got["upload"])
+                            found[kind]["slider"].extend(got["slider"])
+                    rows.append({"scenario": scenario[0], **found})
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        floor.stop()
+    return rows
+
+
+def profile_bench(env: dict, out_dir: Path) -> list[dict]:
+    """The app's page under pyinstrument (bench/profiled_serve.py), one session per scenario as in
+    ``latency_bench``: per step the browser's wait, the part until the script run was over, the server's time
+    in the page's script runs (pyinstrument's wall time; its call trees go to ``out_dir``), and the bytes the
+    browser received (websocket deltas; pictures from /media/)."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp, "runs")
+        runs.mkdir()
+        server = Launched(
+            [str(REPO / "bench" / "profiled_serve.py")], env | {"OBJDET_BENCH_PROFILE_DIR": str(runs)}, "profiled app"
+        )
+        try:
+            server.wait_healthy()
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=_serving.CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                try:
+                    measure_page(browser, server.base, SCENARIOS[-1], Path(tmp, "warm"), 0, 1)
+                    for scenario in SCENARIOS:
+                        for old in runs.iterdir():
+                            old.unlink()
+
+                        def on_step(name, total, script, traffic, busy, scenario=scenario):
+                            reruns = sorted(runs.glob("run-*.json"))
+                            docs = [json.loads(r.read_text()) for r in reruns]
+                            wall = [d["wall_ms"] for d in docs]
+                            calls: dict[str, float] = {}
+                            for doc in docs:
+                                for call, seconds in doc["streamlit_s"].items():
+                                    calls[call] = calls.get(call, 0.0) + seconds
+                            slug = scenario[0].split(",")[0].replace(" ", "-")
+                            for i, run in enumerate(reruns):
+                                run.with_suffix(".txt").replace(out_dir / f"{slug}-{len(rows):02d}-{name}-{i}.txt")
+                                run.unlink()
+                            rows.append(
+                                {"scenario": scenario[0], "step": name, "total": total, "script": script}
+                                | {"server_ms": wall, "traffic": traffic, "streamlit_s": calls, "browser_s": busy}
+                            )
+
+                        measure_page(browser, server.base, scenario, Path(tmp, "p"), 1, 2, on_step)
+                finally:
+                    browser.close()
+        finally:
+            server.stop()
+    return rows
+
+
+def print_profile(rows: list[dict], out_dir: Path) -> None:
+    print(f"pyinstrument call trees: {out_dir}")
+    print(
+        "| step | browser waits | page script runs (server) | browser main thread: all (scripts, layout, style) "
+        "| websocket | pictures |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        ws_bytes, frames, media_bytes, files = r["traffic"]
+        runs = " + ".join(f"{ms:.0f}" for ms in r["server_ms"]) or "-"
+        b = {k: v * 1e3 for k, v in r["browser_s"].items()}
+        busy = (
+            f"{b['TaskDuration']:.0f} ms ({b['ScriptDuration']:.0f}, {b['LayoutDuration']:.0f}, "
+            f"{b['RecalcStyleDuration']:.0f})"
+        )
+        print(
+            f"| {r['scenario']}: {r['step']} | {r['total']:.3f} s | {runs} ms | {busy} | "
+            f"{ws_bytes / 1024:.1f} KiB in {frames} frames | {media_bytes / 1024:.1f} KiB in {files} files |"
+        )
+    print()
+    print("Inside the page's script runs, per Streamlit command (ms, summed over the step's runs):")
+    for r in rows:
+        calls = sorted(r["streamlit_s"].items(), key=lambda kv: -kv[1])
+        listed = ", ".join(f"{name} {seconds * 1e3:.0f}" for name, seconds in calls)
+        print(f"- {r['scenario']}: {r['step']}: {listed}")
+
+
+def print_latency(rows: list[dict]) -> None:
+    print("| what the user does | floor (minimal Streamlit page) | this app | ratio |")
+    print("|---|---|---|---|")
+    for row in rows:
+        for step, label in (("upload", "upload, until the annotated pictures show"), ("slider", "move the threshold")):
+            floor, app = statistics.median(row["floor"][step]), statistics.median(row["app"][step])
+            n = len(row["app"][step])
+            print(f"| {row['scenario']}: {label} (median of {n}) | {floor:.3f} s | {app:.3f} s | {app / floor:.2f}x |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=8)
@@ -266,6 +612,17 @@ def main() -> int:
         help="every session uploads this image (shared) instead of its own generated 6320x6320 PNG",
     )
     parser.add_argument("--no-slider", action="store_true", help="skip the AppTest slider benchmark")
+    parser.add_argument(
+        "--latency", action="store_true", help="only the latency table: this app against bench/floor_page.py"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="--latency: sessions per page and scenario")
+    parser.add_argument("--moves", type=int, default=4, help="--latency: slider moves per session")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="only the profile: the page under pyinstrument (the `bench` extra), call trees into DIR",
+    )
     args = parser.parse_args()
     if not YOLO.exists():
         print(f"needs the shared assets at {SHARED} (OBJDET_SHARED_DIR)", file=sys.stderr)
@@ -276,6 +633,12 @@ def main() -> int:
             "ssdlite320_mobilenet_v3_large", Path(tmp) / "ssdlite-seed0.pth"
         )
         env = env_for(ssd)
+        if args.latency:
+            print_latency(latency_bench(env, args.repeats, args.moves))
+            return 0
+        if args.profile:
+            print_profile(profile_bench(env, args.profile), args.profile)
+            return 0
         images = [args.image] * args.sessions if args.image else make_big_pngs(Path(tmp), args.sessions)
         report["images"] = f"{len(set(images))} distinct, {images[0].name} {images[0].stat().st_size / 2**20:.1f} MiB"
         arenas = {"both": [None, "2"], "default": [None], "2": ["2"]}[args.arena]

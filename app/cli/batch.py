@@ -169,18 +169,18 @@ def process_image(item: Item, detectors: dict, params, settings: Settings, slot,
     """The record of one image: sizes, each model's result and timings, or the error."""
     from ..engine.detectors.base import ms_since
     from ..engine.images import ImageError
-    from .common import detect_file
+    from .common import detect_file, full_image
 
     record: dict = {"file": item.rel}
     warnings: list[str] = [item.note] if item.note else []
     start = time.perf_counter()
     try:
         record["bytes"] = item.path.stat().st_size
-        image, results = detect_file(item.path, detectors, params, settings, warnings, slot)
-        record["image_size"] = {"width": image.shape[1], "height": image.shape[0]}
+        (width, height), results = detect_file(item.path, detectors, params, settings, warnings, slot)
+        record["image_size"] = {"width": width, "height": height}
         record["results"] = [r.to_dict() for r in results.values()]
         if annotate_dir is not None:
-            record["annotated"] = write_annotated(annotate_dir, item.rel, image, results)
+            record["annotated"] = write_annotated(annotate_dir, item.rel, full_image(item.path, settings), results)
     except ImageError as exc:
         record["error"] = str(exc)
     except OutputError:

@@ -114,6 +114,8 @@ COMPARISONS = (
     ("ssd-onnxruntime", "ssd-contiguous", "pipeline/raw", "SSD fast pipeline / raw torchvision call", "<= 1.10"),
     ("ssd-onnxruntime", "ssd-onnxruntime", "pipeline/raw", "SSD fast pipeline / its onnxruntime session", None),
     ("yolo-after-ssd", "yolo-after-ssd", "pipeline/raw", "YOLO detect after SSD / alone (one process)", "<= 1.10"),
+    ("yolo-after-sweep", "yolo-after-sweep", "pipeline/raw", "YOLO detect after a cache sweep / alone", None),
+    ("yolo-twin", "yolo-only", "pipeline", "Noise floor: YOLO pipeline, twin process / YOLO-only", None),
     ("yolo-cv5", "yolo-cv5", "pipeline/raw", "YOLO pipeline / raw forward, OpenCV 5", "<= 1.15"),
 )
 
@@ -303,7 +305,11 @@ def _after_ssd_vs_yolo_only(rows: dict) -> dict:
     after = rows.get("yolo-after-ssd", {})
     cv = after.get("versions", {}).get("cv2") if after.get("available") else None
     alone = next(
-        (r for n, r in rows.items() if n.startswith("yolo-cv") and r.get("available") and r["versions"]["cv2"] == cv),
+        (
+            r
+            for n, r in rows.items()
+            if n in ("yolo-only", "yolo-cv4", "yolo-cv5") and r.get("available") and r["versions"]["cv2"] == cv
+        ),
         None,
     )
     if alone is None:

@@ -32,6 +32,15 @@ VARIANTS = {
         None,
         "raw: YOLO detect alone; pipeline: YOLO detect right after an SSD detect (the SSD call untimed)",
     ),
+    # The noise floor: two processes that do exactly the same (this environment's OpenCV), timed the same way.
+    "yolo-only": ("yolo", None, "raw: net.forward on a ready blob; pipeline: detect (this environment)"),
+    "yolo-twin": ("yolo", None, "the same as yolo-only, in a second process: their ratio is the noise floor"),
+    # YOLO after the caches were emptied by something that is not SSD: what a cold cache alone costs.
+    "yolo-after-sweep": (
+        "yolo",
+        None,
+        "raw: YOLO detect alone; pipeline: YOLO detect right after a sweep of twice the largest cache (untimed)",
+    ),
 }
 
 
@@ -70,8 +79,14 @@ class Worker:
             self.pairs = [
                 (
                     lambda image=image: yolo.detect(image, PARAMS),
-                    lambda image=image: self._after(ssd, yolo, image),
+                    lambda image=image: self._after(lambda image=image: ssd.detect(image, PARAMS), yolo, image),
                 )
+                for image in arrays
+            ]
+        elif variant == "yolo-after-sweep":
+            yolo, sweep = detectors["yolo"], Sweep()
+            self.pairs = [
+                (lambda image=image: yolo.detect(image, PARAMS), lambda image=image: self._after(sweep, yolo, image))
                 for image in arrays
             ]
         else:
@@ -85,8 +100,8 @@ class Worker:
             pipeline()
 
     @staticmethod
-    def _after(ssd, yolo, image) -> float:
-        ssd.detect(image, PARAMS)
+    def _after(before, yolo, image) -> float:
+        before()
         return _time(lambda: yolo.detect(image, PARAMS))
 
     def run(self, count: int) -> dict:
@@ -98,6 +113,33 @@ class Worker:
                 timed = pipeline()  # yolo-after-ssd times only YOLO's part itself
                 pipe_ms.append(timed if isinstance(timed, float) else ms_since(t0))
         return {"raw": raw_ms, "pipeline": pipe_ms}
+
+
+def largest_cache_bytes(default: int = 32 << 20) -> int:
+    """The largest CPU cache of CPU 0 (Linux sysfs), ``default`` when unknown."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes.append(int(text[:-1]) * units[text[-1]])
+    return max(sizes, default=default)
+
+
+class Sweep:
+    """Writes then reads a buffer of twice the largest cache: afterwards no cache holds YOLO's weights,
+    activations or buffers, as after an SSD run, but no other thread pool ran."""
+
+    def __init__(self):
+        import numpy as np
+
+        self.buffer = np.zeros(2 * largest_cache_bytes(), np.uint8)
+        self.value = 0
+
+    def __call__(self) -> None:
+        self.value = (self.value + 1) % 256
+        self.buffer.fill(self.value)
+        int(self.buffer[::4096].sum())
 
 
 def versions() -> dict:

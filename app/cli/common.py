@@ -103,20 +103,34 @@ def load_detectors(choice: str | None, settings: Settings) -> dict | None:
 
 
 def detect_file(path, detectors: dict, params, settings: Settings, warnings: list[str] | None = None, slot=None):
-    """Load one image file and run every detector on it: ``(image, {model: result})``, boxes in the
-    original's pixels. ``detect`` and ``batch`` share it; ``slot`` (a context manager, e.g.
+    """Decode one image file into its working copy and run every detector on it: ``(size, {model: result})``,
+    the original's (width, height) and boxes in its pixels. ``detect``, ``batch`` and ``eval`` share it, and
+    decode through ``images.load_working`` as the page does, so a file gives the same detections in all of
+    them (a large JPEG is decoded at reduced scale). ``slot`` (a context manager, e.g.
     ``registry.inference_slots``) is held around the network runs only. Raises ``ImageError``."""
     from contextlib import nullcontext
 
-    from ..engine.images import load_image, work_side, working_copy
+    from ..engine.images import load_working, work_side
 
-    image = load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, warnings=warnings)
     # The networks run on a copy of at most work_side pixels a side: memory follows that, not the input.
-    small, factor = working_copy(image, work_side(d.input_size for d in detectors.values()))
-    size = (image.shape[1], image.shape[0])
+    small, factor, size = load_working(
+        path,
+        max_side=work_side(d.input_size for d in detectors.values()),
+        max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_file_bytes,
+        warnings=warnings,
+    )
     with slot if slot is not None else nullcontext():
         results = {m: detector.detect(small, params).rescaled(factor, size) for m, detector in detectors.items()}
-    return image, results
+    return size, results
+
+
+def full_image(path, settings: Settings):
+    """The whole image at its own size, for annotated outputs (``detect --out``, ``batch --annotate``): a second
+    decode of the file, made only when one is asked for; the detections come from ``detect_file``."""
+    from ..engine.images import load_image
+
+    return load_image(path, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes)
 
 
 class Progress:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..engine.config import Settings
-from .common import EXIT_FAILED, EXIT_OK, UsageError, detect_file, detect_params, load_detectors, say
+from .common import EXIT_FAILED, EXIT_OK, UsageError, detect_file, detect_params, full_image, load_detectors, say
 
 
 def cmd_detect(args, settings: Settings) -> int:
@@ -35,10 +35,10 @@ def cmd_detect(args, settings: Settings) -> int:
         entry: dict = {"file": path}
         warnings: list[str] = []
         try:
-            image, results = detect_file(path, detectors, params, settings, warnings)
+            _, results = detect_file(path, detectors, params, settings, warnings)
             entry["results"] = [r.to_dict() for r in results.values()]
             if args.out:
-                entry["annotated"] = _write_annotated(args.out, path, image, results, out_problem)
+                entry["annotated"] = _write_annotated(args.out, path, settings, results, out_problem)
         except ImageError as exc:
             entry["error"], entry["error_kind"] = str(exc), "bad_image"  # serve's objdet_failures_total kind
         except AnnotatedNotWritten as exc:
@@ -62,11 +62,12 @@ class AnnotatedNotWritten(Exception):
     """The detections are good but the annotated PNG could not be written; str() says where and why."""
 
 
-def _write_annotated(out_dir: Path, path: str, image, results, out_problem: str | None = None) -> list[str]:
+def _write_annotated(out_dir: Path, path: str, settings, results, out_problem: str | None = None) -> list[str]:
     from ..engine.annotate import annotate, to_png
 
     if out_problem:
         raise AnnotatedNotWritten(out_problem)
+    image = full_image(path, settings)
     written = []
     for model, result in results.items():
         target = out_dir / f"{Path(path).stem}.{model}.png"

@@ -59,13 +59,12 @@ def cmd_eval(args, settings: Settings) -> int:
             continue
         warnings: list[str] = []
         try:
-            image, by_model = detect_file(str(path), detectors, params, settings, warnings)
+            size, by_model = detect_file(str(path), detectors, params, settings, warnings)
         except ImageError as exc:
             problems.append(f"{exc} (image id {entry['id']} left out)")
             progress.update(failed=True)
             continue
         progress.update(failed=False)
-        size = (image.shape[1], image.shape[0])
         if "width" in entry and "height" in entry and (entry["width"], entry["height"]) != size:
             warnings.append(
                 f"the annotations give {entry['width']}x{entry['height']}, the file is {size[0]}x{size[1]}: "

@@ -120,7 +120,7 @@ SSD_ENGINES = {
 class SSDOnnx:
     """What app/engine/detectors/ssd_onnx.py exports and where it caches it."""
 
-    version: int = 1  # part of the cache key: bump it when the exported graph changes
+    version: int = 2  # part of the cache key: bump it when the exported graph changes (2: softmax + best in it)
     opset: int = 17
     cache_subdir: str = "objdet/ssd-onnx"  # under $XDG_CACHE_HOME (else ~/.cache)
 

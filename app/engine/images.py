@@ -11,6 +11,7 @@ truncated data while ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays False.
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import threading
@@ -126,15 +127,20 @@ def load_working(
     max_bytes: int | None = None,
     warnings: list[str] | None = None,
 ) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """``working_copy(load_image(...), max_side)`` without ever building the full-resolution array:
-    (working copy, factor back to the original's pixels, original (width, height)).
+    """The working copy of an image file or upload, never building the full-resolution array: (working copy,
+    factor back to the original's pixels, original (width, height)). Every entry point (the page, ``detect``,
+    ``batch``, ``eval``) decodes through here, so the same file gives the same detections everywhere.
 
-    A large Pillow-decoded image is box-reduced inside Pillow by an integer factor first (its longer
-    side stays at least twice ``max_side``), then area-shrunk to exactly the size ``working_copy``
-    gives: a 40 MP PNG costs Pillow's own buffer only, not another 120 MB array (the page's peak with
-    several sessions, bench/app_bench.py). JPEG is decoded whole (libjpeg-turbo, no Pillow buffer).
+    A JPEG whose longer side is at least three times ``max_side`` is decoded by libjpeg-turbo at 1/2, 1/4
+    or 1/8 scale (``jpeg_reduction``: its scaled inverse DCT, no full-size pixels at all), the largest
+    reduction that keeps the longer side at least ``JPEG_MARGIN`` (1.5) times ``max_side``. A large
+    Pillow-decoded image is box-reduced inside Pillow by an integer factor (its longer side stays at least
+    twice ``max_side``). Either is then area-shrunk to exactly the size ``working_copy`` gives for the
+    original: a 40 MP PNG costs Pillow's own buffer only, not another 120 MB array, and a 12 MP JPEG is
+    decoded as 3 MP (24 MP as 6 MP, 40 MP as 2.5 MP). The detections equal those of a full decode + area
+    resize within rounding (tests/engine/test_large_jpeg.py; docs/speed.md).
     """
-    array, (width, height) = _load(source, name, max_pixels, max_bytes, warnings, reduce_to=2 * max_side)
+    array, (width, height) = _load(source, name, max_pixels, max_bytes, warnings, work_side=max_side)
     longest = max(width, height)
     if longest <= max_side:
         return array, 1.0, (width, height)
@@ -147,6 +153,23 @@ def load_working(
 
 
 _REDUCIBLE_MODES = ("RGB", "RGBA", "L", "LA", "CMYK")
+JPEG_REDUCTIONS = (8, 4, 2)
+"""libjpeg-turbo's scaled decodes that ``load_working`` uses: 1/8, 1/4, 1/2 (its SIMD-accelerated reduced
+inverse DCTs; the other M/8 scales are plain C and slower)."""
+
+JPEG_MARGIN = 1.5
+"""A reduced JPEG decode keeps its longer side at least this many working sides, so that the area resize
+after it still shrinks by 1.5x or more. Measured with Yolo-Fastest on the shared images scaled up to 8-32 MP
+(docs/speed.md): decoding down to just above the working side (1061 px for a 1024 side) and then shrinking
+by 1.04x moved the weakest detection's score by 0.037 against a full decode + area resize; from 1.5x on, by
+0.019 at most."""
+
+
+def jpeg_reduction(width: int, height: int, min_side: int) -> int:
+    """The factor (8, 4, 2, or 1: full size) a ``width`` x ``height`` JPEG is decoded smaller by so that its
+    longer side stays at least ``min_side``; libjpeg rounds a scaled side up (``ceil(side / factor)``)."""
+    longest = max(width, height)
+    return next((f for f in JPEG_REDUCTIONS if -(-longest // f) >= min_side), 1)
 
 
 def _load(
@@ -155,23 +178,26 @@ def _load(
     max_pixels: int,
     max_bytes: int | None,
     warnings: list[str] | None,
-    reduce_to: int | None = None,
+    work_side: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """The decode behind ``load_image`` and ``load_working``: (array, original (width, height)); with
-    ``reduce_to``, a Pillow image whose longer side is at least that is box-reduced by an integer factor
-    (never below ``reduce_to``) before the array is made."""
+    """The decode behind ``load_image`` and ``load_working``: (array, original (width, height)). With
+    ``work_side``, a large image is decoded smaller (see ``load_working``): a JPEG at the scale
+    ``jpeg_reduction`` gives for ``work_side``, a Pillow image box-reduced by an integer factor (its longer
+    side never below twice ``work_side``)."""
     name, data = _read_source(source, name, default_max_file_bytes(max_pixels) if max_bytes is None else max_bytes)
-    im, is_jpeg, pixels = _open_checked(data, name, max_pixels)
+    im, is_jpeg, (width, height) = _open_checked(data, name, max_pixels)
     if warnings is not None and not is_jpeg:
         warnings.extend(_frame_warnings(im))
+    reduction = jpeg_reduction(width, height, math.ceil(JPEG_MARGIN * work_side)) if is_jpeg and work_side else 1
+    pixels = -(-width // reduction) * -(-height // reduction)  # what the decode holds
     # Budget = the pixel limit: one largest-allowed image at a time (a 40 MP PNG costs ~305 MiB to decode);
     # two at once put 8 concurrent sessions over the Deployment's 2Gi (bench/app_bench.py).
     gate = DECODE_GATE.hold(pixels, max_pixels) if pixels > GATED_DECODE_PIXELS else nullcontext()
     with gate:
         if is_jpeg:
-            array = _decode_jpeg(data, im, name, warnings)
-            return array, (array.shape[1], array.shape[0])
-        return _decode_pillow(im, name, reduce_to)
+            array, turned = _decode_jpeg(data, im, name, warnings, reduction)
+            return array, (height, width) if turned else (width, height)
+        return _decode_pillow(im, name, 2 * work_side if work_side else None)
 
 
 def _read_source(source: str | Path | bytes, name: str | None, max_bytes: int) -> tuple[str, bytes]:
@@ -189,9 +215,9 @@ def _read_source(source: str | Path | bytes, name: str | None, max_bytes: int) -
     return name, data
 
 
-def _open_checked(data: bytes, name: str, max_pixels: int) -> tuple[Image.Image, bool, int]:
-    """The image opened lazily (header only), whether it is a JPEG, and its pixel count, checked against
-    ``max_pixels`` before anything is decoded."""
+def _open_checked(data: bytes, name: str, max_pixels: int) -> tuple[Image.Image, bool, tuple[int, int]]:
+    """The image opened lazily (header only), whether it is a JPEG, and its stored (width, height), whose
+    pixel count is checked against ``max_pixels`` before anything is decoded."""
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -216,7 +242,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> tuple[Image.Image,
             f"image is {width}x{height} = {pixels:,} pixels, more than the limit of "
             f"{max_pixels:,} (OBJDET_MAX_IMAGE_PIXELS)",
         )
-    return im, is_jpeg, pixels
+    return im, is_jpeg, (width, height)
 
 
 def _decode_pillow(im: Image.Image, name: str, reduce_to: int | None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -288,13 +314,18 @@ def _frame_warnings(im: Image.Image) -> list[str]:
     return [f"animated {im.format} with {frames} frames: only frame 1 is used"]
 
 
-def _decode_jpeg(data: bytes, header: Image.Image, name: str, warnings: list[str] | None) -> np.ndarray:
-    """libjpeg-turbo in strict mode (any decoder warning, e.g. premature end of data, is an error);
-    CMYK/YCCK is converted the way Pillow converts it; EXIF orientation from Pillow's header."""
+def _decode_jpeg(
+    data: bytes, header: Image.Image, name: str, warnings: list[str] | None, reduction: int = 1
+) -> tuple[np.ndarray, bool]:
+    """libjpeg-turbo in strict mode (any decoder warning, e.g. premature end of data, is an error), at
+    1/``reduction`` scale; CMYK/YCCK is converted the way Pillow converts it; EXIF orientation from Pillow's
+    header. Returns the array and whether the orientation swapped width and height."""
     try:
-        colorspace = simplejpeg.decode_jpeg_header(data)[2]
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         cmyk = colorspace in ("CMYK", "YCCK")
-        arr = simplejpeg.decode_jpeg(data, colorspace="CMYK" if cmyk else "RGB", strict=True)
+        # simplejpeg picks the smallest libjpeg scale whose sides reach these minimums: exactly 1/reduction.
+        smaller = {"min_width": -(-width // reduction), "min_height": -(-height // reduction)} if reduction > 1 else {}
+        arr = simplejpeg.decode_jpeg(data, colorspace="CMYK" if cmyk else "RGB", strict=True, **smaller)
     except ValueError as exc:
         raise ImageError(name, f"image data is truncated or corrupt ({exc})") from None
     if cmyk:  # Pillow assumes Adobe's inverted CMYK, as Photoshop writes it
@@ -306,7 +337,8 @@ def _decode_jpeg(data: bytes, header: Image.Image, name: str, warnings: list[str
         orientation = 1
         if warnings is not None:
             warnings.append("EXIF data is unreadable: orientation not applied")
-    return _oriented(arr, orientation, warnings)
+    turned = _oriented(arr, orientation, warnings)
+    return turned, turned.shape[:2] != arr.shape[:2]
 
 
 def _oriented(arr: np.ndarray, orientation, warnings: list[str] | None) -> np.ndarray:

@@ -30,7 +30,15 @@ def bench(args, env):
 
 def test_compare_runs_each_variant_in_its_own_process(yolo_env, ssd_weights, images_dir, tmp_path):
     env = {**yolo_env, "OBJDET_SSD_WEIGHTS": str(ssd_weights), "XDG_CACHE_HOME": str(tmp_path)}
-    variants = ("ssd-contiguous", "ssd-torch", "ssd-onnxruntime", "yolo-after-ssd", "yolo-cv4")
+    variants = (
+        "ssd-contiguous",
+        "ssd-torch",
+        "ssd-onnxruntime",
+        "yolo-after-ssd",
+        "yolo-cv4",
+        "yolo-only",
+        "yolo-twin",
+    )
     image = str(images_dir / "chelsea.png")
     report = bench(["--variants", ",".join(variants), "--blocks", "2", "--repeat", "2", image], env)
     rows = report["variants"]
@@ -52,6 +60,16 @@ def test_compare_runs_each_variant_in_its_own_process(yolo_env, ssd_weights, ima
     expected = rows["ssd-contiguous"]["pipeline_median_ms"] / rows["ssd-onnxruntime"]["pipeline_median_ms"]
     assert torch_vs_fast == pytest.approx(expected, rel=1e-2)
     assert ratios["YOLO pipeline: OpenCV 4 / OpenCV 5 (converted ONNX)"]["ratio"] is None  # yolo-cv5 not asked for
+    # the noise floor: two identical YOLO-only processes, in this environment
+    assert (
+        rows["yolo-only"]["versions"] == rows["yolo-twin"]["versions"] and "torch" not in rows["yolo-twin"]["versions"]
+    )
+    floor = rows["yolo-twin"]["pipeline_median_ms"] / rows["yolo-only"]["pipeline_median_ms"]
+    assert ratios["Noise floor: YOLO pipeline, twin process / YOLO-only"]["ratio"] == pytest.approx(floor, rel=1e-2)
+    after = ratios["YOLO detect after SSD / YOLO-only process (same OpenCV)"]["ratio"]
+    assert after == pytest.approx(
+        rows["yolo-after-ssd"]["pipeline_median_ms"] / rows["yolo-only"]["pipeline_median_ms"], rel=1e-2
+    )
 
 
 def test_unknown_variant_is_refused():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from support.detections import assert_same_detections
+from support.detections import assert_equivalent_detections, assert_same_detections
 from support.ssd_weights import make_state_dict, torchvision_direct
 from torchvision.models import detection
 
@@ -36,7 +36,10 @@ def test_equals_torchvision_direct(ssd, ssdlite_weights, images_dir, conf, iou, 
     want = torchvision_direct(ARCH, ssdlite_weights, path, conf, iou, max_det)
     assert len(want["scores"]) > 0, "the seeded weights must produce detections for this test to mean anything"
     got = ssd.detect(load_image(path), DetectParams(conf=conf, iou=iou, max_det=max_det))
-    assert_same_detections(got.detections, want, max_det, box_atol=1e-3, score_atol=1e-5)
+    if ssd.engine == "torch":  # torchvision's own transform: the same numbers
+        assert_same_detections(got.detections, want, max_det, box_atol=1e-3, score_atol=1e-5)
+    else:  # OpenCV's bilinear resize (ssd_fast): equivalent detections
+        assert_equivalent_detections(got.detections, want, max_det, conf)
     cats = detection.SSDLite320_MobileNet_V3_Large_Weights.COCO_V1.meta["categories"]
     assert all(d.label == cats[d.class_id] for d in got.detections)
     assert all(d.score > conf for d in got.detections)
@@ -87,7 +90,10 @@ def test_ssd300_vgg16_equals_torchvision_direct(tmp_path, images_dir, engine):
     det = SSDDetector("ssd300_vgg16", weights, device="cpu", engine=engine, cache_dir=tmp_path)
     got = det.detect(load_image(path), DetectParams(0.5, 0.45, None, 50))
     assert len(want["scores"]) > 0
-    assert_same_detections(got.detections, want, 50)
+    if engine == "torch":
+        assert_same_detections(got.detections, want, 50)
+    else:
+        assert_equivalent_detections(got.detections, want, 50, 0.5)
 
 
 def test_wrong_architecture_is_a_short_clear_error(ssdlite_weights):

@@ -1,6 +1,7 @@
 """``ssd_fast``: the onnxruntime engine's transform and decode equal torchvision's, called directly.
 
-Golden values: torchvision's ``GeneralizedRCNNTransform`` on the same images, and
+Golden values: torchvision's ``GeneralizedRCNNTransform`` on the same images (within OpenCV's resize's
+rounding), and
 ``SSD.postprocess_detections`` on the same random head outputs, over the whole threshold range, including
 thresholds low enough that a class passes more than ``topk_candidates`` boxes and NMS takes torchvision's
 per-class path.
@@ -51,10 +52,12 @@ def test_prepare_equals_torchvision_transform(model_and_anchors, images_dir):
         got = fast.prepare(image)
         assert got.shape == want.shape == (1, 3, size, size) and got.dtype == np.float32
         assert got.flags.c_contiguous
-        # Resize-then-normalise only reorders float rounding: within 1e-4 of one pixel-value step, which is
-        # 1/(255 std) in normalised units (1.0 for SSD300's std of 1/255, 0.0078 for SSDlite's 0.5).
+        # OpenCV's bilinear weights are not torch's to the last bit (ssd_fast): within 0.05 of one pixel-value
+        # step, 1/(255 std) in normalised units (1.0 for SSD300's std of 1/255, 0.0078 for SSDlite's 0.5), and
+        # within 0.005 of a step on average.
         step = 1.0 / (255.0 * min(model.transform.image_std))
-        np.testing.assert_allclose(got, want, atol=1e-4 * step, rtol=0)
+        np.testing.assert_allclose(got, want, atol=0.05 * step, rtol=0)
+        assert np.abs(got - want).mean() < 0.005 * step
 
 
 def _head_outputs(model, size, seed, spread):
@@ -87,9 +90,17 @@ def test_select_equals_postprocess_detections(model_and_anchors, seed, spread, c
         want = model.postprocess_detections({"bbox_regression": reg, "cls_logits": logits}, anchors, [(size, size)])[0]
         scores = torch.softmax(logits[0], dim=-1)  # what SSDDetector keeps from a forward
         got_boxes, got_scores, got_labels = FastSSD(model, size, anchors[0]).select(scores, reg[0], conf, iou, cap)
+        best = scores[:, 1:].amax(dim=1)  # given, as the exported graph gives it: the same selection
+        assert all(
+            map(
+                torch.equal,
+                FastSSD(model, size, anchors[0]).select(scores, reg[0], conf, iou, cap, best),
+                (got_boxes, got_scores, got_labels),
+            )
+        )
     assert got_labels.tolist() == want["labels"].tolist()
     assert torch.equal(got_scores, want["scores"])
-    assert torch.equal(got_boxes, want["boxes"])
+    assert torch.equal(got_boxes, want["boxes"])  # the same shape and dtype too when nothing passes
     if seed == 4:  # the case is what it claims: a class over topk_candidates before NMS
         passing = (torch.softmax(logits[0], -1)[:, 1:] > conf).sum(0)
         assert int(passing.max()) > model.topk_candidates

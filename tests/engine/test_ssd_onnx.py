@@ -1,8 +1,9 @@
 """SSD's onnxruntime engine: torchvision's own detections on both architectures, and its export cache.
 
-Golden values come from torchvision's model called directly (test_ssd.torchvision_direct); the
-fast path must give the same boxes (1e-3 px), scores (1e-4) and labels at the same thresholds
-(tests/support/detections.py: as multisets, since seeded weights give tied scores).
+Golden values come from torchvision's model called directly (support/ssd_weights.torchvision_direct). The
+fast path resizes with OpenCV, not torch (ssd_fast), so its detections must be equivalent, not identical: the
+same labels, boxes of IoU >= 0.99 and scores within 1e-3 at the same thresholds, on both architectures and
+every shared image (tests/support/detections.py: as multisets, since seeded weights give tied scores).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from support.detections import assert_same_detections
+from support.detections import assert_equivalent_detections
 from support.ssd_weights import make_state_dict, torchvision_direct
 
 from app.engine.detectors import ssd_onnx
@@ -48,7 +49,7 @@ def test_same_detections_as_torchvision(fast, arch_weights, images_dir, image):
         want = torchvision_direct(arch, weights, images_dir / image, conf, iou, max_det)
         got = fast.detect(load_image(images_dir / image), DetectParams(conf=conf, iou=iou, max_det=max_det))
         assert len(want["scores"]) > 0
-        assert_same_detections(got.detections, want, max_det)
+        assert_equivalent_detections(got.detections, want, max_det, conf, min_iou=0.99, score_atol=1e-3)
 
 
 def test_second_load_reads_the_cache(arch_weights, tmp_path, monkeypatch):

@@ -5,29 +5,32 @@ Why: once the backbone + head run on onnxruntime (~9 ms for SSDlite on 2 CPUs), 
 transform (normalise the whole image, then resize, ~1.5-2.5 ms) and its decode (a Python loop over 90
 classes, 3-10 ms depending on how many boxes pass) cost as much as the network. Here:
 
-- ``prepare`` resizes first (torch's own ``interpolate(mode="bilinear", align_corners=False)``, as
-  torchvision's transform calls it, on the channels-last view of the image) and then normalises only the
-  network-sized copy; resize and normalise are both linear, so the order changes nothing but float rounding.
-  Measured and not taken: onnxruntime's ``Resize`` and OpenCV's ``resize`` are 5-7x faster but compute the
-  source coordinates differently (up to 0.0067 and 0.004 of a pixel value away from torch), which moved
-  SSD300's boxes by more than 1e-3 px; the same taps as torch's done with gathers in the exported graph
-  cost ~6 ms in onnxruntime, and with numpy ~4 ms.
+- ``prepare`` resizes first and then normalises only the network-sized copy (resize and normalise are both
+  linear, so the order changes nothing but float rounding). The resize is OpenCV's bilinear on the float
+  image (``cv2.resize``, ``INTER_LINEAR``: the same two taps per axis and half-pixel source coordinates as
+  torch's ``interpolate(mode="bilinear", align_corners=False)``, which torchvision's transform calls), not
+  torch's own: it computes its weights in another precision, so its values are up to ~0.02 of a pixel value
+  away from torch's, and costs about a third (0.25 ms against 0.75 ms for a shared image on one thread).
+  Accepted because the detections stay equivalent: on both architectures and every shared image they match
+  torchvision called directly with the same labels, box IoU >= 0.99 and scores within 1e-3
+  (tests/engine/test_ssd_onnx.py). Before, torch's exact resize was kept for boxes within 1e-3 px; the
+  torch engine (``OBJDET_SSD_ENGINE=torch``) still runs torchvision's own transform.
 - ``select`` is ``postprocess_detections`` for one image from its class probabilities (the softmax, which
-  ``SSDDetector`` computes once per forward) and box regression: it finds the anchors whose best class passes
-  first (a few hundred of thousands at usual thresholds), lists their (anchor, class) pairs in torchvision's
-  order (class by class, anchors in order), runs the same ``topk`` on the same values for each class that has
-  any (so that equal scores, common in flat image regions, come out in torchvision's order), decodes the boxes
-  of those candidates only with torchvision's ``BoxCoder`` (element by element: the values of decoding all),
-  then torchvision's own ``batched_nms`` on exactly torchvision's candidate list and its
-  ``detections_per_img`` cap. tests/engine/test_ssd_fast.py checks the result is identical to
-  ``postprocess_detections`` called directly.
+  the exported graph computes, ``ssd_onnx``) and box regression: it finds the anchors whose best class passes
+  first (a few hundred of thousands at usual thresholds; the graph gives each anchor's best too), lists their
+  (anchor, class) pairs in torchvision's order (class by class, anchors in order), runs the same ``topk`` on
+  the same values for each class that has any (so that equal scores, common in flat image regions, come out
+  in torchvision's order), decodes the boxes of those candidates only with torchvision's ``BoxCoder``
+  (element by element: the values of decoding all), then torchvision's own ``batched_nms`` on exactly
+  torchvision's candidate list and its ``detections_per_img`` cap. tests/engine/test_ssd_fast.py checks the
+  result is identical to ``postprocess_detections`` called directly.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
-from torch.nn.functional import interpolate
 from torchvision.ops import boxes as box_ops
 
 
@@ -39,36 +42,44 @@ class FastSSD:
         mean = np.asarray(transform.image_mean, dtype=np.float32)
         std = np.asarray(transform.image_std, dtype=np.float32)
         # (x / 255 - mean) / std == x * scale - shift, per channel, on the resized 0-255 values.
-        self.scale = (1.0 / (255.0 * std)).astype(np.float32)[:, None, None]
-        self.shift = (mean / std).astype(np.float32)[:, None, None]
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self.shift = (mean / std).astype(np.float32)
         self.size = size
         self.anchors = anchors
         self.box_coder = model.box_coder
         self.topk_candidates = int(model.topk_candidates)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """HWC uint8 RGB -> the (1, 3, size, size) float32 batch torchvision's transform would produce."""
+        """HWC uint8 RGB -> the (1, 3, size, size) float32 batch torchvision's transform would produce, within
+        ~0.02 of a pixel value (OpenCV's bilinear resize, see the module docstring)."""
         size = self.size
-        if not image.flags.writeable:  # torch.from_numpy warns on read-only memory (e.g. from a PIL image)
-            image = image.copy()
-        # A permuted HWC array is a channels-last tensor: torch's bilinear kernel for that layout is ~1.4x
-        # faster than on the contiguous copy torchvision makes, and computes the same values.
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float32)
-        if pixels.shape[-2:] != (size, size):
-            pixels = interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-        pixels = pixels.contiguous().numpy()
-        pixels *= self.scale
-        pixels -= self.shift
-        return pixels
+        pixels = image.astype(np.float32)  # a new array: a read-only input is never written
+        if pixels.shape[:2] != (size, size):
+            pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
+        batch = np.empty((1, 3, size, size), np.float32)
+        for channel in range(3):  # HWC -> CHW and (x * scale - shift) in one pass per channel
+            np.multiply(pixels[:, :, channel], self.scale[channel], out=batch[0, channel])
+            batch[0, channel] -= self.shift[channel]
+        return batch
 
     def select(
-        self, scores: torch.Tensor, regression: torch.Tensor, conf: float, iou: float, cap: int
+        self,
+        scores: torch.Tensor,
+        regression: torch.Tensor,
+        conf: float,
+        iou: float,
+        cap: int,
+        best: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(boxes, scores, labels) as ``postprocess_detections`` returns them with ``score_thresh=conf``,
         ``nms_thresh=iou``, ``detections_per_img=cap`` for one image's class probabilities (anchors x classes,
-        0 = background) and box regression (anchors x 4); boxes in the input square's pixels."""
+        0 = background) and box regression (anchors x 4); boxes in the input square's pixels. ``best``: each
+        anchor's largest foreground probability, when already known."""
         foreground = scores[:, 1:]
-        passing = torch.nonzero(foreground.amax(dim=1) > conf).flatten()  # anchors whose best class passes
+        best = foreground.amax(dim=1) if best is None else best
+        passing = torch.nonzero(best > conf).flatten()  # anchors whose best class passes
+        if not len(passing):  # nothing passes: what torchvision returns, without a dozen empty-tensor operations
+            return torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64)
         rows, class_idx = torch.nonzero(foreground[passing] > conf, as_tuple=True)
         by_class = torch.argsort(class_idx, stable=True)
         class_idx, anchor_idx = class_idx[by_class], passing[rows[by_class]]
