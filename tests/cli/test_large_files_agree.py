@@ -49,7 +49,7 @@ def test_page_detect_batch_and_eval_agree(files, yolo_env, tmp_path):
     batch = run_app(["batch", str(folder), "--output", str(tmp_path / "out"), "--workers", "1"], yolo_env)
     assert batch.returncode == 0, batch.stderr
     lines = (tmp_path / "out" / "part-0-of-1.jsonl").read_text().splitlines()
-    batched = {rec["file"]: rec for rec in map(json.loads, lines)}
+    batched = {rec["file"]: rec for rec in map(json.loads, lines) if "file" in rec}  # not the settings line
     settings = Settings.from_env()
     found = 0
     for path in files:
