@@ -292,9 +292,11 @@ watchApp();
 document.addEventListener("load", (e) => {
   if (e.target.tagName === "IMG") window.__bench.loads.set(e.target.currentSrc, performance.now());
 }, true);
-// The annotated pictures: st.image elements captioned "<file> · <model>" (both pages caption them so).
+// The annotated pictures: st.image elements captioned "<file> · <model>" (both pages caption them so). The
+// caption is read as textContent: innerText is empty inside a collapsed expander (not rendered), where the app
+// puts each image's details when there are several, though its pictures are fetched and decoded all the same.
 window.__pictures = () => [...document.querySelectorAll("[data-testid='stImage']")]
-  .filter((el) => / · (yolo|ssd)$/.test(el.innerText.trim()))
+  .filter((el) => / · (yolo|ssd)$/.test(el.textContent.trim()))
   .map((el) => el.querySelector("img"));
 """
 # Done: a script run started after t0 and finished, the expected number of pictures are there, all loaded, and
