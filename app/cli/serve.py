@@ -20,6 +20,7 @@ from ..engine.config import ConfigError, Settings
 from ..engine.registry import FAILED, ModelStatus, get_detector, inference_slot_count, model_status
 from ..engine.weights import weights_dir_problem
 from ..ops import logs, prometheus
+from ..ops.collector import freeze_long_lived
 from ..ops.cpus import cpu_budget
 from ..ops.terminal import printable_lines
 from .common import say
@@ -197,6 +198,7 @@ def serve(settings: Settings) -> int:
     t0 = time.perf_counter()
     loaded = prepare_models(settings)
     warm_page_libraries()
+    freeze_long_lived(tuple(loaded))  # the libraries and models: out of the collection after every script run
     prometheus.enable()  # from here on: the warm-up runs above are not counted
     logs.event(
         f"models ready in {time.perf_counter() - t0:.1f} s: {', '.join(loaded) or 'none'}; starting Streamlit",

@@ -3,6 +3,11 @@
 with several images, a summary grid first (thumbnail, counts per class, latency) and each image's details in
 an expander.
 
+What the browser works at stays off the first paint: the per-class chart and the original are made when their
+expander or popover is opened, and a closed image's details hold only its annotated pictures (fetched ahead, so
+opening shows them at once); its tables, numbers, downloads and agreement are made when it is opened. Pictures
+come from ``pictures``: drawn on one thread, encoded once at the width they are shown, cached per detections.
+
 Every widget of an image is keyed by the upload's identity (Streamlit's file id, or ``example:NAME``), never by
 its file name: two different photos called ``IMG_0001.jpg``, or one file uploaded twice, are two images. A
 failure while handling one image is one line for that image; the other images and the session carry on.
@@ -10,27 +15,26 @@ failure while handling one image is one line for that image; the other images an
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import altair as alt
-import cv2
 import pandas as pd
 import streamlit as st
 
 from ..engine.agreement import Agreement, match
-from ..engine.annotate import annotate, annotate_agreement, to_png
+from ..engine.annotate import annotate, to_png
 from ..engine.catalog import FAMILIES
 from ..engine.config import Settings
 from ..engine.exports import result_csv, result_json
-from ..engine.images import ImageError, working_copy
+from ..engine.images import ImageError
 from ..engine.registry import get_detector
 from ..engine.result import DetectionResult, DetectParams, detection_rows
 from ..ops import logs
 from .charts import class_colours
+from .pictures import agreement_jpeg, annotated_jpeg, on_drawing_thread, original_jpeg, thumbnail_url
 from .text import plain
-from .uploads import PreparedImage, decode_once, forward_once, release_working_copy
+from .uploads import PreparedImage, decode_once, forward_once, image_key, release_working_copy
 
 MODEL_TITLES = {name: family.title for name, family in FAMILIES.items()}
 MODEL_LABELS = {name: family.label for name, family in FAMILIES.items()}
@@ -42,8 +46,10 @@ TABLE_CONFIG = {
     **{c: st.column_config.NumberColumn(c, format="%.0f", width=52) for c in ("x1", "y1", "x2", "y2")},
 }
 # About how wide one model's picture is on screen in a 1400 px window with the sidebar open (the page's wide
-# layout): what boxes and labels are sized for, so they stay readable when the picture is shown smaller.
+# layout): the width each picture is drawn and sent at (never wider than the display copy), so boxes and labels
+# are sized for the screen and the browser gets no pixels it would throw away. The agreement overlay's column.
 SHOWN_WIDTH = {1: 900, 2: 440}
+AGREEMENT_WIDTH = 528
 THUMB_SIDE = 160  # the summary grid's thumbnails
 IGNORE = "ignore"  # a download button's click does not rerun the page
 NO_VALUE = "\u2013"  # an en dash in a cell that has no value
@@ -60,6 +66,7 @@ class Outcome:
     results: dict[str, DetectionResult | str] = field(default_factory=dict)
     agreement: Agreement | None = None
     error: str | None = None
+    image_key: tuple | None = None  # the decoded image's cache key: what its pictures are cached under
 
 
 def process(
@@ -98,25 +105,49 @@ def _process(name, data, key, models, params, settings, loaded, match_iou) -> Ou
     release_working_copy(digest, prepared, settings, loaded)
     found = [r for r in results.values() if isinstance(r, DetectionResult)]
     agreement = match(found[0], found[1], match_iou) if len(models) == 2 and len(found) == 2 else None
-    return Outcome(name, key, prepared, results, agreement)
+    return Outcome(name, key, prepared, results, agreement, image_key=image_key(digest, settings))
 
 
-def show_images(outcomes: list[Outcome], models: list[str], params: DetectParams) -> None:
-    """One image: its details. Several: the summary grid, then each image's details in an expander."""
-    if len(outcomes) > 1:
-        summary(outcomes, models)
-    for outcome in outcomes:
-        if len(outcomes) > 1:
-            where = st.expander(plain(_headline(outcome, models)), expanded=False, key=f"details-{outcome.key}")
-        else:
-            where = st.container()
-        with where:
-            try:
-                show_outcome(outcome, models, params, titled=len(outcomes) == 1)
-            except Exception as exc:  # noqa: BLE001 - drawing one image must not take the page down
-                logs.failure(f"{Path(outcome.name).name}: showing the result failed", error=type(exc).__name__)
-                cause = type(exc).__name__
-                st.error(plain(f"{outcome.name}: the result cannot be shown ({cause}); the server log has the details"))
+def process_and_show(
+    items: list[tuple[str, bytes, str]],
+    models: list[str],
+    params: DetectParams,
+    settings: Settings,
+    loaded: list[str],
+    match_iou: float,
+) -> None:
+    """Each (name, bytes, identity) processed and shown before the next is processed, so the browser fetches and
+    paints one image's pictures while the server runs the networks on the next. One image: its details.
+    Several: the summary grid on top (filled once every image is done), each image's details in an expander
+    (opening or closing it reruns the page: a closed one holds only the pictures)."""
+    several = len(items) > 1
+    grid = st.empty() if several else None
+    outcomes = []
+    for name, data, key in items:
+        outcome = process(name, data, key, models, params, settings, loaded, match_iou)
+        outcomes.append(outcome)
+        show_image(outcome, models, params, several)
+    if grid is not None:
+        with grid.container():
+            summary(outcomes, models)
+
+
+def show_image(outcome: Outcome, models: list[str], params: DetectParams, several: bool) -> None:
+    """One image's details, in a collapsed expander when it is one of ``several``; a failure while drawing them is
+    this image's one line."""
+    if several:
+        label = plain(_headline(outcome, models))
+        where = st.expander(label, expanded=False, key=f"details-{outcome.key}", on_change="rerun")
+        full = bool(where.open)
+    else:
+        where, full = st.container(), True
+    with where:
+        try:
+            show_outcome(outcome, models, params, titled=not several, full=full)
+        except Exception as exc:  # noqa: BLE001 - drawing one image must not take the page down
+            logs.failure(f"{Path(outcome.name).name}: showing the result failed", error=type(exc).__name__)
+            cause = type(exc).__name__
+            st.error(plain(f"{outcome.name}: the result cannot be shown ({cause}); the server log has the details"))
 
 
 def _counts_text(result: DetectionResult | str) -> str:
@@ -137,14 +168,8 @@ def _thumbnail(outcome: Outcome, models: list[str]) -> str | None:
     """A small annotated copy (the first model's boxes) as a JPEG data URL, for the summary grid."""
     if outcome.prepared is None:
         return None
-    prepared = outcome.prepared
-    small, factor = working_copy(prepared.display, THUMB_SIDE)
-    size = (small.shape[1], small.shape[0])
     result = next((r for r in outcome.results.values() if isinstance(r, DetectionResult)), None)
-    if result is not None:
-        small = annotate(small, result.rescaled(1 / (prepared.display_factor * factor), size))
-    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii") if ok else None
+    return thumbnail_url(outcome.image_key, outcome.prepared.display, result, THUMB_SIDE)
 
 
 def summary(outcomes: list[Outcome], models: list[str]) -> None:
@@ -176,9 +201,11 @@ def summary(outcomes: list[Outcome], models: list[str]) -> None:
     )
 
 
-def show_outcome(outcome: Outcome, models: list[str], params: DetectParams, titled: bool = True) -> None:
+def show_outcome(
+    outcome: Outcome, models: list[str], params: DetectParams, titled: bool = True, full: bool = True
+) -> None:
     """One image's details: a column per model (annotated picture first), the original one click away, the
-    loader's remarks, and where two models agree."""
+    loader's remarks, and where two models agree. Not ``full``: only the annotated pictures."""
     if outcome.error:
         st.error(plain(outcome.error))
         return
@@ -192,12 +219,19 @@ def show_outcome(outcome: Outcome, models: list[str], params: DetectParams, titl
             if isinstance(result, str):
                 st.error(plain(result))
             else:
-                show_result(outcome, model, result, params, SHOWN_WIDTH[min(2, len(models))])
+                show_result(outcome, model, result, params, SHOWN_WIDTH[min(2, len(models))], full)
+    if not full:
+        return
     width, height = prepared.original_size
     display_w, display_h = prepared.display_size
     shown = "" if (display_w, display_h) == (width, height) else f", shown at {display_w}x{display_h}"
-    with st.popover(f"Original ({width}x{height}{shown})", icon=":material/image:", key=f"original-{outcome.key}"):
-        st.image(prepared.display, caption=plain(outcome.name), width="stretch", output_format="JPEG")
+    original = st.popover(
+        f"Original ({width}x{height}{shown})", icon=":material/image:", key=f"original-{outcome.key}", on_change="rerun"
+    )
+    if original.open:  # made when opened: the picture is not sent with every rerun
+        with original:
+            picture = original_jpeg(outcome.image_key, prepared.display)
+            st.image(picture, caption=plain(outcome.name), width="stretch", output_format="JPEG")
     for note in prepared.warnings:
         st.caption(f":material/warning: {plain(outcome.name)}: {plain(note)}")
     if outcome.agreement is not None:
@@ -223,27 +257,31 @@ def counts_chart(result: DetectionResult):
     )
 
 
-def show_result(outcome: Outcome, model: str, result: DetectionResult, params: DetectParams, shown: int) -> None:
-    """One model's column: the annotated picture (display copy, boxes sized for ``shown`` px on screen), its
-    counts and latency, the table (boxes in the original's pixels), a bar per class, the downloads."""
+def show_result(
+    outcome: Outcome, model: str, result: DetectionResult, params: DetectParams, shown: int, full: bool = True
+) -> None:
+    """One model's column: the annotated picture (drawn for ``shown`` px on screen), its counts and latency, the
+    table (boxes in the original's pixels), a bar per class (when opened), the downloads. Not ``full``: the
+    picture only."""
     name, key, prepared = outcome.name, outcome.key, outcome.prepared
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
-    annotated = annotate(
-        prepared.display, result.rescaled(1 / prepared.display_factor, prepared.display_size), shown_width=shown
-    )
-    st.image(annotated, caption=f"{plain(name)} · {model}", width="stretch", output_format="JPEG")
+    picture = annotated_jpeg(outcome.image_key, prepared.display, result, shown)
+    st.image(picture, caption=f"{plain(name)} · {model}", width="stretch", output_format="JPEG")
+    if not full:
+        return
     total_ms = sum(result.timings_ms.values())
     c1, c2 = st.columns(2)
     c1.metric("Detections", len(result.detections))
     c2.metric("Latency", f"{total_ms:.0f} ms")
     table = pd.DataFrame(detection_rows(result), columns=TABLE_COLUMNS)
     st.dataframe(table, hide_index=True, width="stretch", column_config=TABLE_CONFIG, key=f"table-{model}-{key}")
-    chart = counts_chart(result)
-    if chart is not None:
-        st.altair_chart(chart, width="stretch", key=f"counts-{model}-{key}")
+    if result.detections:  # Vega-Lite is heavy for the browser: the chart is drawn when asked for
+        chart_box = st.expander("Detections per class", key=f"counts-{model}-{key}", on_change="rerun")
+        if chart_box.open:
+            chart_box.altair_chart(counts_chart(result), width="stretch")
     st.caption("Latency per stage: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
-    downloads(outcome, model, result, annotated, params)
+    downloads(outcome, model, result, shown, params)
     width, height = result.image_size
     if (display_w, display_h) != (width, height):
         st.caption(
@@ -252,16 +290,27 @@ def show_result(outcome: Outcome, model: str, result: DetectionResult, params: D
         )
 
 
-def downloads(outcome: Outcome, model: str, result: DetectionResult, annotated, params: DetectParams) -> None:
+def annotated_png(prepared: PreparedImage, result: DetectionResult, shown: int) -> bytes:
+    """The PNG download: the display copy with the boxes, sized for ``shown`` px on screen as on the page."""
+    boxes = result.rescaled(1 / prepared.display_factor, prepared.display_size)
+    return to_png(on_drawing_thread(annotate, prepared.display, boxes, shown_width=shown))
+
+
+def downloads(outcome: Outcome, model: str, result: DetectionResult, shown: int, params: DetectParams) -> None:
     """PNG, JSON and CSV, made when a button is clicked, not on every rerun (a slider move stays cheap and
     sessions do not hold encoded copies); clicking does not rerun the page."""
-    name, key = outcome.name, outcome.key
+    name, key, prepared = outcome.name, outcome.key, outcome.prepared
     stem = Path(name).stem
     params_doc = params.to_dict()
     agreement_doc = outcome.agreement.to_dict() if outcome.agreement is not None else None
     d1, d2, d3 = st.columns(3)
     d1.download_button(
-        "PNG", lambda: to_png(annotated), f"{stem}.{model}.png", "image/png", key=f"png-{model}-{key}", on_click=IGNORE
+        "PNG",
+        lambda: annotated_png(prepared, result, shown),
+        f"{stem}.{model}.png",
+        "image/png",
+        key=f"png-{model}-{key}",
+        on_click=IGNORE,
     )
     d2.download_button(
         "JSON",
@@ -283,8 +332,8 @@ def show_agreement(outcome: Outcome, agreement: Agreement) -> None:
     st.markdown(f"**Where {MODEL_TITLES[first]} and {MODEL_TITLES[second]} agree**")
     picture, numbers = st.columns([3, 2])
     titles = (MODEL_TITLES[first], MODEL_TITLES[second])
-    overlay = annotate_agreement(
-        prepared.display, agreement, 1 / prepared.display_factor, titles, shown_width=SHOWN_WIDTH[2] * 1.2
+    overlay = agreement_jpeg(
+        outcome.image_key, prepared.display, agreement, 1 / prepared.display_factor, titles, AGREEMENT_WIDTH
     )
     picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width="stretch", output_format="JPEG")
     with numbers:

@@ -11,7 +11,9 @@ are looked for again on a new page or "Re-check models" while one is missing.
 Memory is bounded per process, not per session: uploads are decoded and run through the networks once per
 process (``uploads``), in the byte-budget cache every session shares (``cache``). A slider move decodes
 nothing and runs no network: it only re-thresholds and redraws (the agreement view of "both side by side"
-too: it matches the decoded results). Tables, JSON and CSV give boxes in the original's pixels.
+too: it matches the decoded results). Tables, JSON and CSV give boxes in the original's pixels. The libraries
+and models are frozen out of the garbage collector's view (``ops.collector``): Streamlit collects after every
+run, and visiting them took ~200 ms per slider move.
 
 The sidebar's settings round-trip through the URL's query parameters (``query``): a link reproduces the view
 (never the uploaded data). Example images (``app/page/examples``, public domain or CC0) run the upload path.
@@ -28,10 +30,11 @@ from ..engine.config import ConfigError, Settings
 from ..engine.labels import vocabulary
 from ..engine.result import DetectParams
 from ..ops import prometheus
+from ..ops.collector import freeze_long_lived
 from . import query
 from .cache import start_janitor
 from .evaluate_tab import evaluate_tab
-from .image_view import process, show_images
+from .image_view import process_and_show
 from .status import current_statuses, setup_guide, status_panel, unavailable_notices
 from .text import plain
 from .uploads import IMAGE_TYPES, session_id
@@ -125,16 +128,14 @@ def images_tab(models: list[str], params: DetectParams, settings: Settings, load
     items = [(upload.name, upload.getvalue(), upload.file_id) for upload in uploads or []]
     if example is not None:  # exactly the upload's path, with the file's bytes
         items.append((example, (EXAMPLES_DIR / example).read_bytes(), f"example:{example}"))
-    outcomes = [process(name, data, key, models, params, settings, loaded, match_iou) for name, data, key in items]
-    show_images(outcomes, models, params)
+    process_and_show(items, models, params, settings, loaded, match_iou)
 
 
 def camera_tab(models: list[str], params: DetectParams, settings: Settings, loaded: list[str], match_iou: float):
     snapshot = st.camera_input("Take a snapshot", key="camera")
     if snapshot is not None:
-        key = f"camera:{snapshot.file_id}"
-        outcome = process("camera.jpg", snapshot.getvalue(), key, models, params, settings, loaded, match_iou)
-        show_images([outcome], models, params)
+        items = [("camera.jpg", snapshot.getvalue(), f"camera:{snapshot.file_id}")]
+        process_and_show(items, models, params, settings, loaded, match_iou)
 
 
 def main() -> None:
@@ -146,6 +147,7 @@ def main() -> None:
     statuses = current_statuses(settings)
     models, params, match_iou = sidebar(settings, statuses)
     loaded = [m for m, status in statuses.items() if status.ok]
+    freeze_long_lived(tuple(loaded))  # new imports or models: out of Streamlit's collection after every run
     if not models:
         setup_guide(settings, statuses)
         return

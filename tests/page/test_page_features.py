@@ -15,7 +15,7 @@ pytest.importorskip("streamlit")
 pytest.importorskip("torch")
 import pyarrow as pa
 from streamlit.testing.v1 import AppTest
-from support.apptest import SCRIPT, shown
+from support.apptest import SCRIPT, open_details, shown
 
 from app.engine.labels import COCO80
 from app.engine.result import DetectParams
@@ -152,6 +152,7 @@ def test_example_gives_the_same_table_as_uploading_the_file(yolo_env):
     # the same example chosen beside the upload of the same name: the summary grid and two images' tables,
     # no clash of widget keys
     at.selectbox(key="example").set_value("coffee.jpg").run()
+    open_details(at)
     assert not at.exception and len(at.dataframe) == 3 and table(at, 1).equals(table(at, 2))
     assert list(table(at, 0)["image"]) == ["coffee.jpg", "coffee.jpg"]
 

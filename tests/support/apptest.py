@@ -23,6 +23,17 @@ def upload(at: AppTest, name: str, data: bytes, mime="image/png"):
     assert not at.exception, at.exception
 
 
+def open_details(at: AppTest) -> AppTest:
+    """Open every image's details (with several images each is in an expander, rendered when opened) and rerun,
+    as clicking each expander would."""
+    keys = list(at.session_state.keys())  # its state object has keys() but no iteration
+    for key in [k for k in keys if str(k).startswith("details-")]:
+        at.session_state[key] = True
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 def table_labels(at: AppTest, index: int = -1) -> list[str]:
     return list(at.dataframe[index].value["label"])
 
