@@ -187,26 +187,34 @@ def parse_annotations(data: bytes, source: str) -> GroundTruth:
     return GroundTruth(source, tuple(images), tuple(annotations), tuple(categories))
 
 
-def _images(entries: list, problems: list[str]) -> list[dict]:
-    out, seen = [], set()
+def _identified(entries: list, section: str, noun: str, text_key: str, problems: list[str]):
+    """Each entry of ``section`` that is an object with a valid id not seen before and a non-empty ``text_key``
+    string, as (where, entry, id, text); every other entry is one problem (``noun`` names it in a duplicate)."""
+    seen = set()
     for n, entry in enumerate(entries):
         if len(problems) > MAX_PROBLEMS:
-            break
-        where = f"images[{n}]"
+            return
+        where = f"{section}[{n}]"
         if not isinstance(entry, dict):
             problems.append(f"{where} is not an object")
             continue
-        image_id, file_name = entry.get("id"), entry.get("file_name")
-        if not _is_id(image_id):
-            problems.append(f"{where}: 'id' must be an integer from 0 to 2**63-1, got {_short(image_id)}")
+        entry_id, text = entry.get("id"), entry.get(text_key)
+        if not _is_id(entry_id):
+            problems.append(f"{where}: 'id' must be an integer from 0 to 2**63-1, got {_short(entry_id)}")
             continue
-        if image_id in seen:
-            problems.append(f"{where}: duplicate image id {image_id}")
+        if entry_id in seen:
+            problems.append(f"{where}: duplicate {noun} id {entry_id}")
             continue
-        seen.add(image_id)
-        if not isinstance(file_name, str) or not file_name.strip():
-            problems.append(f"{where} (id {image_id}): 'file_name' must be a non-empty string, got {_short(file_name)}")
+        seen.add(entry_id)
+        if not isinstance(text, str) or not text.strip():
+            problems.append(f"{where} (id {entry_id}): '{text_key}' must be a non-empty string, got {_short(text)}")
             continue
+        yield where, entry, entry_id, text
+
+
+def _images(entries: list, problems: list[str]) -> list[dict]:
+    out = []
+    for where, entry, image_id, file_name in _identified(entries, "images", "image", "file_name", problems):
         image = {"id": image_id, "file_name": file_name}
         for key in ("width", "height"):
             value = entry.get(key)
@@ -223,25 +231,8 @@ def _images(entries: list, problems: list[str]) -> list[dict]:
 
 
 def _categories(entries: list, problems: list[str]) -> list[dict]:
-    out, seen_ids, seen_names = [], set(), {}
-    for n, entry in enumerate(entries):
-        if len(problems) > MAX_PROBLEMS:
-            break
-        where = f"categories[{n}]"
-        if not isinstance(entry, dict):
-            problems.append(f"{where} is not an object")
-            continue
-        cat_id, name = entry.get("id"), entry.get("name")
-        if not _is_id(cat_id):
-            problems.append(f"{where}: 'id' must be an integer from 0 to 2**63-1, got {_short(cat_id)}")
-            continue
-        if cat_id in seen_ids:
-            problems.append(f"{where}: duplicate category id {cat_id}")
-            continue
-        seen_ids.add(cat_id)
-        if not isinstance(name, str) or not name.strip():
-            problems.append(f"{where} (id {cat_id}): 'name' must be a non-empty string, got {_short(name)}")
-            continue
+    out, seen_names = [], {}
+    for where, _entry, cat_id, name in _identified(entries, "categories", "category", "name", problems):
         key = canonical_name(name)
         if key in seen_names:
             problems.append(

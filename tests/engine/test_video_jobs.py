@@ -16,21 +16,6 @@ from app.engine.video_jobs import JobGate, VideoBusy, VideoLimits, busy_message,
 PARAMS = DetectParams(conf=0.3, iou=0.45, max_det=100)
 
 
-@pytest.fixture(scope="module")
-def clip(images_dir):
-    return (images_dir.parent / "videos" / "astronaut-coffee.mp4").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def detect(yolo_dir):
-    from app.engine.detectors.yolo import YoloDetector
-
-    detector = YoloDetector(
-        yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
-    )
-    return detector.detect
-
-
 def test_gate_refuses_one_job_more_than_its_cap_and_frees_slots():
     g = JobGate(2)
     with g.slot(), g.slot():

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support.serving import Server, models_env
+from support.serving import models_env, serving
 
 from app.page.image_view import AGREEMENT_WIDTH
 
@@ -18,19 +18,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
-def serve(env: dict):
-    srv = Server(env)
-    try:
-        srv.wait_healthy()
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(scope="module")
 def yolo_server(ssd_weights, yolo_dir):
     """The real Yolo-Fastest alone: the video shows what it finds."""
-    yield from serve(models_env(ssd_weights, yolo_dir, models="yolo"))
+    yield from serving(models_env(ssd_weights, yolo_dir, models="yolo"))
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def planted_server(ssd_weights, yolo_dir, images_dir, tmp_path_factory):
     model = build_yolo_onnx(tmp_path_factory.mktemp("planted") / "planted.onnx", rows, 320)
     env = models_env(ssd_weights, yolo_dir) | {"OBJDET_YOLO_WEIGHTS": str(model), "OBJDET_YOLO_INPUT_SIZE": "320"}
     del env["OBJDET_YOLO_CONFIG"], env["OBJDET_YOLO_NAMES"]
-    for srv in serve(env):
+    for srv in serving(env):
         srv.planted = (ssd, absent)
         yield srv
 

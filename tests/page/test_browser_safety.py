@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from support.serving import Server, models_env
+from support.serving import models_env, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -51,18 +51,9 @@ class Counting:
         self.httpd.server_close()
 
 
-def serve(env: dict):
-    srv = Server(env)
-    try:
-        srv.wait_healthy()
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(scope="module")
 def yolo_server(yolo_dir, ssd_weights):
-    yield from serve(models_env(ssd_weights, yolo_dir, models="yolo"))
+    yield from serving(models_env(ssd_weights, yolo_dir, models="yolo"))
 
 
 @pytest.fixture
@@ -196,7 +187,7 @@ def test_weights_copied_in_after_start_up_are_picked_up(page, browser, empty_wei
     """Start with YOLO's files absent: the set-up guide. Copy them in as the page says, press "Re-check models":
     the same process now detects (no restart)."""
     env = {"OBJDET_MODELS": "yolo", "OBJDET_REQUIRED_MODELS": "", "OBJDET_WEIGHTS_DIR": str(empty_weights)}
-    for srv in serve(env):
+    for srv in serving(env):
         pid = srv.proc.pid
         open_page(page, srv.base)
         page.get_by_text("No model is loaded yet").wait_for(timeout=60_000)
@@ -220,7 +211,7 @@ def test_weights_copied_in_after_start_up_are_picked_up(page, browser, empty_wei
 
 @pytest.fixture(scope="module")
 def both_server(yolo_dir, ssd_weights):
-    yield from serve(models_env(ssd_weights, yolo_dir))
+    yield from serving(models_env(ssd_weights, yolo_dir))
 
 
 def test_both_models_side_by_side_fit_1400_px(page, both_server, images_dir):

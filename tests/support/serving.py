@@ -124,3 +124,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def serving(env: dict):
+    """A ``Server`` for a pytest fixture to yield from: healthy before the tests, stopped after."""
+    srv = Server(env)
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
