@@ -183,13 +183,34 @@ def run_block(mode: str, model: str, images: Path, env: dict, decode: str) -> fl
     return json.loads(proc.stdout.splitlines()[-1])["images_per_s"]
 
 
-def measure(model: str, images: Path, env: dict, decodes: list[str], rounds: int) -> dict:
-    """Sequential and batch images/s per decode, blocks alternated (mode order and decode order flip)."""
-    rates = {(d, m): [] for d in decodes for m in ("seq", "batch")}
+def run_processes(model: str, images: Path, env: dict, decode: str) -> float:
+    """Two sequential one-thread blocks in two processes at once, their images/s summed: what two workers reach
+    when nothing of one process (the GIL, its allocator) is shared, the measured ceiling of ``batch``'s two
+    one-thread workers."""
+    one = {**env, "OBJDET_MODELS": model, "OBJDET_NUM_THREADS": "1"}
+    args = [sys.executable, __file__, "--block", "seq", "--model", model, "--dir", str(images), "--decode", decode]
+    procs = [subprocess.Popen(args, env=one, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    total = 0.0
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode:
+            sys.exit(f"{model} two-process ({decode} decode) block failed:\n{err}")
+        total += json.loads(out.splitlines()[-1])["images_per_s"]
+    return total
+
+
+def measure(model: str, images: Path, env: dict, decodes: list[str], rounds: int, processes: bool = False) -> dict:
+    """Sequential and batch images/s per decode (and two one-thread processes at once with ``processes``),
+    blocks alternated (mode order and decode order flip)."""
+    modes = ("seq", "batch", "procs") if processes else ("seq", "batch")
+    rates = {(d, m): [] for d in decodes for m in modes}
     for round_no in range(rounds):
-        order = [(d, m) for d in decodes for m in ("seq", "batch")]
+        order = [(d, m) for d in decodes for m in modes]
         for decode, mode in order if round_no % 2 == 0 else order[::-1]:
-            rates[decode, mode].append(run_block(mode, model, images, env, decode))
+            if mode == "procs":
+                rates[decode, mode].append(run_processes(model, images, env, decode))
+            else:
+                rates[decode, mode].append(run_block(mode, model, images, env, decode))
             print(
                 f"  {model:4} round {round_no} {decode:7} {mode:5} {rates[decode, mode][-1]:7.1f} images/s", flush=True
             )
@@ -200,8 +221,12 @@ def measure(model: str, images: Path, env: dict, decodes: list[str], rounds: int
             "seq_images_per_s": round(seq, 1),
             "batch_images_per_s": round(batch, 1),
             "ratio": round(batch / seq, 2),
-            "rounds": {m: rates[decode, m] for m in ("seq", "batch")},
+            "rounds": {m: rates[decode, m] for m in modes},
         }
+        if processes:
+            procs = statistics.median(rates[decode, "procs"])
+            report[decode]["two_processes_images_per_s"] = round(procs, 1)
+            report[decode]["share_of_processes"] = round(batch / procs, 2)
     return report
 
 
@@ -211,6 +236,9 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", default="yolo,ssd")
     p.add_argument("--explain", action="store_true", help="also measure decode and detect at 1 and N threads")
+    p.add_argument(
+        "--processes", action="store_true", help="also two one-thread processes at once (batch's measured ceiling)"
+    )
     p.add_argument("--large", type=float, metavar="MP", help="JPEGs of MP megapixels instead of the small mix")
     p.add_argument("--decode", choices=("reduced", "full", "both"), default="reduced")
     p.add_argument("--block", choices=("seq", "batch", "parts"), help=argparse.SUPPRESS)
@@ -253,7 +281,7 @@ def main() -> int:
         report = {}
         for model in args.model.split(","):
             bounds = {d: explain(model, images, env, threads, d) for d in decodes} if args.explain else {}
-            report[model] = measure(model, images, env, decodes, args.rounds)
+            report[model] = measure(model, images, env, decodes, args.rounds, args.processes)
             for decode, r in report[model].items():
                 line = (
                     f"{model} ({decode} decode): sequential {r['seq_images_per_s']:.1f} images/s, batch "
@@ -263,6 +291,11 @@ def main() -> int:
                     r["bound"] = round(bounds[decode], 2)
                     r["share_of_bound"] = round(r["ratio"] / bounds[decode], 2)
                     line += f" of a {bounds[decode]:.2f}x bound ({r['share_of_bound']:.0%})"
+                if args.processes:
+                    line += (
+                        f"; two one-thread processes {r['two_processes_images_per_s']:.1f} images/s, batch "
+                        f"{r['share_of_processes']:.0%} of them"
+                    )
                 print(line, flush=True)
         print(json.dumps(report))
     return 0
