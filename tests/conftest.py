@@ -84,3 +84,20 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def clip(images_dir):
+    """The shared 4 s video (a person, then a cup)."""
+    return (images_dir.parent / "videos" / "astronaut-coffee.mp4").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def detect(yolo_dir):
+    """The real Yolo-Fastest-1.1's ``detect``, built once per module."""
+    from app.engine.detectors.yolo import YoloDetector
+
+    detector = YoloDetector(
+        yolo_dir / "yolo-fastest-1.1.weights", yolo_dir / "yolo-fastest-1.1.cfg", names=yolo_dir / "coco.names"
+    )
+    return detector.detect
