@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.transform import resize_boxes
 
 from app.engine.detectors.ssd import build_model
 from app.engine.detectors.ssd_fast import FastSSD
@@ -60,6 +61,19 @@ def test_prepare_equals_torchvision_transform(model_and_anchors, images_dir):
         assert np.abs(got - want).mean() < 0.005 * step
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_rescale_equals_torchvision_resize_boxes(model_and_anchors):
+    model, anchors, size = model_and_anchors
+    boxes = torch.rand(50, 4, generator=torch.Generator().manual_seed(0)) * size
+    fast = FastSSD(model, size, anchors[0])
+    for original in [(300, 451), (427, 640), (1, 5), (4032, 3024), (size, size)]:
+        want = resize_boxes(boxes, (size, size), original).numpy()
+        assert _same_array(fast.rescale(boxes.numpy(), original), want), original
+
+
 def _head_outputs(model, size, seed, spread):
     """Random head outputs of the model's shapes; ``spread`` widens the logits so that more classes pass."""
     g = torch.Generator().manual_seed(seed)
@@ -90,17 +104,16 @@ def test_select_equals_postprocess_detections(model_and_anchors, seed, spread, c
         want = model.postprocess_detections({"bbox_regression": reg, "cls_logits": logits}, anchors, [(size, size)])[0]
         scores = torch.softmax(logits[0], dim=-1)  # what SSDDetector keeps from a forward
         got_boxes, got_scores, got_labels = FastSSD(model, size, anchors[0]).select(scores, reg[0], conf, iou, cap)
-        best = scores[:, 1:].amax(dim=1)  # given, as the exported graph gives it: the same selection
-        assert all(
-            map(
-                torch.equal,
-                FastSSD(model, size, anchors[0]).select(scores, reg[0], conf, iou, cap, best),
-                (got_boxes, got_scores, got_labels),
-            )
-        )
+        best = scores[:, 1:].amax(dim=1).numpy()  # given, as the exported graph gives it: the same selection
+        fast = FastSSD(model, size, anchors[0])
+        for given in (
+            fast.select(scores.numpy(), reg[0].numpy(), conf, iou, cap, best),
+            fast.select(scores, reg[0], conf, iou, cap, torch.from_numpy(best)),
+        ):
+            assert all(map(_same_array, given, (got_boxes, got_scores, got_labels)))
     assert got_labels.tolist() == want["labels"].tolist()
-    assert torch.equal(got_scores, want["scores"])
-    assert torch.equal(got_boxes, want["boxes"])  # the same shape and dtype too when nothing passes
+    assert _same_array(got_scores, want["scores"].numpy())
+    assert _same_array(got_boxes, want["boxes"].numpy())  # the same shape and dtype too when nothing passes
     if seed == 4:  # the case is what it claims: a class over topk_candidates before NMS
         passing = (torch.softmax(logits[0], -1)[:, 1:] > conf).sum(0)
         assert int(passing.max()) > model.topk_candidates

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torchvision.models import detection as tv_detection
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.transform import resize_boxes
 
 from ...ops import threads
 from ..catalog import SSD_ARCHS, SSD_ENGINES
@@ -278,7 +277,7 @@ class SSDDetector(Detector):
         batch = self.fast.prepare(image)
         preprocess_ms = ms_since(t0)
         t1 = time.perf_counter()
-        regression, scores, best = (torch.from_numpy(out[0]) for out in self.onnx.run(batch))
+        regression, scores, best = (out[0] for out in self.onnx.run(batch))
         data = {"scores": scores, "best": best, "regression": regression, "original": (height, width)}
         timings = {"preprocess": preprocess_ms, "inference": ms_since(t1)}
         return RawOutput(self.name, (width, height), data, timings)
@@ -290,17 +289,15 @@ class SSDDetector(Detector):
         model = self.model
         cap = params.max_det if not params.classes else 10**9  # filter classes first, then cap
         if self.fast is not None:
-            size = (self.input_size, self.input_size)
             scores, regression, best = raw.data["scores"], raw.data["regression"], raw.data["best"]
             boxes, scores, ids = self.fast.select(scores, regression, params.conf, params.iou, cap, best)
-            boxes = resize_boxes(boxes, size, raw.data["original"])  # torchvision's own rescale
+            boxes = self.fast.rescale(boxes, raw.data["original"])  # torchvision's resize_boxes, in numpy
         else:
             with self._decode_lock:
                 model.score_thresh, model.nms_thresh, model.detections_per_img = params.conf, params.iou, cap
                 out = model.postprocess_detections(raw.data["head"], raw.data["anchors"], raw.data["sizes"])
             out = model.transform.postprocess(out, raw.data["sizes"], raw.data["original"])[0]
-            boxes, scores, ids = out["boxes"], out["scores"], out["labels"]
-        boxes, scores, ids = boxes.cpu().numpy(), scores.cpu().numpy(), ids.cpu().numpy()
+            boxes, scores, ids = out["boxes"].cpu().numpy(), out["scores"].cpu().numpy(), out["labels"].cpu().numpy()
         detections = []
         for box, score, cid in zip(boxes, scores, ids, strict=True):
             label = self.labels[int(cid)]
