@@ -83,15 +83,14 @@ def test_annotated_video_plays_inline(page, yolo_server, images_dir):
     button.click()
     video = page.locator("video[data-testid='stVideo']")  # not the camera tab's hidden <video>
     video.wait_for(timeout=180_000)
-    page.wait_for_function(
+    # the state is read in the same call that sees the first frame decoded: a rerun may re-mount the element
+    # (or Chromium suspend its preload) between two calls
+    state = page.wait_for_function(
         "() => { const v = document.querySelector(\"video[data-testid='stVideo']\"); "
-        "return v && v.readyState >= 2 && v.duration > 0 }",
+        "return v && v.readyState >= 2 && v.duration > 0 && {ready: v.readyState, duration: v.duration, "
+        "width: v.videoWidth, height: v.videoHeight, error: v.error && v.error.code, src: v.currentSrc} }",
         timeout=60_000,
-    )
-    state = video.evaluate(
-        "v => ({ready: v.readyState, duration: v.duration, width: v.videoWidth, height: v.videoHeight, "
-        "error: v.error && v.error.code, src: v.currentSrc})"
-    )
+    ).json_value()
     assert state["ready"] >= 2 and state["error"] is None
     assert 3.5 <= state["duration"] <= 4.5  # 40 frames at 10 fps
     assert (state["width"], state["height"]) == (640, 480) and ".webm" in state["src"]
