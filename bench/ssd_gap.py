@@ -13,8 +13,9 @@ caches with its weights and activations, as in every ``detect``. Rows:
 - the session on a ready input, and the whole ``detect``;
 - ``prepare`` (float copy, OpenCV's bilinear resize, normalise to NCHW), ``decode`` (threshold, NMS, rescale,
   the result), each warm and after the session;
-- the session right after ``prepare`` against right after nothing (what ``prepare`` does to the session:
-  OpenCV's thread pool, which resizes, spins a worker for a millisecond or two afterwards).
+- the session right after ``prepare`` against right after nothing (what ``prepare`` does to the session: when
+  the resize runs on OpenCV's thread pool, a worker spins for a millisecond or two afterwards; see
+  ``ssd_fast.resize_in_bands``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ per-class path.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.transform import resize_boxes
 
 from app.engine.detectors.ssd import build_model
-from app.engine.detectors.ssd_fast import FastSSD
+from app.engine.detectors.ssd_fast import FastSSD, resize_in_bands
 from app.engine.images import load_image
 
 ARCHS = ("ssdlite320_mobilenet_v3_large", "ssd300_vgg16")
@@ -119,3 +120,45 @@ def test_select_equals_postprocess_detections(model_and_anchors, seed, spread, c
         assert int(passing.max()) > model.topk_candidates
     if seed == 6:
         assert len(want["labels"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "bands"),
+    [
+        ((400, 600), "rows"),  # coffee: 320 / gcd(400, 320) = 4 output rows per whole source offset
+        ((512, 512), "rows"),  # astronaut
+        ((427, 640), None),  # rocket: 427 is prime to 320
+        ((300, 451), None),  # chelsea: rows enlarged, 451 prime to 320
+        ((1024, 777), "rows"),
+        ((427, 641), None),
+        ((97, 211), None),  # enlarged both ways
+        ((320, 320), "rows"),
+        ((4032, 3024), "rows"),
+        ((1, 5), None),
+    ],
+)
+def test_resize_in_bands_equals_one_resize(shape, bands, monkeypatch):
+    """The bands are the one resize (within 0.001 of a pixel value: float32 source coordinates), for SSDlite's
+    320 in bands of at most 63 rows where the band edges fall on whole source rows, else in one call; and for
+    SSD300's 300."""
+    pixels = np.random.default_rng(0).random((*shape, 3), dtype=np.float32) * 255
+    resize, outputs = cv2.resize, []
+
+    def spy(*args, **kwargs):
+        out = resize(*args, **kwargs)
+        outputs.append(out.shape[:2])
+        return out
+
+    monkeypatch.setattr(cv2, "resize", spy)
+    for size in (320, 300):
+        outputs.clear()
+        got = resize_in_bands(pixels, size)
+        want = resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+        if size != 320:
+            continue
+        if bands is None:
+            assert outputs == [(size, size)]
+        else:
+            assert len(outputs) > 1 and max(rows for rows, _ in outputs) <= 63 + 2, outputs

@@ -11,6 +11,11 @@ classes, 3-10 ms depending on how many boxes pass) cost as much as the network. 
   torch's ``interpolate(mode="bilinear", align_corners=False)``, which torchvision's transform calls), not
   torch's own: it computes its weights in another precision, so its values are up to ~0.02 of a pixel value
   away from torch's, and costs about a third (0.25 ms against 0.75 ms for a shared image on one thread).
+  Where the image's height allows, the resize is made in bands of rows that OpenCV runs on the calling thread
+  (``resize_in_bands``): handed to OpenCV's thread pool, it left the pool's worker spinning for a millisecond
+  or two afterwards (``OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER``), on the core the onnxruntime session that
+  follows needs: the session took 1.04-1.05x longer right after a pooled resize than after nothing, 1.00x
+  after the bands, which cost 0.12-0.16 ms more than the pooled resize (``bench/ssd_gap.py``).
   Accepted because the detections stay equivalent: on both architectures and every shared image they match
   torchvision called directly with the same labels, box IoU >= 0.99 and scores within 1e-3
   (tests/engine/test_ssd_onnx.py). Before, torch's exact resize was kept for boxes within 1e-3 px; the
@@ -32,10 +37,45 @@ classes, 3-10 ms depending on how many boxes pass) cost as much as the network. 
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
 from torchvision.ops import boxes as box_ops
+
+# Output rows per band. Intel IPP's resize, which OpenCV's wheels use for float images, tiles over OpenCV's
+# thread pool unless the output has fewer than 64 rows (or needs little memory against the L2 cache: OpenCV's
+# ippiSuggestThreadsNum); OpenCV's own resize, unless it has fewer than 1.5 * 2**16 pixels.
+_BAND_ROWS = 63
+
+
+def resize_in_bands(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)`` made in bands of rows that OpenCV
+    resizes on the calling thread.
+
+    Each band is resized from the source rows it needs, with the whole resize's scale factors (``fx``, ``fy``),
+    so every output pixel has the same source coordinates and weights as in one call (up to float32 rounding
+    of those coordinates: within ~0.004 of a pixel value). A band's first source row is whole only when its
+    first output row ``i`` maps to ``i * height / size`` whole, so bands are multiples of
+    ``size / gcd(height, size)`` rows (4 for a height of 400 and 320; none fits an odd height that is not a
+    multiple of 5), and the image must shrink vertically (enlarged, a band's edges would clamp). Otherwise one
+    call, on the pool. Column bands measured slower than the pool's penalty (a 640-wide image: 11 bands, 0.5 ms
+    against 0.11 ms), so there are none.
+    """
+    height, width = pixels.shape[:2]
+    step = size // math.gcd(height, size)
+    if height < size or step > _BAND_ROWS:
+        return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
+    band = step * (_BAND_ROWS // step)
+    out = np.empty((size, size, *pixels.shape[2:]), pixels.dtype)
+    for start in range(0, size, band):
+        end = min(size, start + band)
+        rows = pixels[start * height // size : min(height, end * height // size + 2)]
+        out[start:end] = cv2.resize(rows, None, fx=size / width, fy=size / height, interpolation=cv2.INTER_LINEAR)[
+            : end - start
+        ]
+    return out
 
 
 class FastSSD:
@@ -59,7 +99,7 @@ class FastSSD:
         size = self.size
         pixels = image.astype(np.float32)  # a new array: a read-only input is never written
         if pixels.shape[:2] != (size, size):
-            pixels = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
+            pixels = resize_in_bands(pixels, size)
         batch = np.empty((1, 3, size, size), np.float32)
         for channel in range(3):  # HWC -> CHW and (x * scale - shift) in one pass per channel
             np.multiply(pixels[:, :, channel], self.scale[channel], out=batch[0, channel])
