@@ -156,9 +156,12 @@ def test_resize_in_bands_equals_one_resize(shape, bands, monkeypatch):
         want = resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+        image = pixels.astype(np.uint8)  # what prepare hands it: converted to float band by band
+        want = resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(resize_in_bands(image, size), want, rtol=0, atol=1e-3)
         if size != 320:
             continue
         if bands is None:
-            assert outputs == [(size, size)]
+            assert outputs == [(size, size)] * 2
         else:
-            assert len(outputs) > 1 and max(rows for rows, _ in outputs) <= 63 + 2, outputs
+            assert len(outputs) > 2 and max(rows for rows, _ in outputs) <= 63 + 2, outputs
