@@ -80,3 +80,21 @@ def test_unknown_variant_is_refused():
         timeout=120,
     )
     assert proc.returncode == 2 and "unknown variant ssd-tensorrt; allowed: yolo-cv4" in proc.stderr
+
+
+def test_sweep_reads_and_writes_every_byte_of_twice_the_largest_cache():
+    """The cache sweep must bring every line of a buffer larger than the caches through them: each call reads
+    and rewrites every byte from its own value (a strided touch misses bytes; a fill, which may bypass the caches,
+    writes one value over varied bytes), and the buffer is twice the largest cache."""
+    import numpy as np
+
+    from app.cli.bench_worker import Sweep, largest_cache_bytes
+
+    sweep = Sweep()
+    assert sweep.buffer.nbytes == 2 * largest_cache_bytes() >= 2 << 20
+    sweep.buffer[:] = np.arange(sweep.buffer.size) % 251
+    before = sweep.buffer.copy()
+    sweep()
+    assert (sweep.buffer == (before + 1).astype(before.dtype)).all()
+    sweep()
+    assert (sweep.buffer == (before + 2).astype(before.dtype)).all()
