@@ -8,8 +8,11 @@ is meant to.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import shutil
+import subprocess
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -29,6 +32,7 @@ from .helpers import (
     Render,
     all_containers,
     container,
+    kubectl,
     kustomize_build,
     pod_template,
     quantity,
@@ -810,6 +814,39 @@ def test_edge_auth_secret_is_not_in_git(renders) -> None:
     assert uploads, "an upload rate limit"
     paths = [sel["path"]["value"] for rule in uploads for sel in rule.get("clientSelectors", []) if "path" in sel]
     assert "/_stcore/upload_file" in paths
+
+
+@pytest.mark.parametrize(
+    "components",
+    [
+        ("httproute", "edge-auth-envoy-gateway"),
+        ("httproute", "edge-auth-envoy-gateway", "sticky-sessions-envoy-gateway"),
+    ],
+    ids=["without-the-sticky-component", "before-the-sticky-component"],
+)
+def test_edge_auth_without_its_traffic_policy_fails_to_build(components, tmp_path) -> None:
+    """The upload rate limit patches the sticky component's BackendTrafficPolicy; where that object is not there
+    when the patch runs, the build must fail and name it, not render the route without a rate limit."""
+    for sub in ("base", "components"):
+        shutil.copytree(REPO / sub, tmp_path / sub)
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["../base"],
+        "components": [f"../components/{c}" for c in components],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    proc = subprocess.run(
+        [kubectl(), "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KUBECONFIG": os.devnull},
+    )
+    assert proc.returncode != 0, "rendered without the BackendTrafficPolicy the rate limit belongs to"
+    assert "BackendTrafficPolicy" in proc.stderr and "objdet" in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------------------- environments
