@@ -267,7 +267,8 @@ def show_result(
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
     picture = annotated_jpeg(outcome.image_key, prepared.display, result, shown)
-    st.image(picture, caption=f"{plain(name)} · {model}", width="stretch", output_format="JPEG")
+    # its own width, at most the column's: a picture narrower than the column is not stretched (and blurred)
+    st.image(picture, caption=f"{plain(name)} · {model}", width="content", output_format="JPEG")
     if not full:
         return
     total_ms = sum(result.timings_ms.values())
@@ -291,9 +292,11 @@ def show_result(
 
 
 def annotated_png(prepared: PreparedImage, result: DetectionResult, shown: int) -> bytes:
-    """The PNG download: the display copy with the boxes, sized for ``shown`` px on screen as on the page."""
+    """The PNG download: the display copy with the boxes, sized as on the page (shown ``shown`` px wide, or at its
+    own width when narrower)."""
     boxes = result.rescaled(1 / prepared.display_factor, prepared.display_size)
-    return to_png(on_drawing_thread(annotate, prepared.display, boxes, shown_width=shown))
+    shown_width = min(shown, prepared.display_size[0])
+    return to_png(on_drawing_thread(annotate, prepared.display, boxes, shown_width=shown_width))
 
 
 def downloads(outcome: Outcome, model: str, result: DetectionResult, shown: int, params: DetectParams) -> None:
@@ -335,7 +338,7 @@ def show_agreement(outcome: Outcome, agreement: Agreement) -> None:
     overlay = agreement_jpeg(
         outcome.image_key, prepared.display, agreement, 1 / prepared.display_factor, titles, AGREEMENT_WIDTH
     )
-    picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width="stretch", output_format="JPEG")
+    picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width="content", output_format="JPEG")
     with numbers:
         table = pd.DataFrame(agreement.per_class(), columns=["label", "both", f"only {first}", f"only {second}"])
         st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{key}")

@@ -65,13 +65,14 @@ def _cached(key: tuple, make: Callable[[], bytes]) -> bytes:
 
 def annotated_jpeg(image_key: tuple, display: np.ndarray, result: DetectionResult, width: int) -> bytes:
     """The display copy with ``result``'s boxes (in ``result.image_size`` pixels, the original's), for a column
-    ``width`` pixels wide: drawn on a copy at most that wide, sized for that width on screen, as JPEG; cached by
-    (image, width, the detections)."""
+    ``width`` pixels wide: drawn on a copy at most that wide, its boxes and labels sized for that copy's own width
+    on screen (the page shows pictures at their own width, never stretched), as JPEG; cached by (image, width,
+    the detections)."""
 
     def make() -> bytes:
         small, _ = shown_copy(display, width)
         size = (small.shape[1], small.shape[0])
-        return jpeg(annotate(small, result.rescaled(size[0] / result.image_size[0], size), shown_width=width))
+        return jpeg(annotate(small, result.rescaled(size[0] / result.image_size[0], size), shown_width=size[0]))
 
     return _cached(("picture", image_key, width, tuple(result.detections)), make)
 
@@ -79,12 +80,13 @@ def annotated_jpeg(image_key: tuple, display: np.ndarray, result: DetectionResul
 def agreement_jpeg(
     image_key: tuple, display: np.ndarray, agreement: Agreement, to_display: float, titles: tuple[str, str], width: int
 ) -> bytes:
-    """The agreement overlay (``annotate_agreement``) at most ``width`` pixels wide, as JPEG; ``to_display``
+    """The agreement overlay (``annotate_agreement``) at most ``width`` pixels wide, sized for its own width on
+    screen, as JPEG; ``to_display``
     maps the agreement's boxes (the original's pixels) to ``display``'s. Cached by (image, width, agreement)."""
 
     def make() -> bytes:
         small, factor = shown_copy(display, width)
-        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles, shown_width=width))
+        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles, shown_width=small.shape[1]))
 
     return _cached(("agreement", image_key, width, agreement, titles), make)
 

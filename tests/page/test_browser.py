@@ -48,6 +48,8 @@ def test_upload_see_cup_download_json(browser, server, images_dir, tmp_path):
         annotated = page.locator("[data-testid='stImage']").filter(has_text="coffee.png · yolo").locator("img")
         annotated.wait_for(timeout=30_000)  # the annotated picture first
         assert annotated.evaluate("img => img.naturalWidth") == 600
+        # shown at its own width in the ~900 px column, not stretched (and blurred) to fill it
+        assert annotated.evaluate("img => img.getBoundingClientRect().width") == 600
         page.get_by_role("button", name="Original (600x400)").click()  # the original, one click away
         original = page.locator("[data-testid='stPopoverBody'] [data-testid='stImage'] img")
         original.wait_for(timeout=30_000)

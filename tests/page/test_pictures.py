@@ -39,9 +39,14 @@ def test_annotated_picture_is_annotate_at_the_shown_width(yolo_env, images_dir):
 
 
 def test_a_picture_wider_than_the_image_is_the_image_itself(yolo_env, images_dir):
+    """A column wider than the image: the image itself, its boxes and labels sized for its own width on screen
+    (the page shows it at that width, not stretched to the column's)."""
     image, result = detected(images_dir)
     got = pictures.annotated_jpeg(("test-image", 2), image, result, 900)
     assert cv2.imdecode(np.frombuffer(got, np.uint8), cv2.IMREAD_COLOR).shape[:2] == image.shape[:2]
+    drawn = annotate(image, result)  # the golden: annotate called directly, at the image's own size
+    ok, golden = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok and got == golden.tobytes()
 
 
 def test_every_picture_is_drawn_on_one_thread_and_once_per_detections(yolo_env, images_dir, monkeypatch):
