@@ -131,14 +131,19 @@ def container(obj: dict[str, Any], name: str = SERVER) -> dict[str, Any]:
     return found[0]
 
 
-def kustomize_build(path: Path) -> str:
-    proc = subprocess.run(
+def kustomize(path: Path) -> subprocess.CompletedProcess:
+    """``kubectl kustomize path`` with no cluster configuration, its output and exit status as they are."""
+    return subprocess.run(
         [kubectl(), "kustomize", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "KUBECONFIG": os.devnull},
     )
+
+
+def kustomize_build(path: Path) -> str:
+    proc = kustomize(path)
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     # Deprecated fields and other warnings go to stderr: the gate treats them as errors.
     assert proc.stderr.strip() == "", f"kubectl kustomize {path} wrote to stderr:\n{proc.stderr}"

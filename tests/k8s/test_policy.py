@@ -8,11 +8,9 @@ is meant to.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import shutil
-import subprocess
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -32,7 +30,7 @@ from .helpers import (
     Render,
     all_containers,
     container,
-    kubectl,
+    kustomize,
     kustomize_build,
     pod_template,
     quantity,
@@ -838,13 +836,7 @@ def test_edge_auth_without_its_traffic_policy_fails_to_build(components, tmp_pat
         "components": [f"../components/{c}" for c in components],
     }
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-    proc = subprocess.run(
-        [kubectl(), "kustomize", str(overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "KUBECONFIG": os.devnull},
-    )
+    proc = kustomize(overlay)
     assert proc.returncode != 0, "rendered without the BackendTrafficPolicy the rate limit belongs to"
     assert "BackendTrafficPolicy" in proc.stderr and "objdet" in proc.stderr, proc.stderr
 
