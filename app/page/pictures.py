@@ -72,7 +72,7 @@ def annotated_jpeg(image_key: tuple, display: np.ndarray, result: DetectionResul
     def make() -> bytes:
         small, _ = shown_copy(display, width)
         size = (small.shape[1], small.shape[0])
-        return jpeg(annotate(small, result.rescaled(size[0] / result.image_size[0], size), shown_width=size[0]))
+        return jpeg(annotate(small, result.rescaled(size[0] / result.image_size[0], size)))  # shown at its size
 
     return _cached(("picture", image_key, width, tuple(result.detections)), make)
 
@@ -81,12 +81,12 @@ def agreement_jpeg(
     image_key: tuple, display: np.ndarray, agreement: Agreement, to_display: float, titles: tuple[str, str], width: int
 ) -> bytes:
     """The agreement overlay (``annotate_agreement``) at most ``width`` pixels wide, sized for its own width on
-    screen, as JPEG; ``to_display``
-    maps the agreement's boxes (the original's pixels) to ``display``'s. Cached by (image, width, agreement)."""
+    screen, as JPEG; ``to_display`` maps the agreement's boxes (the original's pixels) to ``display``'s. Cached
+    by (image, width, agreement)."""
 
     def make() -> bytes:
         small, factor = shown_copy(display, width)
-        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles, shown_width=small.shape[1]))
+        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles))
 
     return _cached(("agreement", image_key, width, agreement, titles), make)
 
