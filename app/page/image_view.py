@@ -32,7 +32,15 @@ from ..engine.registry import get_detector
 from ..engine.result import DetectionResult, DetectParams, detection_rows
 from ..ops import logs
 from .charts import class_colours
-from .pictures import agreement_jpeg, annotated_jpeg, on_drawing_thread, original_jpeg, thumbnail_url
+from .pictures import (
+    agreement_jpeg,
+    annotated_jpeg,
+    fitted,
+    on_drawing_thread,
+    on_screen_width,
+    original_jpeg,
+    thumbnail_url,
+)
 from .text import plain
 from .uploads import PreparedImage, decode_once, forward_once, image_key, release_working_copy
 
@@ -267,8 +275,8 @@ def show_result(
     st.markdown(f"**{MODEL_TITLES[model]}**")
     display_w, display_h = prepared.display_size
     picture = annotated_jpeg(outcome.image_key, prepared.display, result, shown)
-    # its own width, at most the column's: a picture narrower than the column is not stretched (and blurred)
-    st.image(picture, caption=f"{plain(name)} · {model}", width="content", output_format="JPEG")
+    on_screen = on_screen_width(fitted(prepared.display_size, shown), shown)
+    st.image(picture, caption=f"{plain(name)} · {model}", width=on_screen, output_format="JPEG")
     if not full:
         return
     total_ms = sum(result.timings_ms.values())
@@ -292,11 +300,11 @@ def show_result(
 
 
 def annotated_png(prepared: PreparedImage, result: DetectionResult, shown: int) -> bytes:
-    """The PNG download: the display copy with the boxes, sized as on the page (shown ``shown`` px wide, or at its
-    own width when narrower)."""
+    """The PNG download: the display copy with the boxes, sized as on the page (``on_screen_width`` in a column
+    ``shown`` px wide)."""
     boxes = result.rescaled(1 / prepared.display_factor, prepared.display_size)
-    shown_width = min(shown, prepared.display_size[0])
-    return to_png(on_drawing_thread(annotate, prepared.display, boxes, shown_width=shown_width))
+    on_screen = on_screen_width(fitted(prepared.display_size, shown), shown)
+    return to_png(on_drawing_thread(annotate, prepared.display, boxes, shown_width=on_screen))
 
 
 def downloads(outcome: Outcome, model: str, result: DetectionResult, shown: int, params: DetectParams) -> None:
@@ -338,7 +346,8 @@ def show_agreement(outcome: Outcome, agreement: Agreement) -> None:
     overlay = agreement_jpeg(
         outcome.image_key, prepared.display, agreement, 1 / prepared.display_factor, titles, AGREEMENT_WIDTH
     )
-    picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width="content", output_format="JPEG")
+    on_screen = on_screen_width(fitted(prepared.display_size, AGREEMENT_WIDTH), AGREEMENT_WIDTH)
+    picture.image(overlay, caption=f"{plain(outcome.name)} · agreement", width=on_screen, output_format="JPEG")
     with numbers:
         table = pd.DataFrame(agreement.per_class(), columns=["label", "both", f"only {first}", f"only {second}"])
         st.dataframe(table, hide_index=True, width="stretch", key=f"agreement-{key}")

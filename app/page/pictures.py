@@ -29,6 +29,10 @@ from .uploads import session_id
 
 JPEG_QUALITY = 85
 THUMB_QUALITY = 80
+# A picture whose longer side is shorter than this is enlarged on screen until that side reaches it (at most to
+# its column's width): a thumbnail's boxes and labels stay legible; others are shown at their own width, never
+# stretched (and blurred) to the column, nor a thin strip blown up to a height of thousands of pixels.
+MIN_SHOWN = 320
 
 T = TypeVar("T")
 
@@ -41,14 +45,29 @@ def on_drawing_thread(draw: Callable[..., T], *args, **kwargs) -> T:
     return _DRAWING.submit(draw, *args, **kwargs).result()
 
 
+def fitted(size: tuple[int, int], width: int) -> tuple[int, int]:
+    """The (width, height) of a picture of ``size`` shrunk to at most ``width`` pixels wide (``shown_copy``'s)."""
+    current, height = size
+    return size if current <= width else (width, max(1, round(height * width / current)))
+
+
 def shown_copy(image: np.ndarray, width: int) -> tuple[np.ndarray, float]:
     """``image`` shrunk (area interpolation) to at most ``width`` pixels wide, and the factor from its pixels to
     ``image``'s (1.0: the image itself)."""
-    height, current = image.shape[:2]
-    if current <= width:
+    current = image.shape[1]
+    size = fitted((current, image.shape[0]), width)
+    if size[0] == current:
         return image, 1.0
-    size = (width, max(1, round(height * width / current)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), current / width
+
+
+def on_screen_width(size: tuple[int, int], column: int) -> int:
+    """How wide a picture of ``size`` (width, height) is shown in a column ``column`` pixels wide: its own width,
+    enlarged only until its longer side is ``MIN_SHOWN``, at most the column. Pictures are drawn for it and
+    ``st.image`` is given it."""
+    width, height = size
+    enlarge = max(1.0, MIN_SHOWN / max(width, height, 1))
+    return max(1, min(column, round(width * enlarge)))
 
 
 def jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -65,14 +84,14 @@ def _cached(key: tuple, make: Callable[[], bytes]) -> bytes:
 
 def annotated_jpeg(image_key: tuple, display: np.ndarray, result: DetectionResult, width: int) -> bytes:
     """The display copy with ``result``'s boxes (in ``result.image_size`` pixels, the original's), for a column
-    ``width`` pixels wide: drawn on a copy at most that wide, its boxes and labels sized for that copy's own width
-    on screen (the page shows pictures at their own width, never stretched), as JPEG; cached by (image, width,
-    the detections)."""
+    ``width`` pixels wide: drawn on a copy at most that wide, its boxes and labels sized for the width it is shown
+    at (``on_screen_width``), as JPEG; cached by (image, width, the detections)."""
 
     def make() -> bytes:
         small, _ = shown_copy(display, width)
         size = (small.shape[1], small.shape[0])
-        return jpeg(annotate(small, result.rescaled(size[0] / result.image_size[0], size)))  # shown at its size
+        boxes = result.rescaled(size[0] / result.image_size[0], size)
+        return jpeg(annotate(small, boxes, shown_width=on_screen_width(size, width)))
 
     return _cached(("picture", image_key, width, tuple(result.detections)), make)
 
@@ -80,13 +99,14 @@ def annotated_jpeg(image_key: tuple, display: np.ndarray, result: DetectionResul
 def agreement_jpeg(
     image_key: tuple, display: np.ndarray, agreement: Agreement, to_display: float, titles: tuple[str, str], width: int
 ) -> bytes:
-    """The agreement overlay (``annotate_agreement``) at most ``width`` pixels wide, sized for its own width on
-    screen, as JPEG; ``to_display`` maps the agreement's boxes (the original's pixels) to ``display``'s. Cached
-    by (image, width, agreement)."""
+    """The agreement overlay (``annotate_agreement``) at most ``width`` pixels wide, sized for the width it is
+    shown at (``on_screen_width``), as JPEG; ``to_display`` maps the agreement's boxes (the original's pixels)
+    to ``display``'s. Cached by (image, width, agreement)."""
 
     def make() -> bytes:
         small, factor = shown_copy(display, width)
-        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles))
+        shown = on_screen_width((small.shape[1], small.shape[0]), width)
+        return jpeg(annotate_agreement(small, agreement, to_display / factor, titles, shown_width=shown))
 
     return _cached(("agreement", image_key, width, agreement, titles), make)
 

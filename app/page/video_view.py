@@ -156,7 +156,7 @@ def show_video(name: str, model: str, report: VideoReport, cache_key: tuple) -> 
             )
         else:
             index = next(iter(frames))
-        picture.image(frames[index], caption=f"{plain(name)} · frame {index} · {model}", width="content")
+        picture.image(frames[index], caption=f"{plain(name)} · frame {index} · {model}", width="stretch")
     stem = Path(name).stem
     (web_w, web_h), separate_mp4 = report.web_size, report.video is not report.mp4
     d1, d2, d3 = st.columns(3)

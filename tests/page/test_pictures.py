@@ -49,6 +49,24 @@ def test_a_picture_wider_than_the_image_is_the_image_itself(yolo_env, images_dir
     assert ok and got == golden.tobytes()
 
 
+def test_a_thumbnail_is_drawn_for_the_enlarged_width_it_is_shown_at(yolo_env, images_dir):
+    """A picture narrower than ``MIN_SHOWN`` is shown enlarged to it: its boxes and labels are drawn for that
+    width on screen, not for its own few pixels."""
+    image, result = detected(images_dir)
+    small = cv2.resize(image, (150, 100), interpolation=cv2.INTER_AREA)
+    boxes = result.rescaled(150 / image.shape[1], (150, 100))
+    assert pictures.on_screen_width((150, 100), 900) == pictures.MIN_SHOWN == 320  # the longer side to 320
+    assert pictures.on_screen_width((100, 150), 900) == 213
+    assert pictures.on_screen_width((150, 100), 200) == 200  # never wider than the column
+    assert pictures.on_screen_width((20, 1024), 900) == 20  # a thin strip is not blown up to 16,000 px tall
+    assert pictures.on_screen_width((600, 400), 900) == 600 and pictures.on_screen_width((900, 600), 900) == 900
+    got = pictures.annotated_jpeg(("test-image", 4), small, boxes, 900)
+    drawn = annotate(small, boxes, shown_width=320)  # the golden: annotate called directly
+    ok, golden = cv2.imencode(".jpg", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok and got == golden.tobytes()
+    assert got != pictures.jpeg(annotate(small, boxes))  # drawn for its own 150 px, the labels would differ
+
+
 def test_every_picture_is_drawn_on_one_thread_and_once_per_detections(yolo_env, images_dir, monkeypatch):
     image, result = detected(images_dir)
     threads, real = [], pictures.annotate
